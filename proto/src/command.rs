@@ -1,0 +1,160 @@
+//! Commands and queries: NATS requests to the owning service, and their replies.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Actor;
+use crate::model::{AlertStatus, Channel};
+
+/// A request to a service, carrying who asks.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CommandRequest<T> {
+    pub actor: Actor,
+    /// The client's `Idempotency-Key`, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub body: T,
+}
+
+/// A service's answer: a result or a problem.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandReply<T> {
+    Ok(T),
+    Error(Problem),
+}
+
+/// An RFC 9457 problem, as services report it and the gateway serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Problem {
+    /// HTTP status the gateway answers with.
+    pub status: u16,
+    /// A short, fixed summary of the problem type.
+    pub title: String,
+    /// What exactly is wrong, for a person.
+    pub detail: String,
+    /// The offending field, as a JSON path (`variables.district`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl Problem {
+    /// A problem with the given status and texts.
+    pub fn new(status: u16, title: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            title: title.to_owned(),
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    /// 422: the request is well-formed but a field's value is wrong.
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Problem {
+        Problem {
+            field: Some(field.into()),
+            ..Problem::new(422, "invalid field", detail)
+        }
+    }
+
+    /// 404: the named thing does not exist.
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(404, "not found", detail)
+    }
+
+    /// 403: the actor lacks the role.
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(403, "forbidden", detail)
+    }
+
+    /// 409: the state changed under the request.
+    pub fn conflict(detail: impl Into<String>) -> Problem {
+        Problem::new(409, "conflict", detail)
+    }
+
+    /// 503: a dependency is unavailable; the client may retry.
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
+        Problem::new(503, "service unavailable", detail)
+    }
+}
+
+/// Declare a crisis from an approved template version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeclareCrisis {
+    /// The template's id (slug).
+    pub template: String,
+    /// The approved version; the newest approved one when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<u32>,
+    /// Values for the template's variables.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Audiences for SMS and email.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Channels to use; every channel when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<Channel>>,
+    /// Actual (default), Exercise or Test.
+    #[serde(default)]
+    pub status: AlertStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The answer to a declaration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Declared {
+    pub crisis_id: String,
+    pub revision: u32,
+    /// Recipients planned per channel.
+    pub recipients: BTreeMap<Channel, u64>,
+}
+
+/// Confirm that a channel's message is really out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfirmChannel {
+    pub crisis_id: String,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Ask for one crisis's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GetCrisis {
+    pub crisis_id: String,
+}
+
+/// Ask for every crisis, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ListCrises {}
+
+/// Ask for the declarable templates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ListTemplates {}
+
+/// Ask for audit records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crisis: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// First audit sequence to return (1 when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_sequence: Option<u64>,
+    /// Most records to return.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// Ask the audit service to recompute the chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditVerify {}

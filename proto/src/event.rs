@@ -1,0 +1,132 @@
+//! Domain events: every state change of krisbud is one of these, appended to
+//! KRISBUD_EVENTS on the subject of its aggregate.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AlertStatus, CapInfo, Channel};
+use crate::subject;
+use crate::template::{RenderedLanguage, TemplateRef};
+
+/// Every event krisbud records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", content = "payload")]
+pub enum Event {
+    /// A duty officer declared a crisis.
+    CrisisDeclared(CrisisDeclared),
+    /// A channel delivered (or failed to deliver) one dispatch job.
+    DeliveryReported(DeliveryReported),
+    /// An operator confirmed that a channel's message is really out.
+    ChannelConfirmed(ChannelConfirmed),
+}
+
+impl Event {
+    /// The event's kind as written in the envelope and the `Krisbud-Kind` header.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::CrisisDeclared(_) => "CrisisDeclared",
+            Event::DeliveryReported(_) => "DeliveryReported",
+            Event::ChannelConfirmed(_) => "ChannelConfirmed",
+        }
+    }
+
+    /// The crisis the event belongs to, where there is one.
+    pub fn crisis_id(&self) -> Option<&str> {
+        match self {
+            Event::CrisisDeclared(e) => Some(&e.crisis_id),
+            Event::DeliveryReported(e) => Some(&e.crisis_id),
+            Event::ChannelConfirmed(e) => Some(&e.crisis_id),
+        }
+    }
+
+    /// The subject of the event's aggregate.
+    pub fn subject(&self) -> String {
+        match self {
+            Event::CrisisDeclared(e) => subject::crisis_events(&e.crisis_id),
+            Event::ChannelConfirmed(e) => subject::crisis_events(&e.crisis_id),
+            Event::DeliveryReported(e) => subject::delivery_events(e.channel, &e.crisis_id),
+        }
+    }
+}
+
+/// A crisis was declared from an approved template version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrisisDeclared {
+    /// The new crisis's id.
+    pub crisis_id: String,
+    /// Revision of the crisis; 1 for the declaration.
+    pub revision: u32,
+    /// The approved template version that was used.
+    pub template: TemplateRef,
+    /// Whether this is real, an exercise or a test.
+    pub status: AlertStatus,
+    /// The CAP classification, from the template.
+    pub cap: CapInfo,
+    /// The values the duty officer filled in.
+    pub variables: BTreeMap<String, String>,
+    /// The audiences addressed on the person-to-person channels.
+    pub audiences: Vec<String>,
+    /// The channels the crisis goes out on.
+    pub channels: Vec<Channel>,
+    /// Every language's rendered messages.
+    pub messages: Vec<RenderedLanguage>,
+    /// When the crisis stops being shown, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What happened to each recipient of one dispatch job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryReported {
+    pub crisis_id: String,
+    pub revision: u32,
+    pub channel: Channel,
+    /// The dispatch job these outcomes belong to.
+    pub job_id: String,
+    /// The provider or transport that carried the job (`46elks`, `smtp`, `outbox` ...).
+    pub provider: String,
+    /// One outcome per recipient of the job.
+    pub outcomes: Vec<RecipientOutcome>,
+}
+
+/// The fate of one recipient on one channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RecipientOutcome {
+    /// The recipient's keyed hash (`rcp:<hex>`), or the target name for channels
+    /// without personal recipients (`banner`, `intranet`).
+    pub recipient: String,
+    pub state: DeliveryState,
+    /// The provider's id for the message, when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_ref: Option<String>,
+    /// Why it failed, or the provider's own status word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The state of one recipient's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Accepted by the transport (SMTP 250, provider 2xx); final delivery unknown.
+    Sent,
+    /// Confirmed as delivered, or written where it is read (outbox, banner, webhook 2xx).
+    Delivered,
+    /// Will not be delivered; `reason` says why.
+    Failed,
+}
+
+/// An operator confirmed that a channel's message is really out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelConfirmed {
+    pub crisis_id: String,
+    /// The crisis revision that was confirmed.
+    pub revision: u32,
+    pub channel: Channel,
+    /// The operator's note ("banner live on stockholm.se").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}

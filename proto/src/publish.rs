@@ -1,0 +1,43 @@
+//! What the public and staff channels publish: the banner JSON and the intranet
+//! article, as their consumers read them.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AlertStatus, Severity};
+use crate::template::BannerLevel;
+
+/// One language of an active banner, as `GET /v1/banners` serves it.
+///
+/// Text fields are plain text: a web page must insert them as text, never as HTML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PublicBanner {
+    pub crisis_id: String,
+    pub revision: u32,
+    pub language: String,
+    pub status: AlertStatus,
+    pub severity: Severity,
+    pub level: BannerLevel,
+    pub headline: String,
+    pub body: String,
+    pub link_text: String,
+    pub link_url: String,
+    pub published_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An intranet article, as the signed webhook receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IntranetArticle {
+    pub crisis_id: String,
+    pub revision: u32,
+    pub language: String,
+    pub status: AlertStatus,
+    pub severity: Severity,
+    pub title: String,
+    /// Markdown.
+    pub body: String,
+    pub published_at: DateTime<Utc>,
+}

@@ -1,0 +1,37 @@
+//! JSON Schemas of the wire types, generated into `proto/schema/`.
+//!
+//! The checked-in files are what other teams consume; `tests/schema_drift.rs` fails
+//! when they no longer match the code. Regenerate with
+//! `KRISBUD_BLESS=1 cargo test -p krisbud-proto --test schema_drift`.
+
+use schemars::{JsonSchema, Schema, schema_for};
+
+use crate::{audience, audit, command, envelope, job, publish, status, template};
+
+/// Every published schema, by file stem.
+pub fn all() -> Vec<(&'static str, Schema)> {
+    fn one<T: JsonSchema>(name: &'static str) -> (&'static str, Schema) {
+        (name, schema_for!(T))
+    }
+    vec![
+        one::<envelope::Envelope>("envelope"),
+        one::<job::DispatchJob>("dispatch-job"),
+        one::<audit::AuditRecord>("audit-record"),
+        one::<audience::Audience>("audience"),
+        one::<template::TemplateVersion>("template-version"),
+        one::<status::CrisisStatus>("crisis-status"),
+        one::<command::DeclareCrisis>("declare-crisis"),
+        one::<command::Declared>("declared"),
+        one::<command::ConfirmChannel>("confirm-channel"),
+        one::<command::Problem>("problem"),
+        one::<publish::PublicBanner>("public-banner"),
+        one::<publish::IntranetArticle>("intranet-article"),
+    ]
+}
+
+/// The schema rendered as the checked-in file's text.
+pub fn render(schema: &Schema) -> String {
+    let mut text = serde_json::to_string_pretty(schema).expect("a schema serializes");
+    text.push('\n');
+    text
+}

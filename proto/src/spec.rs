@@ -1,0 +1,98 @@
+//! Stream and bucket specs: what must exist in JetStream for krisbud to run.
+//!
+//! These are plain data so the contract does not depend on a NATS client; the kit
+//! turns them into JetStream configurations and creates them idempotently.
+
+use std::time::Duration;
+
+use crate::subject;
+
+/// How a stream keeps messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Kept until limits are reached.
+    Limits,
+    /// Removed once acknowledged.
+    WorkQueue,
+}
+
+/// A JetStream stream krisbud needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    pub name: &'static str,
+    pub subjects: &'static [&'static str],
+    pub retention: Retention,
+    pub deny_delete: bool,
+    pub deny_purge: bool,
+    /// How long JetStream remembers a `Nats-Msg-Id` to drop duplicates.
+    pub duplicate_window: Duration,
+    pub description: &'static str,
+}
+
+/// A key-value bucket krisbud needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketSpec {
+    pub name: &'static str,
+    /// Revisions kept per key.
+    pub history: i64,
+    pub description: &'static str,
+}
+
+/// Every domain fact, once.
+pub const EVENTS: StreamSpec = StreamSpec {
+    name: "KRISBUD_EVENTS",
+    subjects: &[subject::ALL_EVENTS],
+    retention: Retention::Limits,
+    deny_delete: true,
+    deny_purge: true,
+    duplicate_window: Duration::from_secs(600),
+    description: "krisbud domain events: crisis, template, delivery, confirmation",
+};
+
+/// Delivery jobs for the channel services.
+pub const DISPATCH: StreamSpec = StreamSpec {
+    name: "KRISBUD_DISPATCH",
+    subjects: &[subject::ALL_DISPATCH],
+    retention: Retention::WorkQueue,
+    deny_delete: false,
+    deny_purge: false,
+    duplicate_window: Duration::from_secs(600),
+    description: "krisbud dispatch jobs, removed when a channel acknowledges them",
+};
+
+/// The hash chain.
+pub const AUDIT: StreamSpec = StreamSpec {
+    name: "KRISBUD_AUDIT",
+    subjects: &[subject::AUDIT_LOG],
+    retention: Retention::Limits,
+    deny_delete: true,
+    deny_purge: true,
+    duplicate_window: Duration::from_secs(600),
+    description: "krisbud audit hash chain; append-only",
+};
+
+/// The crisis status read model, one key per crisis.
+pub const CRISES: BucketSpec = BucketSpec {
+    name: "KRISBUD_CRISES",
+    history: 1,
+    description: "crisis status read model",
+};
+
+/// Active banners, one key per crisis.
+pub const BANNERS: BucketSpec = BucketSpec {
+    name: "KRISBUD_BANNERS",
+    history: 1,
+    description: "banners shown on the public site",
+};
+
+/// Audiences: one key per audience with its members.
+pub const AUDIENCES: BucketSpec = BucketSpec {
+    name: "KRISBUD_AUDIENCES",
+    history: 1,
+    description: "audiences and their members",
+};
+
+/// Every stream.
+pub const STREAMS: [&StreamSpec; 3] = [&EVENTS, &DISPATCH, &AUDIT];
+/// Every bucket.
+pub const BUCKETS: [&BucketSpec; 3] = [&CRISES, &BANNERS, &AUDIENCES];

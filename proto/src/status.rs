@@ -1,0 +1,74 @@
+//! The crisis status read model, as the API shows it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AlertStatus, Channel};
+use crate::template::TemplateRef;
+
+/// A crisis as the duty officer sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrisisStatus {
+    pub crisis_id: String,
+    pub revision: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRef>,
+    #[serde(default)]
+    pub status: AlertStatus,
+    /// The Swedish banner headline, to recognise the crisis in a list.
+    #[serde(default)]
+    pub headline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_at: Option<DateTime<Utc>>,
+    pub channels: BTreeMap<Channel, ChannelStatus>,
+}
+
+/// Progress of one channel of a crisis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelStatus {
+    pub state: ChannelState,
+    /// Recipients planned (1 for banner and intranet).
+    pub total: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub pending: u64,
+    /// Failures counted by reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_by_reason: BTreeMap<String, u64>,
+    /// Which provider carried how many recipients.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub providers: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub confirmations: Vec<Confirmation>,
+}
+
+/// Where a channel stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelState {
+    /// Some recipients have no outcome yet.
+    #[default]
+    Pending,
+    /// Every recipient's message was handed over (sent or delivered).
+    Delivered,
+    /// Every recipient has an outcome and some failed.
+    PartlyFailed,
+    /// Every recipient failed.
+    Failed,
+}
+
+/// An operator's confirmation of a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Confirmation {
+    pub revision: u32,
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}

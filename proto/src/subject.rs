@@ -1,0 +1,67 @@
+//! Subject names. Every subject krisbud uses is built here.
+
+use crate::model::Channel;
+
+/// Prefix of every event subject.
+pub const EVENTS_PREFIX: &str = "krisbud.evt";
+/// Every event.
+pub const ALL_EVENTS: &str = "krisbud.evt.>";
+/// Every crisis aggregate's events.
+pub const ALL_CRISIS_EVENTS: &str = "krisbud.evt.crisis.*";
+/// Every delivery outcome.
+pub const ALL_DELIVERY_EVENTS: &str = "krisbud.evt.delivery.>";
+/// Every dispatch job.
+pub const ALL_DISPATCH: &str = "krisbud.dispatch.>";
+/// The audit chain.
+pub const AUDIT_LOG: &str = "krisbud.audit.log";
+
+/// The subject of one crisis's events.
+pub fn crisis_events(crisis_id: &str) -> String {
+    format!("krisbud.evt.crisis.{crisis_id}")
+}
+
+/// The subject of one template's events.
+pub fn template_events(template_id: &str) -> String {
+    format!("krisbud.evt.template.{template_id}")
+}
+
+/// The subject of one channel's delivery outcomes for one crisis.
+pub fn delivery_events(channel: Channel, crisis_id: &str) -> String {
+    format!("krisbud.evt.delivery.{channel}.{crisis_id}")
+}
+
+/// The subject of one channel's dispatch jobs for one crisis.
+pub fn dispatch(channel: Channel, crisis_id: &str) -> String {
+    format!("krisbud.dispatch.{channel}.{crisis_id}")
+}
+
+/// Every dispatch job of one channel.
+pub fn dispatch_filter(channel: Channel) -> String {
+    format!("krisbud.dispatch.{channel}.>")
+}
+
+/// Command subjects: NATS requests served by the owning service in a queue group.
+pub mod cmd {
+    /// Declare a crisis (coordinator).
+    pub const DECLARE: &str = "krisbud.cmd.crisis.declare";
+    /// Confirm a channel (coordinator).
+    pub const CONFIRM: &str = "krisbud.cmd.crisis.confirm";
+    /// One crisis's status (coordinator).
+    pub const GET_CRISIS: &str = "krisbud.cmd.crisis.get";
+    /// Every crisis (coordinator).
+    pub const LIST_CRISES: &str = "krisbud.cmd.crisis.list";
+    /// Declarable templates (coordinator).
+    pub const LIST_TEMPLATES: &str = "krisbud.cmd.template.list";
+    /// Audit records (audit).
+    pub const AUDIT_QUERY: &str = "krisbud.cmd.audit.query";
+    /// Recompute the audit chain (audit).
+    pub const AUDIT_VERIFY: &str = "krisbud.cmd.audit.verify";
+}
+
+/// Whether `s` can be one token of a subject: crisis and template ids must be.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

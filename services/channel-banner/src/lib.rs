@@ -1,0 +1,1 @@
+//! krisbud channel-banner.

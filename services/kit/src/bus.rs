@@ -1,0 +1,110 @@
+//! The event bus: appending events and publishing dispatch jobs with the headers
+//! every message carries (`Nats-Msg-Id`, kind, schema version, `traceparent`).
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use krisbud_proto::job::DispatchJob;
+use krisbud_proto::{Envelope, HEADER_KIND, HEADER_SCHEMA_VERSION, SCHEMA_VERSION, subject};
+
+use crate::telemetry;
+
+/// A connected client with its JetStream context.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else appended to the aggregate first.
+    #[error("the aggregate changed concurrently (expected last subject sequence {expected})")]
+    Conflict {
+        /// The sequence the writer expected.
+        expected: u64,
+    },
+    /// JetStream did not store the message.
+    #[error("cannot append to jetstream: {0}")]
+    Unavailable(String),
+}
+
+/// Where an append expects the aggregate to be.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect {
+    /// No expectation: append whatever is there.
+    Any,
+    /// The subject's last message has this stream sequence (0: no message yet).
+    LastSubjectSequence(u64),
+    /// The stream's last message has this sequence (0: the stream is empty).
+    LastSequence(u64),
+}
+
+impl Bus {
+    /// Wraps a connected client.
+    pub fn new(client: async_nats::Client) -> Bus {
+        let js = jetstream::new(client.clone());
+        Bus { client, js }
+    }
+
+    /// Appends an event to its aggregate's subject and waits until it is stored.
+    /// Returns the event's stream sequence.
+    pub async fn append(&self, envelope: &Envelope, expect: Expect) -> Result<u64, AppendError> {
+        let body = serde_json::to_vec(envelope).expect("an envelope serializes");
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_KIND, envelope.event.kind());
+        let subject = envelope.subject();
+        self.publish(subject, &envelope.id, headers, body, expect)
+            .await
+    }
+
+    /// Publishes a dispatch job to its channel's work queue. The job id is the
+    /// `Nats-Msg-Id`, so planning the same job twice stores it once.
+    pub async fn dispatch(&self, job: &DispatchJob) -> Result<u64, AppendError> {
+        let body = serde_json::to_vec(job).expect("a job serializes");
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_KIND, "DispatchJob");
+        let subject = subject::dispatch(job.channel, &job.crisis_id);
+        self.publish(subject, &job.job_id, headers, body, Expect::Any)
+            .await
+    }
+
+    /// Publishes raw bytes with krisbud's headers and waits for the stream's ack.
+    pub async fn publish(
+        &self,
+        subject: String,
+        msg_id: &str,
+        mut headers: HeaderMap,
+        body: Vec<u8>,
+        expect: Expect,
+    ) -> Result<u64, AppendError> {
+        headers.insert("Nats-Msg-Id", msg_id);
+        headers.insert(HEADER_SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_str());
+        match expect {
+            Expect::Any => {}
+            Expect::LastSubjectSequence(n) => {
+                headers.insert("Nats-Expected-Last-Subject-Sequence", n.to_string().as_str());
+            }
+            Expect::LastSequence(n) => {
+                headers.insert("Nats-Expected-Last-Sequence", n.to_string().as_str());
+            }
+        }
+        telemetry::inject(&mut headers);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, body.into())
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        match ack.await {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                let expected = match expect {
+                    Expect::LastSubjectSequence(n) | Expect::LastSequence(n) => n,
+                    Expect::Any => 0,
+                };
+                Err(AppendError::Conflict { expected })
+            }
+            Err(e) => Err(AppendError::Unavailable(e.to_string())),
+        }
+    }
+}

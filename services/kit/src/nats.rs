@@ -1,0 +1,99 @@
+//! Connecting to NATS and provisioning JetStream streams and buckets.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv, stream};
+use krisbud_proto::spec::{BucketSpec, Retention, StreamSpec};
+use tokio_util::sync::CancellationToken;
+
+/// Connects to `url`, retrying the initial connect with backoff until it succeeds
+/// or `shutdown` is cancelled. Once connected, the client reconnects by itself.
+pub async fn connect(
+    url: &str,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<async_nats::Client> {
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1u32;
+    loop {
+        let options = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None);
+        let client = options.connect(url).await;
+        match client {
+            Ok(client) => match tokio::time::timeout(Duration::from_secs(2), client.flush()).await
+            {
+                Ok(Ok(())) => {
+                    tracing::info!(%url, attempt, "connected to nats");
+                    return Ok(client);
+                }
+                _ => {
+                    tracing::warn!(%url, attempt, "nats not reachable yet; retrying");
+                    drop(client);
+                }
+            },
+            Err(e) => tracing::warn!(%url, attempt, error = %e, "cannot connect to nats; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => anyhow::bail!("shut down before nats at {url} was reachable"),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+        attempt += 1;
+    }
+}
+
+/// The JetStream configuration of a stream spec.
+pub fn stream_config(spec: &StreamSpec) -> stream::Config {
+    stream::Config {
+        name: spec.name.to_owned(),
+        description: Some(spec.description.to_owned()),
+        subjects: spec.subjects.iter().map(|s| (*s).to_owned()).collect(),
+        retention: match spec.retention {
+            Retention::Limits => stream::RetentionPolicy::Limits,
+            Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
+        },
+        storage: stream::StorageType::File,
+        deny_delete: spec.deny_delete,
+        deny_purge: spec.deny_purge,
+        duplicate_window: spec.duplicate_window,
+        ..Default::default()
+    }
+}
+
+/// Creates the streams and buckets that do not exist yet; existing ones are left
+/// as they are, so every service can call this at start-up.
+pub async fn provision(
+    js: &jetstream::Context,
+    streams: &[&StreamSpec],
+    buckets: &[&BucketSpec],
+) -> anyhow::Result<()> {
+    for spec in streams {
+        js.get_or_create_stream(stream_config(spec))
+            .await
+            .with_context(|| format!("cannot create stream {}", spec.name))?;
+    }
+    for spec in buckets {
+        if js.get_key_value(spec.name).await.is_ok() {
+            continue;
+        }
+        let created = js
+            .create_key_value(kv::Config {
+                bucket: spec.name.to_owned(),
+                description: spec.description.to_owned(),
+                history: spec.history,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await;
+        if let Err(e) = created {
+            // Another instance may have created it between the check and now.
+            js.get_key_value(spec.name)
+                .await
+                .with_context(|| format!("cannot create bucket {}: {e}", spec.name))?;
+        }
+    }
+    Ok(())
+}
