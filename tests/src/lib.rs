@@ -1,1 +1,28 @@
-//! Test harness.
+//! The krisbud test harness: real servers for tests to talk to.
+//!
+//! A real `nats-server` per test (own port, own store directory), a real SMTP
+//! server, a simulator speaking the 46elks HTTP API, a webhook receiver that checks
+//! signatures, and [`wait_until`] for waiting on effects with a deadline. This
+//! library depends on no krisbud service, so every service crate can use it in its
+//! own tests; the end-to-end tests live in `tests/tests/`.
+
+pub mod nats;
+pub mod wait;
+
+pub use nats::NatsServer;
+pub use wait::{wait_until, wait_until_async};
+
+/// Installs a log subscriber when `TEST_LOG` is set, so tests are quiet by default.
+pub fn init_test_log() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("TEST_LOG")
+                    .ok()
+                    .filter(|v| v != "1")
+                    .unwrap_or_else(|| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    }
+}

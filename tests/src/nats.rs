@@ -1,0 +1,134 @@
+//! A real `nats-server` with JetStream per test, on a free port with its own store
+//! directory, killed and removed on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `nats-server -js`.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+/// How to install the server when it is missing.
+pub const INSTALL_HINT: &str = "apt-get install -y nats-server";
+
+impl NatsServer {
+    /// Starts a server on a free port with a fresh store directory and waits until
+    /// it accepts connections.
+    pub fn start() -> NatsServer {
+        let store = tempfile::tempdir().expect("a temporary store directory");
+        let port = free_port();
+        let mut server = NatsServer {
+            child: None,
+            port,
+            store,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The client URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory.
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Stops the server (SIGKILL), keeping its store.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let binary = nats_server_binary();
+        let child = Command::new(&binary)
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); install it with `{INSTALL_HINT}`",
+                    binary.display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("nats-server exited at start-up with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not accept connections on port {} within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `nats-server` binary: `NATS_SERVER` if set, else the one on PATH, else
+/// Debian's `/usr/sbin/nats-server`. Panics with the install command when missing.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    if let Some(path) = on_path {
+        return path;
+    }
+    let debian = PathBuf::from("/usr/sbin/nats-server");
+    if debian.is_file() {
+        return debian;
+    }
+    panic!("nats-server is not installed; install it with `{INSTALL_HINT}`");
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
