@@ -46,3 +46,12 @@ pub struct VerifyFailure {
     pub problem: String,
     pub detail: String,
 }
+
+/// One page of audit records, as the audit service answers a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditPage {
+    pub records: Vec<AuditRecord>,
+    /// Where the next page starts, when there is more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sequence: Option<u64>,
+}

@@ -17,6 +17,8 @@ use crate::template::{RenderedLanguage, TemplateRef};
 pub enum Event {
     /// A duty officer declared a crisis.
     CrisisDeclared(CrisisDeclared),
+    /// The coordinator planned the dispatch jobs of a crisis revision.
+    DispatchPlanned(DispatchPlanned),
     /// A channel delivered (or failed to deliver) one dispatch job.
     DeliveryReported(DeliveryReported),
     /// An operator confirmed that a channel's message is really out.
@@ -28,6 +30,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::CrisisDeclared(_) => "CrisisDeclared",
+            Event::DispatchPlanned(_) => "DispatchPlanned",
             Event::DeliveryReported(_) => "DeliveryReported",
             Event::ChannelConfirmed(_) => "ChannelConfirmed",
         }
@@ -37,6 +40,7 @@ impl Event {
     pub fn crisis_id(&self) -> Option<&str> {
         match self {
             Event::CrisisDeclared(e) => Some(&e.crisis_id),
+            Event::DispatchPlanned(e) => Some(&e.crisis_id),
             Event::DeliveryReported(e) => Some(&e.crisis_id),
             Event::ChannelConfirmed(e) => Some(&e.crisis_id),
         }
@@ -47,6 +51,7 @@ impl Event {
         match self {
             Event::CrisisDeclared(e) => subject::crisis_events(&e.crisis_id),
             Event::ChannelConfirmed(e) => subject::crisis_events(&e.crisis_id),
+            Event::DispatchPlanned(e) => subject::crisis_events(&e.crisis_id),
             Event::DeliveryReported(e) => subject::delivery_events(e.channel, &e.crisis_id),
         }
     }
@@ -76,6 +81,27 @@ pub struct CrisisDeclared {
     /// When the crisis stops being shown, if ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The dispatch jobs planned for one crisis revision: how many recipients each
+/// channel has, so status can show what is still pending.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DispatchPlanned {
+    pub crisis_id: String,
+    pub revision: u32,
+    pub channels: BTreeMap<Channel, PlannedChannel>,
+}
+
+/// One channel's share of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedChannel {
+    /// Recipients (one per language for banner and intranet).
+    pub recipients: u64,
+    /// Dispatch jobs published.
+    pub jobs: u64,
+    /// Addresses left out because they appeared more than once.
+    #[serde(default)]
+    pub duplicates_removed: u64,
 }
 
 /// What happened to each recipient of one dispatch job.

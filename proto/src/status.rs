@@ -1,6 +1,6 @@
 //! The crisis status read model, as the API shows it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -8,6 +8,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{AlertStatus, Channel};
 use crate::template::TemplateRef;
+
+/// The stored read model of one crisis: the status plus what is needed to fold
+/// events into it idempotently, in any order, from several instances.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrisisProjection {
+    pub status: CrisisStatus,
+    /// Outcome counts per dispatch job; a redelivered report overwrites its own entry.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobTally>,
+    /// Ids of the confirmation events already folded in.
+    #[serde(default)]
+    pub confirmation_events: BTreeSet<String>,
+}
+
+/// The outcome counts of one dispatch job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobTally {
+    pub channel: Option<Channel>,
+    pub provider: String,
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    #[serde(default)]
+    pub failed_by_reason: BTreeMap<String, u64>,
+}
 
 /// A crisis as the duty officer sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -32,6 +57,9 @@ pub struct CrisisStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChannelStatus {
     pub state: ChannelState,
+    /// Whether the dispatch jobs are planned, so `total` is known.
+    #[serde(default)]
+    pub planned: bool,
     /// Recipients planned (1 for banner and intranet).
     pub total: u64,
     pub sent: u64,

@@ -1,0 +1,262 @@
+//! The coordinator's commands and queries: declare, confirm, status, lists.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::kv;
+use chrono::Utc;
+use futures::StreamExt;
+use krisbud_kit::Bus;
+use krisbud_kit::bus::{AppendError, Expect};
+use krisbud_proto::audience::Audience;
+use krisbud_proto::command::{ConfirmChannel, DeclareCrisis, Declared, GetCrisis};
+use krisbud_proto::event::{ChannelConfirmed, CrisisDeclared};
+use krisbud_proto::status::CrisisStatus;
+use krisbud_proto::template::TemplateRef;
+use krisbud_proto::{Actor, Channel, CommandRequest, Envelope, Event, Problem, Role, subject};
+use sha2::{Digest, Sha256};
+
+use crate::{projection, render, templates::TemplateStore};
+
+/// Longest operator note accepted, in characters.
+const MAX_NOTE: usize = 500;
+
+/// What the command handlers share.
+pub struct Coordinator {
+    pub templates: TemplateStore,
+    pub bus: Bus,
+    pub crises: kv::Store,
+    pub audiences: kv::Store,
+}
+
+fn require(actor: &Actor, roles: &[Role]) -> Result<(), Problem> {
+    if roles.iter().any(|r| actor.has(*r)) {
+        Ok(())
+    } else {
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(Problem::forbidden(format!(
+            "{} lacks the role for this; it needs one of: {}",
+            actor.user,
+            names.join(", ")
+        )))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "coordinator storage failed");
+    Problem::unavailable("the crisis store is unavailable; try again")
+}
+
+impl Coordinator {
+    /// Declares a crisis: validate, render, append `CrisisDeclared`, answer.
+    pub async fn declare(&self, request: CommandRequest<DeclareCrisis>) -> Result<Declared, Problem> {
+        require(&request.actor, &[Role::DutyOfficer])?;
+        let body = request.body;
+        let template = self
+            .templates
+            .declarable(&body.template, body.template_version)?;
+        let mut channels = body.channels.clone().unwrap_or_else(|| Channel::ALL.to_vec());
+        channels.sort();
+        channels.dedup();
+        if channels.is_empty() {
+            return Err(Problem::invalid("channels", "choose at least one channel"));
+        }
+        let personal = channels.iter().any(|c| c.has_recipients());
+        if personal && body.audiences.is_empty() {
+            return Err(Problem::invalid(
+                "audiences",
+                "SMS and email need at least one audience; name one or leave those channels out",
+            ));
+        }
+        if let Some(expires) = body.expires_at
+            && expires <= Utc::now()
+        {
+            return Err(Problem::invalid("expires_at", "the expiry time has already passed"));
+        }
+        let mut recipients: BTreeMap<Channel, u64> = BTreeMap::new();
+        let mut audiences = Vec::new();
+        for (i, id) in body.audiences.iter().enumerate() {
+            let audience = self
+                .audience(id)
+                .await?
+                .ok_or_else(|| Problem::invalid(format!("audiences[{i}]"), format!("there is no audience `{id}`")))?;
+            audiences.push(audience);
+        }
+        let messages = render::render(template, &body.variables, body.status)?;
+        for channel in &channels {
+            let count = match channel {
+                Channel::Sms => unique_addresses(&audiences, |m| m.phone.as_deref()),
+                Channel::Email => unique_addresses(&audiences, |m| m.email.as_deref()),
+                Channel::Banner | Channel::Intranet => messages.len() as u64,
+            };
+            recipients.insert(*channel, count);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let crisis_id = match &request.idempotency_key {
+                Some(key) => idempotent_id(&request.actor.user, key),
+                None => new_id(),
+            };
+            let event = CrisisDeclared {
+                crisis_id: crisis_id.clone(),
+                revision: 1,
+                template: TemplateRef {
+                    id: template.id.clone(),
+                    version: template.version,
+                },
+                status: body.status,
+                cap: template.cap.clone(),
+                variables: body.variables.clone(),
+                audiences: body.audiences.clone(),
+                channels: channels.clone(),
+                messages: messages.clone(),
+                expires_at: body.expires_at,
+            };
+            let mut envelope = Envelope::with_id(
+                format!("{crisis_id}.r1.declared"),
+                request.actor.clone(),
+                Event::CrisisDeclared(event),
+            );
+            envelope.correlation_id = Some(crisis_id.clone());
+            match self
+                .bus
+                .append(&envelope, Expect::LastSubjectSequence(0))
+                .await
+            {
+                Ok(_) => {
+                    if let Err(e) = projection::apply(&self.crises, &envelope).await {
+                        // The projector folds the event in from the stream as well.
+                        tracing::warn!(error = %e, "cannot update status right away");
+                    }
+                    tracing::info!(%crisis_id, template = %template.id, "crisis declared");
+                    return Ok(Declared {
+                        crisis_id,
+                        revision: 1,
+                        recipients,
+                    });
+                }
+                Err(AppendError::Conflict { .. }) if request.idempotency_key.is_some() => {
+                    // The same key was used before: answer with that crisis.
+                    return Ok(Declared {
+                        crisis_id,
+                        revision: 1,
+                        recipients,
+                    });
+                }
+                Err(AppendError::Conflict { .. }) if attempt < 5 => continue,
+                Err(e) => return Err(internal(e)),
+            }
+        }
+    }
+
+    /// Records an operator's confirmation of a channel.
+    pub async fn confirm(&self, request: CommandRequest<ConfirmChannel>) -> Result<CrisisStatus, Problem> {
+        require(&request.actor, &[Role::Operator])?;
+        let body = request.body;
+        let status = self.status(&body.crisis_id).await?;
+        if !status.channels.contains_key(&body.channel) {
+            return Err(Problem::invalid(
+                "channel",
+                format!("crisis {} does not use the {} channel", body.crisis_id, body.channel),
+            ));
+        }
+        if let Some(note) = &body.note {
+            if note.chars().count() > MAX_NOTE {
+                return Err(Problem::invalid("note", format!("the note is longer than {MAX_NOTE} characters")));
+            }
+            if note.chars().any(|c| c.is_control() && c != '\n') {
+                return Err(Problem::invalid("note", "the note contains a control character"));
+            }
+        }
+        let mut envelope = Envelope::new(
+            request.actor,
+            Event::ChannelConfirmed(ChannelConfirmed {
+                crisis_id: body.crisis_id.clone(),
+                revision: status.revision,
+                channel: body.channel,
+                note: body.note,
+            }),
+        );
+        envelope.correlation_id = Some(body.crisis_id.clone());
+        self.bus
+            .append(&envelope, Expect::Any)
+            .await
+            .map_err(internal)?;
+        projection::apply(&self.crises, &envelope)
+            .await
+            .map_err(internal)?;
+        self.status(&body.crisis_id).await
+    }
+
+    /// One crisis's status.
+    pub async fn get(&self, request: CommandRequest<GetCrisis>) -> Result<CrisisStatus, Problem> {
+        require(&request.actor, &READERS)?;
+        self.status(&request.body.crisis_id).await
+    }
+
+    /// Every crisis, newest first.
+    pub async fn list(&self, actor: &Actor) -> Result<Vec<CrisisStatus>, Problem> {
+        require(actor, &READERS)?;
+        let mut keys = self.crises.keys().await.map_err(internal)?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(internal)?;
+            if let Some(status) = projection::get(&self.crises, &key).await.map_err(internal)? {
+                out.push(status);
+            }
+        }
+        out.sort_by(|a, b| b.declared_at.cmp(&a.declared_at));
+        Ok(out)
+    }
+
+    async fn status(&self, crisis_id: &str) -> Result<CrisisStatus, Problem> {
+        if !subject::is_token(crisis_id) {
+            return Err(Problem::not_found(format!("there is no crisis `{crisis_id}`")));
+        }
+        projection::get(&self.crises, crisis_id)
+            .await
+            .map_err(internal)?
+            .filter(|s| s.declared_at.is_some())
+            .ok_or_else(|| Problem::not_found(format!("there is no crisis `{crisis_id}`")))
+    }
+
+    async fn audience(&self, id: &str) -> Result<Option<Audience>, Problem> {
+        if !subject::is_token(id) {
+            return Ok(None);
+        }
+        match self.audiences.get(id).await.map_err(internal)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(internal),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Roles that may read crisis status.
+const READERS: [Role; 4] = [Role::DutyOfficer, Role::Operator, Role::Auditor, Role::Admin];
+
+/// Counts distinct addresses across audiences.
+pub fn unique_addresses(
+    audiences: &[Audience],
+    address: impl Fn(&krisbud_proto::audience::Member) -> Option<&str>,
+) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    for member in audiences.iter().flat_map(|a| &a.members) {
+        if let Some(a) = address(member) {
+            seen.insert(a.trim().to_lowercase());
+        }
+    }
+    seen.len() as u64
+}
+
+/// A new crisis id: the date and six random hex digits, easy to read aloud.
+fn new_id() -> String {
+    let random: u32 = rand::random::<u32>() & 0x00ff_ffff;
+    format!("{}-{random:06x}", Utc::now().format("%Y%m%d"))
+}
+
+/// The crisis id for a client's idempotency key: the same user and key always give
+/// the same id, so a retried declaration finds the first one.
+fn idempotent_id(user: &str, key: &str) -> String {
+    let digest = Sha256::digest(format!("{user}\0{key}").as_bytes());
+    format!("ik-{}", hex::encode(&digest[..6]))
+}

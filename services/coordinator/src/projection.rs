@@ -1,0 +1,168 @@
+//! The crisis status read model in the KRISBUD_CRISES bucket.
+//!
+//! Folding is idempotent and order-independent (delivery reports overwrite their
+//! job's entry, confirmations are keyed by event id), and every write is a
+//! compare-and-set, so several coordinators and redeliveries never double count.
+
+use async_nats::jetstream::kv;
+use krisbud_proto::event::DeliveryState;
+use krisbud_proto::status::{
+    ChannelState, ChannelStatus, Confirmation, CrisisProjection, CrisisStatus, JobTally,
+};
+use krisbud_proto::{Envelope, Event};
+
+/// Applies one event to the projection of its crisis, retrying on concurrent writes.
+pub async fn apply(store: &kv::Store, envelope: &Envelope) -> anyhow::Result<()> {
+    let Some(crisis_id) = envelope.event.crisis_id() else {
+        return Ok(());
+    };
+    for _ in 0..50 {
+        let entry = store.entry(crisis_id).await?;
+        let (mut projection, revision) = match &entry {
+            Some(e) if !e.value.is_empty() => (
+                serde_json::from_slice::<CrisisProjection>(&e.value)?,
+                e.revision,
+            ),
+            Some(e) => (CrisisProjection::default(), e.revision),
+            None => (CrisisProjection::default(), 0),
+        };
+        if !fold(&mut projection, envelope) {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&projection)?;
+        let written = if revision == 0 {
+            store.create(crisis_id, body.into()).await.map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            store.update(crisis_id, body.into(), revision).await.map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        match written {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::debug!(error = %e, "crisis projection changed concurrently; retrying"),
+        }
+    }
+    anyhow::bail!("crisis {crisis_id}: projection kept changing under 50 attempts")
+}
+
+/// Reads one crisis's status.
+pub async fn get(store: &kv::Store, crisis_id: &str) -> anyhow::Result<Option<CrisisStatus>> {
+    match store.get(crisis_id).await? {
+        Some(bytes) if !bytes.is_empty() => {
+            Ok(Some(serde_json::from_slice::<CrisisProjection>(&bytes)?.status))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Folds an event in; returns whether anything changed.
+pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
+    match &envelope.event {
+        Event::CrisisDeclared(e) => {
+            if p.status.revision >= e.revision && p.status.declared_at.is_some() {
+                return false;
+            }
+            let s = &mut p.status;
+            s.crisis_id = e.crisis_id.clone();
+            s.revision = e.revision;
+            s.template = Some(e.template.clone());
+            s.status = e.status;
+            s.headline = e
+                .messages
+                .iter()
+                .find(|m| m.language == "sv")
+                .or(e.messages.first())
+                .map(|m| m.banner.headline.clone())
+                .unwrap_or_default();
+            s.declared_by = Some(envelope.actor.user.clone());
+            s.declared_at = Some(envelope.occurred_at);
+            for channel in &e.channels {
+                s.channels.entry(*channel).or_default();
+            }
+        }
+        Event::DispatchPlanned(e) => {
+            p.status.crisis_id = e.crisis_id.clone();
+            for (channel, plan) in &e.channels {
+                let c = p.status.channels.entry(*channel).or_default();
+                c.total = plan.recipients;
+                c.planned = true;
+            }
+        }
+        Event::DeliveryReported(e) => {
+            let mut tally = JobTally {
+                channel: Some(e.channel),
+                provider: e.provider.clone(),
+                ..JobTally::default()
+            };
+            for outcome in &e.outcomes {
+                match outcome.state {
+                    DeliveryState::Sent => tally.sent += 1,
+                    DeliveryState::Delivered => tally.delivered += 1,
+                    DeliveryState::Failed => {
+                        tally.failed += 1;
+                        let reason = outcome.reason.clone().unwrap_or_else(|| "unknown".into());
+                        *tally.failed_by_reason.entry(reason).or_default() += 1;
+                    }
+                }
+            }
+            if p.jobs.get(&e.job_id) == Some(&tally) {
+                return false;
+            }
+            p.status.crisis_id = e.crisis_id.clone();
+            p.jobs.insert(e.job_id.clone(), tally);
+        }
+        Event::ChannelConfirmed(e) => {
+            if !p.confirmation_events.insert(envelope.id.clone()) {
+                return false;
+            }
+            p.status.crisis_id = e.crisis_id.clone();
+            p.status
+                .channels
+                .entry(e.channel)
+                .or_default()
+                .confirmations
+                .push(Confirmation {
+                    revision: e.revision,
+                    by: envelope.actor.user.clone(),
+                    at: envelope.occurred_at,
+                    note: e.note.clone(),
+                });
+        }
+    }
+    recount(p);
+    true
+}
+
+/// Recomputes every channel's counts from the job tallies.
+fn recount(p: &mut CrisisProjection) {
+    for (channel, status) in p.status.channels.iter_mut() {
+        let mut fresh = ChannelStatus {
+            total: status.total,
+            planned: status.planned,
+            confirmations: std::mem::take(&mut status.confirmations),
+            ..ChannelStatus::default()
+        };
+        for tally in p.jobs.values().filter(|t| t.channel == Some(*channel)) {
+            fresh.sent += tally.sent;
+            fresh.delivered += tally.delivered;
+            fresh.failed += tally.failed;
+            for (reason, n) in &tally.failed_by_reason {
+                *fresh.failed_by_reason.entry(reason.clone()).or_default() += n;
+            }
+            *fresh.providers.entry(tally.provider.clone()).or_default() +=
+                tally.sent + tally.delivered + tally.failed;
+        }
+        let done = fresh.sent + fresh.delivered + fresh.failed;
+        fresh.pending = fresh.total.saturating_sub(done);
+        fresh.state = if !fresh.planned || fresh.pending > 0 {
+            ChannelState::Pending
+        } else if fresh.failed == 0 {
+            ChannelState::Delivered
+        } else if fresh.failed >= fresh.total && fresh.total > 0 {
+            ChannelState::Failed
+        } else {
+            ChannelState::PartlyFailed
+        };
+        *status = fresh;
+    }
+}

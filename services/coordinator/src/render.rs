@@ -1,0 +1,349 @@
+//! Rendering a template version with the duty officer's values: validation against
+//! the variable schema first, then minijinja in strict mode for every language ×
+//! channel.
+//!
+//! Contexts differ by where the text ends up: email HTML is auto-escaped, the
+//! intranet body is Markdown and gets Markdown-escaped values, everything else is
+//! plain text that its consumer must insert as text.
+
+use std::collections::BTreeMap;
+
+use krisbud_proto::template::{
+    BannerMessage, CrisisParts, EmailMessage, IntranetMessage, LanguageTemplate, RenderedLanguage,
+    SmsMessage, TemplateVersion, VariableSpec, VariableType,
+};
+use krisbud_proto::{AlertStatus, Problem};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+
+use crate::gsm;
+
+/// Checks every value against the template's variable schema.
+pub fn validate(specs: &[VariableSpec], values: &BTreeMap<String, String>) -> Result<(), Problem> {
+    for name in values.keys() {
+        if !specs.iter().any(|s| &s.name == name) {
+            let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(Problem::invalid(
+                format!("variables.{name}"),
+                format!(
+                    "unknown variable `{name}`; this template has: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    for spec in specs {
+        let field = format!("variables.{}", spec.name);
+        let value = match values.get(&spec.name) {
+            Some(v) if !v.trim().is_empty() => v,
+            _ if spec.required => {
+                return Err(Problem::invalid(
+                    field,
+                    format!(
+                        "missing required variable `{}` ({})",
+                        spec.name, spec.label
+                    ),
+                ));
+            }
+            _ => continue,
+        };
+        let length = value.chars().count();
+        if length > spec.max_length {
+            return Err(Problem::invalid(
+                field,
+                format!(
+                    "`{}` is {length} characters long; at most {} are allowed",
+                    spec.name, spec.max_length
+                ),
+            ));
+        }
+        if let Some(c) = value.chars().find(|c| c.is_control()) {
+            return Err(Problem::invalid(
+                field,
+                format!(
+                    "`{}` contains the control character U+{:04X}; write it on one line without special characters",
+                    spec.name, c as u32
+                ),
+            ));
+        }
+        let type_ok = match spec.kind {
+            VariableType::Text => true,
+            VariableType::Enum => spec.allowed.iter().any(|a| a == value),
+            VariableType::Datetime => {
+                chrono::DateTime::parse_from_rfc3339(value).is_ok()
+                    || chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%d %H:%M").is_ok()
+            }
+            VariableType::Url => {
+                (value.starts_with("https://") || value.starts_with("http://"))
+                    && !value.contains(char::is_whitespace)
+                    && value.len() > "https://".len()
+            }
+            VariableType::Phone => {
+                let digits = value.chars().filter(char::is_ascii_digit).count();
+                (6..=15).contains(&digits)
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-'))
+            }
+        };
+        if !type_ok {
+            let expected = match spec.kind {
+                VariableType::Text => String::new(),
+                VariableType::Enum => format!("one of: {}", spec.allowed.join(", ")),
+                VariableType::Datetime => "a date and time like 2026-11-26 14:00".into(),
+                VariableType::Url => "a web address starting with https://".into(),
+                VariableType::Phone => "a phone number like 08-508 000 00".into(),
+            };
+            return Err(Problem::invalid(
+                field,
+                format!("`{}` must be {expected}", spec.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Renders every language of `template` with `values`; exercise and test crises get
+/// their marker in every message.
+pub fn render(
+    template: &TemplateVersion,
+    values: &BTreeMap<String, String>,
+    status: AlertStatus,
+) -> Result<Vec<RenderedLanguage>, Problem> {
+    validate(&template.variables, values)?;
+    let mut out = Vec::with_capacity(template.languages.len());
+    for (language, wording) in &template.languages {
+        out.push(render_language(template, language, wording, values, status)?);
+    }
+    Ok(out)
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    env
+}
+
+fn render_language(
+    template: &TemplateVersion,
+    language: &str,
+    wording: &LanguageTemplate,
+    values: &BTreeMap<String, String>,
+    status: AlertStatus,
+) -> Result<RenderedLanguage, Problem> {
+    let env = environment();
+    let fail = |part: &str, e: minijinja::Error| {
+        Problem::new(
+            422,
+            "template cannot be rendered",
+            format!(
+                "template `{}` version {} ({language}, {part}): {e}",
+                template.id, template.version
+            ),
+        )
+    };
+    let render = |name: &str, source: &str, ctx: &Value| -> Result<String, Problem> {
+        env.render_named_str(name, source, ctx)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| fail(name, e))
+    };
+    let plain_vars = Value::from_serialize(values);
+    let markdown_values: BTreeMap<&str, String> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), escape_markdown(v)))
+        .collect();
+    let markdown_vars = Value::from_serialize(&markdown_values);
+
+    let render_parts = |vars: &Value| -> Result<CrisisParts, Problem> {
+        Ok(CrisisParts {
+            what_happened: render("what_happened", &wording.parts.what_happened, vars)?,
+            affects_me: render("affects_me", &wording.parts.affects_me, vars)?,
+            city_actions: render("city_actions", &wording.parts.city_actions, vars)?,
+            what_to_do: render("what_to_do", &wording.parts.what_to_do, vars)?,
+            learn_more: render("learn_more", &wording.parts.learn_more, vars)?,
+        })
+    };
+    let parts = render_parts(&plain_vars)?;
+    let markdown_parts = render_parts(&markdown_vars)?;
+    let plain = minijinja::context! { parts => Value::from_serialize(&parts), ..plain_vars };
+    let markdown =
+        minijinja::context! { parts => Value::from_serialize(&markdown_parts), ..markdown_vars };
+
+    let marker = marker(status, language);
+    let mark = |text: String| match marker {
+        Some(m) => format!("{m}: {text}"),
+        None => text,
+    };
+    let sms_text = mark(render("sms", &wording.sms, &plain)?);
+    let cost = gsm::cost(&sms_text);
+    let html = render("email.html", &wording.email_html, &plain)?;
+    let html = match marker {
+        Some(m) => format!("<p><strong>{m}</strong></p>\n{html}"),
+        None => html,
+    };
+    Ok(RenderedLanguage {
+        language: language.to_owned(),
+        sms: SmsMessage {
+            text: sms_text,
+            encoding: cost.encoding.as_str().to_owned(),
+            segments: cost.segments,
+        },
+        email: EmailMessage {
+            subject: mark(render("email_subject", &wording.email_subject, &plain)?),
+            text: mark(render("email_text", &wording.email_text, &plain)?),
+            html,
+        },
+        banner: BannerMessage {
+            headline: mark(render("banner_headline", &wording.banner_headline, &plain)?),
+            body: render("banner_body", &wording.banner_body, &plain)?,
+            link_text: render("banner_link_text", &wording.banner_link_text, &plain)?,
+            link_url: render("banner_link_url", &wording.banner_link_url, &plain)?,
+            level: wording.banner_level,
+        },
+        intranet: IntranetMessage {
+            title: mark(render("intranet_title", &wording.intranet_title, &plain)?),
+            body: render("intranet_body", &wording.intranet_body, &markdown)?,
+        },
+        parts,
+    })
+}
+
+/// The word that marks practice messages, in the message's language.
+fn marker(status: AlertStatus, language: &str) -> Option<&'static str> {
+    let swedish = language == "sv" || language.starts_with("sv-");
+    match status {
+        AlertStatus::Actual => None,
+        AlertStatus::Exercise if swedish => Some("ÖVNING"),
+        AlertStatus::Exercise => Some("EXERCISE"),
+        AlertStatus::Test => Some("TEST"),
+    }
+}
+
+/// Escapes a value for Markdown, so it stays text: no markup, no HTML, no links.
+pub fn escape_markdown(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '-' | '!'
+            | '|' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::templates::TemplateStore;
+
+    fn water() -> TemplateVersion {
+        TemplateStore::load(true, None)
+            .unwrap()
+            .declarable("vattenlacka", None)
+            .unwrap()
+            .clone()
+    }
+
+    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn good() -> BTreeMap<String, String> {
+        values(&[
+            ("omrade", "Farsta"),
+            ("beraknat_klart", "i kväll kl. 20"),
+            ("vattenpunkt", "Farsta centrum"),
+        ])
+    }
+
+    #[test]
+    fn renders_every_language_and_channel() {
+        let out = render(&water(), &good(), AlertStatus::Actual).unwrap();
+        let langs: Vec<&str> = out.iter().map(|l| l.language.as_str()).collect();
+        assert_eq!(langs, ["en", "sv", "sv-x-lattlast"]);
+        let sv = out.iter().find(|l| l.language == "sv").unwrap();
+        assert!(sv.sms.text.contains("Vattnet är avstängt i Farsta"), "{}", sv.sms.text);
+        assert_eq!(sv.sms.encoding, "gsm7");
+        assert_eq!(sv.email.subject, "Vattnet är avstängt i Farsta");
+        assert!(sv.intranet.body.contains("## Vad har hänt?"));
+        assert!(sv.parts.what_happened.contains("Farsta"));
+    }
+
+    #[test]
+    fn hostile_values_are_escaped_where_they_could_run() {
+        let mut v = good();
+        v.insert("omrade".into(), "<script>alert(1)</script>".into());
+        let out = render(&water(), &v, AlertStatus::Actual).unwrap();
+        let sv = out.iter().find(|l| l.language == "sv").unwrap();
+        assert!(!sv.email.html.contains("<script>"), "{}", sv.email.html);
+        assert!(sv.email.html.contains("&lt;script&gt;"));
+        assert!(!sv.intranet.body.contains("<script>"), "{}", sv.intranet.body);
+        assert!(sv.intranet.body.contains("&lt;script&gt;"));
+        // Plain-text channels keep the text as typed; their consumers insert text.
+        assert!(sv.banner.headline.contains("<script>alert(1)</script>"));
+    }
+
+    #[test]
+    fn missing_unknown_and_too_long_values_name_the_variable() {
+        let t = water();
+        let mut missing = good();
+        missing.remove("omrade");
+        let p = render(&t, &missing, AlertStatus::Actual).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("variables.omrade"));
+        assert!(p.detail.contains("missing"), "{}", p.detail);
+
+        let mut unknown = good();
+        unknown.insert("gata".into(), "Storgatan".into());
+        let p = render(&t, &unknown, AlertStatus::Actual).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("variables.gata"));
+
+        let mut long = good();
+        long.insert("omrade".into(), "x".repeat(41));
+        let p = render(&t, &long, AlertStatus::Actual).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("variables.omrade"));
+        assert!(p.detail.contains("41"), "{}", p.detail);
+
+        let mut control = good();
+        control.insert("omrade".into(), "Farsta\u{7}".into());
+        let p = render(&t, &control, AlertStatus::Actual).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("variables.omrade"));
+    }
+
+    #[test]
+    fn exercises_are_marked_in_every_message() {
+        let out = render(&water(), &good(), AlertStatus::Exercise).unwrap();
+        for l in &out {
+            let word = if l.language.starts_with("sv") { "ÖVNING" } else { "EXERCISE" };
+            assert!(l.sms.text.starts_with(word), "{}", l.sms.text);
+            assert!(l.email.subject.starts_with(word));
+            assert!(l.email.text.starts_with(word));
+            assert!(l.email.html.contains(word));
+            assert!(l.banner.headline.starts_with(word));
+            assert!(l.intranet.title.starts_with(word));
+        }
+    }
+
+    #[test]
+    fn an_unknown_variable_in_the_template_is_an_error_not_an_empty_string() {
+        let mut t = water();
+        t.languages.get_mut("sv").unwrap().sms = "Hej {{ finns_inte }}".into();
+        let p = render(&t, &good(), AlertStatus::Actual).unwrap_err();
+        assert!(p.detail.contains("sms"), "{}", p.detail);
+    }
+}
