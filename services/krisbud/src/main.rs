@@ -1,1 +1,316 @@
-fn main() {}
+//! `krisbud`: run the whole system, or talk to its API.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use krisbud::client::{self, Client};
+use krisbud::system::{self, UpOptions};
+use krisbud_proto::command::DeclareCrisis;
+use krisbud_proto::{AlertStatus, Channel};
+
+#[derive(Parser)]
+#[command(name = "krisbud", version, about = "Crisis communication: one declaration, every channel, a record that holds")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Api {
+    /// The API's base URL.
+    #[arg(long, env = "KRISBUD_API", default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Your bearer token.
+    #[arg(long, env = "KRISBUD_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in this process (and a local nats-server when no URL is configured).
+    Up {
+        /// Seed demo users (tokens printed once), templates and audiences.
+        #[arg(long)]
+        demo: bool,
+        /// Configuration file (TOML).
+        #[arg(long, env = "KRISBUD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where outboxes, the local NATS store and demo tokens go.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List the templates you can declare from, with their variables.
+    Templates {
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Declare a crisis from an approved template.
+    Declare {
+        #[command(flatten)]
+        api: Api,
+        /// Template id, e.g. vattenlacka.
+        #[arg(long)]
+        template: String,
+        /// Template version; the newest approved when left out.
+        #[arg(long)]
+        version: Option<u32>,
+        /// A variable as name=value; repeat for each.
+        #[arg(long = "var")]
+        vars: Vec<String>,
+        /// An audience for SMS and email; repeat for several.
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        /// A channel (sms, email, banner, intranet); every channel when left out.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+        /// Mark it as an exercise (ÖVNING).
+        #[arg(long, conflicts_with = "test")]
+        exercise: bool,
+        /// Mark it as a technical test.
+        #[arg(long)]
+        test: bool,
+        /// Makes a retried declaration return the first one instead of a second crisis.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Show every crisis, or one crisis per channel.
+    Status {
+        #[command(flatten)]
+        api: Api,
+        /// The crisis id.
+        id: Option<String>,
+    },
+    /// Confirm that a channel's message is really out.
+    Confirm {
+        #[command(flatten)]
+        api: Api,
+        /// The crisis id.
+        id: String,
+        /// sms, email, banner or intranet.
+        channel: String,
+        /// What you checked, e.g. "banner live on stockholm.se".
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Read, export and verify the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List records, in order, with their actor.
+    List {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        crisis: Option<String>,
+    },
+    /// Write the whole chain as JSON lines.
+    Export {
+        #[command(flatten)]
+        api: Api,
+        /// Output file; standard output when left out.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify the chain on the server, or an export offline with --file.
+    Verify {
+        /// An exported JSON-lines file to verify without a server.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, env = "KRISBUD_API", default_value = "http://127.0.0.1:8080")]
+        api: String,
+        #[arg(long, env = "KRISBUD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("an async runtime");
+    match cli.command {
+        Command::Up { demo, config, data_dir } => runtime.block_on(up(demo, config, data_dir)),
+        other => match runtime.block_on(client_command(other)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("krisbud: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn up(demo: bool, config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
+    let mut config: krisbud::config::Config = krisbud_kit::config::load_or_exit(config_path.as_deref());
+    if let Some(dir) = data_dir {
+        config.common.data_dir = dir;
+    }
+    let _telemetry = krisbud_kit::telemetry::init("krisbud", &config.common.telemetry);
+    let shutdown = krisbud_kit::shutdown::on_signals();
+    let system = match system::up(config, UpOptions { demo }, shutdown.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "krisbud could not start");
+            eprintln!("krisbud: {e:#}");
+            shutdown.cancel();
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (Some(tokens), Some(path)) = (&system.demo_tokens, &system.demo_tokens_file) {
+        println!("Demo tokens (shown once; also in {}):", path.display());
+        for (user, token) in &tokens.tokens {
+            let roles: Vec<&str> = tokens.roles[user].iter().map(|r| r.as_str()).collect();
+            println!("  {user:<16} {:<18} {token}", roles.join(","));
+        }
+    }
+    println!("{}", system.ready_line());
+    match system.wait().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("krisbud: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up { .. } => unreachable!("handled in main"),
+        Command::Templates { api } => {
+            for t in Client::new(&api.api, &api.token).templates().await? {
+                println!("{} v{}  {}  [{}]", t.id, t.version, t.name, t.languages.join(", "));
+                for v in t.variables {
+                    println!("    --var {}=…   {} (max {} tecken)", v.name, v.label, v.max_length);
+                }
+            }
+        }
+        Command::Declare { api, template, version, vars, audiences, channels, exercise, test, idempotency_key } => {
+            let channels = if channels.is_empty() {
+                None
+            } else {
+                Some(
+                    channels
+                        .iter()
+                        .map(|c| Channel::parse(c).with_context(|| format!("unknown channel `{c}`; use sms, email, banner or intranet")))
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                )
+            };
+            let body = DeclareCrisis {
+                template,
+                template_version: version,
+                variables: client::parse_vars(&vars)?,
+                audiences,
+                channels,
+                status: if exercise {
+                    AlertStatus::Exercise
+                } else if test {
+                    AlertStatus::Test
+                } else {
+                    AlertStatus::Actual
+                },
+                expires_at: None,
+            };
+            let declared = Client::new(&api.api, &api.token)
+                .declare(&body, idempotency_key.as_deref())
+                .await?;
+            println!("{}", declared.crisis_id);
+            for (channel, n) in &declared.recipients {
+                eprintln!("  {channel}: {n} recipients");
+            }
+        }
+        Command::Status { api, id } => {
+            let client = Client::new(&api.api, &api.token);
+            match id {
+                Some(id) => print!("{}", client::format_status(&client.crisis(&id).await?)),
+                None => {
+                    for s in client.crises().await? {
+                        print!("{}", client::format_status(&s));
+                    }
+                }
+            }
+        }
+        Command::Confirm { api, id, channel, note } => {
+            let status = Client::new(&api.api, &api.token)
+                .confirm(&id, &channel, note.as_deref())
+                .await?;
+            print!("{}", client::format_status(&status));
+        }
+        Command::Audit { command } => return audit(command).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::List { api, crisis } => {
+            let client = Client::new(&api.api, &api.token);
+            let mut from = 1u64;
+            loop {
+                let mut query = vec![("from_sequence", from.to_string())];
+                if let Some(c) = &crisis {
+                    query.push(("crisis", c.clone()));
+                }
+                let page = client.audit_page(&query).await?;
+                for r in &page.records {
+                    let kind = r.event.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+                    let actor = r.event.pointer("/actor/user").and_then(|k| k.as_str()).unwrap_or("?");
+                    println!("{:>6}  {}  {:<18} {}", r.sequence, r.recorded_at.format("%Y-%m-%d %H:%M:%S"), kind, actor);
+                }
+                match page.next_sequence {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+        }
+        AuditCommand::Export { api, out } => {
+            let bytes = Client::new(&api.api, &api.token).audit_export().await?;
+            match out {
+                Some(path) => std::fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+            }
+        }
+        AuditCommand::Verify { file, api, token } => {
+            let report = match file {
+                Some(path) => verify_file(&path)?,
+                None => {
+                    let token = token.context("--token or KRISBUD_TOKEN is needed to verify on the server")?;
+                    Client::new(&api, &token).audit_verify().await?
+                }
+            };
+            println!("{}", client::format_report(&report));
+            if report.first_bad.is_some() || !report.ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies an export offline, with a progress bar on large files.
+fn verify_file(path: &std::path::Path) -> anyhow::Result<krisbud_proto::audit::VerifyReport> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata()?.len();
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {per_sec} {eta}")
+            .expect("a valid progress template"),
+    );
+    if size < 4 << 20 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let reader = std::io::BufReader::new(bar.wrap_read(file));
+    let records = reader.lines().filter_map(|line| match line {
+        Ok(l) if l.trim().is_empty() => None,
+        Ok(l) => Some(serde_json::from_str(&l).map_err(|e| e.to_string())),
+        Err(e) => Some(Err(e.to_string())),
+    });
+    let report = krisbud_audit::chain::verify(records);
+    bar.finish_and_clear();
+    Ok(report)
+}

@@ -1,0 +1,113 @@
+//! `krisbud up --demo`: demo users with fresh tokens, and small audiences.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+use krisbud_proto::Role;
+use krisbud_proto::audience::{Audience, Member};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The demo users: name and roles.
+pub const USERS: [(&str, &[Role]); 6] = [
+    ("tib.maria", &[Role::DutyOfficer]),
+    ("operator.ali", &[Role::Operator]),
+    ("redaktor.anna", &[Role::TemplateEditor]),
+    ("granskare.erik", &[Role::TemplateApprover]),
+    ("revisor.karin", &[Role::Auditor]),
+    ("admin.olle", &[Role::Admin]),
+];
+
+/// The tokens of the demo users, as written to `demo-tokens.json`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DemoTokens {
+    /// Token by user name.
+    pub tokens: BTreeMap<String, String>,
+    /// Roles by user name.
+    pub roles: BTreeMap<String, Vec<Role>>,
+}
+
+impl DemoTokens {
+    /// Fresh random tokens for every demo user.
+    pub fn generate() -> DemoTokens {
+        let mut tokens = BTreeMap::new();
+        let mut roles = BTreeMap::new();
+        for (name, user_roles) in USERS {
+            let secret: [u8; 24] = rand::random();
+            tokens.insert(name.to_owned(), format!("kb_{}", hex::encode(secret)));
+            roles.insert(name.to_owned(), user_roles.to_vec());
+        }
+        DemoTokens { tokens, roles }
+    }
+
+    /// The gateway users: names, roles and token hashes.
+    pub fn users(&self) -> Vec<krisbud_gateway::User> {
+        self.tokens
+            .iter()
+            .map(|(name, token)| krisbud_gateway::User {
+                name: name.clone(),
+                roles: self.roles[name].clone(),
+                token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
+            })
+            .collect()
+    }
+
+    /// The token of the first user holding `role`.
+    pub fn token_for(&self, role: Role) -> &str {
+        let name = self
+            .roles
+            .iter()
+            .find(|(_, roles)| roles.contains(&role))
+            .map(|(name, _)| name)
+            .expect("every role has a demo user");
+        &self.tokens[name]
+    }
+
+    /// Writes the tokens to `path`, readable by the owner only.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+}
+
+fn member(phone: &str, email: &str, language: &str, name: &str) -> Member {
+    Member {
+        phone: Some(phone.to_owned()),
+        email: Some(email.to_owned()),
+        language: Some(language.to_owned()),
+        name: Some(name.to_owned()),
+    }
+}
+
+/// The demo audiences. The numbers are from the range 070-174 06 05 – 070-174 06 99
+/// that Swedish regulator PTS keeps for fiction, so no real phone rings.
+pub fn audiences() -> Vec<Audience> {
+    vec![
+        Audience {
+            id: "farsta-boende".into(),
+            name: "Boende i Farsta".into(),
+            exercise: true,
+            members: vec![
+                member("+46701740605", "anna.lind@farsta.example", "sv", "Anna Lind"),
+                member("+46701740606", "omar.haddad@farsta.example", "en", "Omar Haddad"),
+                member("+46701740607", "greta.nilsson@farsta.example", "sv-x-lattlast", "Greta Nilsson"),
+            ],
+        },
+        Audience {
+            id: "socialtjanst-personal".into(),
+            name: "Personal i socialtjänsten".into(),
+            exercise: true,
+            members: vec![
+                member("+46701740610", "lena.berg@socialtjanst.example", "sv", "Lena Berg"),
+                member("+46701740611", "johan.ek@socialtjanst.example", "sv", "Johan Ek"),
+            ],
+        },
+    ]
+}

@@ -1,0 +1,8 @@
+//! The krisbud binary's library: `krisbud up` (every service in one process) and
+//! the API client behind the other subcommands.
+
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod local_nats;
+pub mod system;

@@ -1,0 +1,147 @@
+//! `krisbud up`: every service in one process against one NATS connection.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use krisbud_kit::{CancellationToken, Runtime, Started};
+use krisbud_proto::spec;
+
+use crate::config::Config;
+use crate::demo::{self, DemoTokens};
+use crate::local_nats::LocalNatsServer;
+
+/// How to start.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Seed demo users, templates and audiences.
+    pub demo: bool,
+}
+
+/// The running system.
+pub struct System {
+    /// The HTTP API (and console) address.
+    pub api: SocketAddr,
+    /// The public banner listener.
+    pub banner: SocketAddr,
+    /// The NATS URL the services use.
+    pub nats_url: String,
+    /// The demo tokens, when started with `--demo`.
+    pub demo_tokens: Option<DemoTokens>,
+    /// Where the demo tokens were written.
+    pub demo_tokens_file: Option<PathBuf>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    services: Vec<(&'static str, Started)>,
+    local_nats: Option<LocalNatsServer>,
+}
+
+impl System {
+    /// The line `krisbud up` prints once everything runs.
+    pub fn ready_line(&self) -> String {
+        format!(
+            "krisbud ready api=http://{api}/api/v1 console=http://{api}/ banner=http://{banner}/v1/banners nats={nats}",
+            api = self.api,
+            banner = self.banner,
+            nats = self.nats_url
+        )
+    }
+
+    /// Waits until every service has stopped (after the shutdown token fired), then
+    /// stops the local NATS server.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for (name, started) in self.services.drain(..) {
+            if let Err(e) = started.wait().await {
+                tracing::error!(service = name, error = format!("{e:#}"), "service failed");
+                first_error.get_or_insert(e.context(format!("{name} failed")));
+            }
+        }
+        if let Some(mut nats) = self.local_nats.take() {
+            tokio::task::spawn_blocking(move || nats.stop()).await?;
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts NATS if needed, provisions it, seeds the demo, and starts every service.
+pub async fn up(mut config: Config, options: UpOptions, shutdown: CancellationToken) -> anyhow::Result<System> {
+    let data_dir = config.common.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let local_nats = if config.common.nats.url.is_empty() {
+        let (settings, dir) = (config.local_nats.clone(), data_dir.clone());
+        let server = tokio::task::spawn_blocking(move || LocalNatsServer::start(&settings, &dir)).await??;
+        config.common.nats.url = server.url.clone();
+        Some(server)
+    } else {
+        None
+    };
+    if config.common.privacy.recipient_key.is_empty() {
+        config.common.privacy.recipient_key = local_recipient_key(&data_dir)?;
+    }
+    let rt = Runtime::connect("krisbud", &config.common, &shutdown).await?;
+
+    let mut demo_tokens = None;
+    let mut demo_tokens_file = None;
+    if options.demo {
+        let tokens = DemoTokens::generate();
+        config.gateway.users.extend(tokens.users());
+        config.coordinator.demo_templates = true;
+        let audiences = rt.bus.js.get_key_value(spec::AUDIENCES.name).await?;
+        for audience in demo::audiences() {
+            audiences
+                .put(&audience.id, serde_json::to_vec(&audience)?.into())
+                .await
+                .with_context(|| format!("cannot seed audience {}", audience.id))?;
+        }
+        let path = data_dir.join("demo-tokens.json");
+        tokens.write(&path)?;
+        demo_tokens = Some(tokens);
+        demo_tokens_file = Some(path);
+    }
+
+    let mut services = Vec::new();
+    // Consumers first, so the gateway opens only when everything can answer.
+    services.push(("audit", krisbud_audit::start(config.audit, rt.clone(), shutdown.clone()).await?));
+    services.push(("coordinator", krisbud_coordinator::start(config.coordinator, rt.clone(), shutdown.clone()).await?));
+    services.push(("channel-sms", krisbud_channel_sms::start(config.sms, rt.clone(), shutdown.clone()).await?));
+    services.push(("channel-email", krisbud_channel_email::start(config.email, rt.clone(), shutdown.clone()).await?));
+    services.push(("channel-intranet", krisbud_channel_intranet::start(config.intranet, rt.clone(), shutdown.clone()).await?));
+    let banner = krisbud_channel_banner::start(config.banner, rt.clone(), shutdown.clone()).await?;
+    let banner_addr = banner.addr.context("the banner service reports no address")?;
+    services.push(("channel-banner", banner));
+    let gateway = krisbud_gateway::start(config.gateway, rt.clone(), shutdown.clone()).await?;
+    let api = gateway.addr.context("the gateway reports no address")?;
+    services.push(("gateway", gateway));
+
+    Ok(System {
+        api,
+        banner: banner_addr,
+        nats_url: config.common.nats.url.clone(),
+        demo_tokens,
+        demo_tokens_file,
+        data_dir,
+        services,
+        local_nats,
+    })
+}
+
+/// The recipient-hash key of a local installation, created on first start.
+fn local_recipient_key(data_dir: &std::path::Path) -> anyhow::Result<krisbud_kit::Secret> {
+    let path = data_dir.join("recipient.key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(krisbud_kit::Secret::new(key.trim()));
+    }
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    std::fs::write(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(krisbud_kit::Secret::new(key))
+}
