@@ -6,11 +6,17 @@
 //! library depends on no krisbud service, so every service crate can use it in its
 //! own tests; the end-to-end tests live in `tests/tests/`.
 
+pub mod elks;
 pub mod nats;
+pub mod smtp;
 pub mod wait;
+pub mod webhook;
 
+pub use elks::{ElksSimulator, ElksSms};
 pub use nats::NatsServer;
+pub use smtp::{ReceivedMail, SmtpSink};
 pub use wait::{wait_until, wait_until_async};
+pub use webhook::{ReceivedHook, WebhookReceiver};
 
 /// Installs a log subscriber when `TEST_LOG` is set, so tests are quiet by default.
 pub fn init_test_log() {

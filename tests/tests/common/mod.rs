@@ -1,0 +1,260 @@
+//! `TestApp`: the whole krisbud system in this process against a real nats-server,
+//! with typed helpers for the HTTP API and the outboxes.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use krisbud::config::Config;
+use krisbud::demo::DemoTokens;
+use krisbud::system::{self, UpOptions};
+use krisbud_kit::CancellationToken;
+use krisbud_proto::Role;
+use krisbud_proto::status::{ChannelState, CrisisStatus};
+use krisbud_tests::{NatsServer, wait_until_async};
+use serde_json::{Value, json};
+
+/// The running system and what a test needs to talk to it.
+pub struct TestApp {
+    pub nats: NatsServer,
+    pub api: String,
+    pub banner: String,
+    pub tokens: DemoTokens,
+    pub data_dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    system: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    extra: String,
+}
+
+/// The variables of a water-outage declaration.
+pub fn water_variables() -> Value {
+    json!({
+        "omrade": "Farsta",
+        "beraknat_klart": "i kväll kl. 20",
+        "vattenpunkt": "Farsta centrum"
+    })
+}
+
+/// A water-outage declaration to both demo audiences on every channel.
+pub fn water_declaration() -> Value {
+    json!({
+        "template": "vattenlacka",
+        "variables": water_variables(),
+        "audiences": ["farsta-boende", "socialtjanst-personal"]
+    })
+}
+
+impl TestApp {
+    /// Starts nats-server and the demo system with outboxes.
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with("").await
+    }
+
+    /// Starts nats-server and the demo system; `extra` is TOML added to the config.
+    pub async fn spawn_with(extra: &str) -> TestApp {
+        krisbud_tests::init_test_log();
+        let nats = NatsServer::start();
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut app = TestApp {
+            nats,
+            api: String::new(),
+            banner: String::new(),
+            tokens: DemoTokens::generate(),
+            data_dir,
+            http: reqwest::Client::new(),
+            shutdown: CancellationToken::new(),
+            system: None,
+            extra: extra.to_owned(),
+        };
+        app.start().await;
+        app
+    }
+
+    /// The configuration the system runs with.
+    pub fn config(&self) -> Config {
+        let text = format!(
+            r#"
+data_dir = "{dir}"
+[nats]
+url = "{url}"
+[privacy]
+recipient_key = "test-recipient-key"
+[gateway]
+listen = "127.0.0.1:0"
+[banner]
+listen = "127.0.0.1:0"
+{extra}
+"#,
+            dir = self.data_dir.path().display(),
+            url = self.nats.url(),
+            extra = self.extra
+        );
+        toml::from_str(&text).expect("a valid test configuration")
+    }
+
+    async fn start(&mut self) {
+        self.shutdown = CancellationToken::new();
+        let system = system::up(self.config(), UpOptions { demo: true }, self.shutdown.clone())
+            .await
+            .expect("the system starts");
+        self.api = format!("http://{}", system.api);
+        self.banner = format!("http://{}", system.banner);
+        self.tokens = system.demo_tokens.clone().expect("demo tokens");
+        self.system = Some(tokio::spawn(system.wait()));
+    }
+
+    /// Shuts every service down gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.system.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("the system stops within 20 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Stops and starts the services again on the same NATS and data dir.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    /// A token of the demo user holding `role`.
+    pub fn token(&self, role: Role) -> String {
+        self.tokens.token_for(role).to_owned()
+    }
+
+    /// `POST /api/v1/crises` as the duty officer.
+    pub async fn declare(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/crises", self.api))
+            .bearer_auth(self.token(Role::DutyOfficer))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Declares and returns the crisis id, asserting 201.
+    pub async fn declare_ok(&self, body: &Value) -> String {
+        let response = self.declare(body).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 201, "declare answered {status}: {body}");
+        body["crisis_id"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET /api/v1/crises/{id}` as the duty officer.
+    pub async fn status(&self, id: &str) -> CrisisStatus {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/crises/{id}", self.api))
+            .bearer_auth(self.token(Role::DutyOfficer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Waits until every channel of the crisis has an outcome for every recipient.
+    pub async fn wait_delivered(&self, id: &str, timeout: Duration) -> CrisisStatus {
+        wait_until_async(&format!("every channel of {id} delivered"), timeout, || async {
+            let s = self.status(id).await;
+            let done = !s.channels.is_empty()
+                && s.channels.values().all(|c| c.state == ChannelState::Delivered);
+            done.then_some(s)
+        })
+        .await
+    }
+
+    /// `POST .../confirm` with the given token.
+    pub async fn confirm(&self, token: Option<&str>, id: &str, channel: &str, note: &str) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/api/v1/crises/{id}/channels/{channel}/confirm", self.api))
+            .json(&json!({ "note": note }));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// `GET /api/v1/audit?crisis=..` as the auditor: the records.
+    pub async fn audit(&self, crisis: &str) -> Vec<Value> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/audit", self.api))
+            .query(&[("crisis", crisis)])
+            .bearer_auth(self.token(Role::Auditor))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let page: Value = response.json().await.unwrap();
+        page["records"].as_array().unwrap().clone()
+    }
+
+    /// The active banners, from the public listener.
+    pub async fn banners(&self) -> Vec<Value> {
+        self.http
+            .get(format!("{}/v1/banners", self.banner))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    fn outbox(&self) -> PathBuf {
+        self.data_dir.path().join("outbox")
+    }
+
+    /// The lines of `outbox/sms.jsonl`.
+    pub fn sms_outbox(&self) -> Vec<Value> {
+        read_lines(&self.outbox().join("sms.jsonl"))
+    }
+
+    /// The lines of `outbox/intranet.jsonl`.
+    pub fn intranet_outbox(&self) -> Vec<Value> {
+        read_lines(&self.outbox().join("intranet.jsonl"))
+    }
+
+    /// The `.eml` files of `outbox/email`, as text.
+    pub fn email_outbox(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.outbox().join("email")) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect()
+    }
+
+    /// Messages stored in a stream.
+    pub async fn stream_messages(&self, stream: &str) -> u64 {
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.get_stream(stream).await.unwrap().info().await.unwrap().state.messages
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn read_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("outbox lines are JSON"))
+        .collect()
+}
