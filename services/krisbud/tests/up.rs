@@ -1,0 +1,299 @@
+//! `krisbud up` as a real process: the ready line, the CLI tour against it, offline
+//! verification of a tampered export, and SIGTERM in the middle of delivery.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use krisbud_tests::{ElksSimulator, NatsServer, wait_until, wait_until_async};
+use serde_json::{Value, json};
+
+const KRISBUD: &str = env!("CARGO_BIN_EXE_krisbud");
+
+/// A running `krisbud up` and the URLs from its ready line.
+struct Up {
+    child: Child,
+    api: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Up {
+    fn start(data_dir: &Path, config: Option<&Path>, demo: bool) -> Up {
+        let mut command = Command::new(KRISBUD);
+        command
+            .arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("KRISBUD_GATEWAY__LISTEN", "127.0.0.1:0")
+            .env("KRISBUD_BANNER__LISTEN", "127.0.0.1:0")
+            .env_remove("KRISBUD_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+        if demo {
+            command.arg("--demo");
+        }
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let started = Instant::now();
+        let mut child = command.spawn().expect("krisbud starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("krisbud prints its ready line");
+            if line.starts_with("krisbud ready") {
+                break line;
+            }
+        };
+        eprintln!("ready after {:?}: {ready}", started.elapsed());
+        let field = |name: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("{name} in {ready}"))
+                .to_owned()
+        };
+        for name in ["console", "banner", "nats"] {
+            field(name);
+        }
+        Up {
+            child,
+            api: field("api").trim_end_matches("/api/v1").to_owned(),
+            lines,
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = wait_until("krisbud to exit after SIGTERM", Duration::from_secs(30), || {
+            self.child.try_wait().unwrap()
+        });
+        assert!(status.success(), "krisbud exited with {status} after SIGTERM");
+        drop(self.lines);
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(api: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(KRISBUD)
+        .args(args)
+        .env("KRISBUD_API", api)
+        .env("KRISBUD_TOKEN", token)
+        .output()
+        .expect("the CLI runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn tokens(data_dir: &Path) -> Value {
+    let text = std::fs::read_to_string(data_dir.join("demo-tokens.json")).expect("demo-tokens.json");
+    serde_json::from_str::<Value>(&text).unwrap()["tokens"].clone()
+}
+
+#[test]
+fn up_demo_and_the_cli_tour() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path(), None, true);
+    let tokens = tokens(data.path());
+    let duty = tokens["tib.maria"].as_str().unwrap();
+    let operator = tokens["operator.ali"].as_str().unwrap();
+    let auditor = tokens["revisor.karin"].as_str().unwrap();
+
+    let listed = cli(&up.api, duty, &["templates"]);
+    assert!(stdout(&listed).contains("vattenlacka"), "{}", stdout(&listed));
+
+    let declared = cli(
+        &up.api,
+        duty,
+        &[
+            "declare",
+            "--template",
+            "vattenlacka",
+            "--var",
+            "omrade=Farsta",
+            "--var",
+            "beraknat_klart=i kväll kl. 20",
+            "--var",
+            "vattenpunkt=Farsta centrum",
+            "--audience",
+            "farsta-boende",
+        ],
+    );
+    assert!(declared.status.success(), "{}", String::from_utf8_lossy(&declared.stderr));
+    let id = stdout(&declared).trim().to_owned();
+
+    wait_until("every channel delivered in `krisbud status`", Duration::from_secs(15), || {
+        let out = stdout(&cli(&up.api, duty, &["status", &id]));
+        (out.matches(" delivered ").count() == 4).then_some(out)
+    });
+    let confirmed = cli(&up.api, operator, &["confirm", &id, "banner", "--note", "banner syns på stockholm.se"]);
+    assert!(confirmed.status.success(), "{}", String::from_utf8_lossy(&confirmed.stderr));
+    assert!(stdout(&confirmed).contains("operator.ali"));
+    let refused = cli(&up.api, duty, &["confirm", &id, "sms"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
+
+    let listing = wait_until("the confirmation in the audit", Duration::from_secs(10), || {
+        let out = stdout(&cli(&up.api, auditor, &["audit", "list", "--crisis", &id]));
+        out.contains("ChannelConfirmed").then_some(out)
+    });
+    assert!(listing.contains("CrisisDeclared") && listing.contains("tib.maria"), "{listing}");
+
+    let verified = cli(&up.api, auditor, &["audit", "verify"]);
+    assert!(verified.status.success(), "{}", stdout(&verified));
+    assert!(stdout(&verified).contains("records verified"), "{}", stdout(&verified));
+
+    let export = data.path().join("export.jsonl");
+    let exported = cli(&up.api, auditor, &["audit", "export", "--out", export.to_str().unwrap()]);
+    assert!(exported.status.success());
+    let offline = cli("http://127.0.0.1:9", "", &["audit", "verify", "--file", export.to_str().unwrap()]);
+    assert!(offline.status.success(), "{}", stdout(&offline));
+
+    // Change one character inside the third record's payload.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(lines.len() >= 5);
+    let record: Value = serde_json::from_str(&lines[2]).unwrap();
+    let sequence = record["sequence"].as_u64().unwrap();
+    let at = lines[2].find("\"kind\":\"").unwrap() + 8;
+    let mut bytes = lines[2].clone().into_bytes();
+    bytes[at] = if bytes[at] == b'X' { b'Y' } else { b'X' };
+    lines[2] = String::from_utf8(bytes).unwrap();
+    let tampered = data.path().join("tampered.jsonl");
+    std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+    let caught = cli("http://127.0.0.1:9", "", &["audit", "verify", "--file", tampered.to_str().unwrap()]);
+    assert!(!caught.status.success(), "a tampered export must fail: {}", stdout(&caught));
+    assert!(
+        stdout(&caught).contains(&format!("record {sequence}")),
+        "names the record: {}",
+        stdout(&caught)
+    );
+
+    up.terminate();
+    let pid_file = data.path().join("nats").join("nats-server.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+    assert!(
+        pid.trim().is_empty() || !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the local nats-server stops with krisbud"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_the_middle_of_delivery_then_restart_reaches_everyone() {
+    const PEOPLE: usize = 400;
+    let nats = NatsServer::start();
+    let elks = ElksSimulator::start("elks-user", "elks-secret").await;
+    elks.set_delay(Duration::from_millis(10));
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("krisbud.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[nats]
+url = "{nats}"
+[privacy]
+recipient_key = "restart-test"
+[coordinator]
+batch_size = 20
+[sms]
+provider = "46elks"
+elks_base_url = "{elks}"
+elks_username = "elks-user"
+elks_password = "elks-secret"
+"#,
+            nats = nats.url(),
+            elks = elks.base_url()
+        ),
+    )
+    .unwrap();
+
+    let first = Up::start(data.path(), Some(&config), true);
+    // A large audience, straight into the audience bucket.
+    let members: Vec<Value> = (0..PEOPLE)
+        .map(|i| json!({ "phone": format!("+4670174{:04}", 1000 + i), "language": "sv" }))
+        .collect();
+    let audience = json!({ "id": "stor-publik", "name": "Stor publik", "members": members });
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("KRISBUD_AUDIENCES")
+        .await
+        .unwrap();
+    kv.put("stor-publik", serde_json::to_vec(&audience).unwrap().into()).await.unwrap();
+
+    let tokens = tokens(data.path());
+    let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/api/v1/crises", first.api))
+        .bearer_auth(&duty)
+        .json(&json!({
+            "template": "vattenlacka",
+            "variables": { "omrade": "Farsta", "beraknat_klart": "i kväll", "vattenpunkt": "Farsta centrum" },
+            "audiences": ["stor-publik"],
+            "channels": ["sms"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["crisis_id"].as_str().unwrap().to_owned();
+
+    wait_until_async("delivery to be under way", Duration::from_secs(20), || async {
+        (elks.requests() >= 60).then_some(())
+    })
+    .await;
+    tokio::task::spawn_blocking(move || first.terminate()).await.unwrap();
+    let before_restart = elks.received().len();
+    assert!(before_restart < PEOPLE, "stopped in the middle: {before_restart} of {PEOPLE} sent");
+
+    let second = Up::start(data.path(), Some(&config), true);
+    let tokens = tokens(data.path());
+    let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
+    let status = wait_until_async("every recipient sent after the restart", Duration::from_secs(60), || async {
+        let s: Value = http
+            .get(format!("{}/api/v1/crises/{id}", second.api))
+            .bearer_auth(&duty)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (s["channels"]["sms"]["pending"] == 0 && s["channels"]["sms"]["total"] == PEOPLE).then_some(s)
+    })
+    .await;
+    assert_eq!(status["channels"]["sms"]["sent"], PEOPLE, "{status}");
+
+    let received = elks.received();
+    let mut numbers: Vec<&str> = received.iter().map(|s| s.to.as_str()).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), PEOPLE, "every recipient reached at least once");
+    let duplicates = received.len() - PEOPLE;
+    eprintln!("{before_restart} sent before SIGTERM; {duplicates} duplicates after restart");
+    // At most the jobs in flight at SIGTERM are sent again (jobs of 20).
+    assert!(duplicates <= 20 * 16, "{duplicates} duplicates");
+    tokio::task::spawn_blocking(move || second.terminate()).await.unwrap();
+}
