@@ -25,8 +25,11 @@ use sha2::{Digest, Sha256};
 pub struct ElksSms {
     /// The id the simulator answered with (`s` and 32 hex digits).
     pub id: String,
+    /// The sender as given (`from`).
     pub from: String,
+    /// The recipient's number (`to`).
     pub to: String,
+    /// The text (`message`).
     pub message: String,
     /// The delivery report callback URL, if one was given.
     pub whendelivered: Option<String>,
@@ -93,7 +96,12 @@ impl ElksSimulator {
 
     /// Every SMS accepted so far, in arrival order.
     pub fn received(&self) -> Vec<ElksSms> {
-        self.shared.inner.lock().expect("simulator lock").received.clone()
+        self.shared
+            .inner
+            .lock()
+            .expect("simulator lock")
+            .received
+            .clone()
     }
 
     /// How many requests arrived, accepted or not.

@@ -79,7 +79,12 @@ impl WebhookReceiver {
     /// Every request that got past the injected failures, in arrival order,
     /// including those refused for a bad signature.
     pub fn received(&self) -> Vec<ReceivedHook> {
-        self.shared.inner.lock().expect("receiver lock").received.clone()
+        self.shared
+            .inner
+            .lock()
+            .expect("receiver lock")
+            .received
+            .clone()
     }
 
     /// How many requests arrived in all.

@@ -268,7 +268,7 @@ async fn bad_input_gets_a_problem_naming_it_and_nothing_is_dispatched() {
 }
 
 #[tokio::test]
-async fn a_graceful_restart_in_the_middle_of_delivery_loses_no_recipient() {
+async fn a_restart_right_after_the_declaration_loses_no_recipient() {
     let mut app = TestApp::spawn().await;
     let id = app.declare_ok(&water_declaration()).await;
     // Stop as soon as the declaration is stored, before the channels are done.

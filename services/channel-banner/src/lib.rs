@@ -1,1 +1,175 @@
-//! krisbud channel-banner.
+//! The public banner channel of krisbud: consumes banner dispatch jobs, keeps the
+//! active banners in the `KRISBUD_BANNERS` bucket, and serves them without login as
+//! JSON (`GET /v1/banners`) and as a live SSE stream (`GET /v1/banners/stream`).
+//!
+//! Every instance serves from an in-memory copy of the bucket that a KV watch keeps
+//! current, so a banner stored by any instance reaches the readers of every instance,
+//! and reading the banner costs NATS nothing however many web pages embed it.
+
+mod http;
+mod job;
+mod live;
+mod store;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use krisbud_kit::consumer::{self, ConsumerSpec};
+use krisbud_kit::{CancellationToken, Runtime, Started};
+use krisbud_proto::{Channel, spec, subject};
+use serde::Deserialize;
+
+/// Durable consumer name shared by every channel-banner instance.
+pub const DURABLE: &str = "channel-banner";
+
+/// How long shutdown waits for in-flight jobs and open responses.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long start-up waits for the first complete copy of the bucket.
+const INITIAL_LOAD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The `[banner]` section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the public listener (`/v1/banners`, `/v1/banners/stream`,
+    /// `/healthz`, `/readyz`); port 0 picks a free port.
+    pub listen: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8081".into(),
+        }
+    }
+}
+
+/// Starts the banner channel: the live copy of the bucket, the job consumer and
+/// the public listener. Returns once the bucket is loaded, the consumer exists and
+/// the listener is bound; `Started::addr` is the listener's address.
+pub async fn start(
+    config: Config,
+    rt: Runtime,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Started> {
+    let ready = rt.health.component("channel-banner");
+    // Everything started here stops with `stop`; should start-up fail half-way,
+    // the guard stops what already runs.
+    let stop = shutdown.child_token();
+    let stop_on_error = stop.clone().drop_guard();
+    let kv = rt
+        .bus
+        .js
+        .get_key_value(spec::BANNERS.name)
+        .await
+        .with_context(|| format!("bucket {} is missing", spec::BANNERS.name))?;
+
+    let (banners, loaded) = live::Banners::watch(kv.clone(), stop.clone());
+    let watcher = loaded.task;
+    tokio::time::timeout(INITIAL_LOAD_TIMEOUT, loaded.ready)
+        .await
+        .context("the banner bucket did not load in time")?
+        .context("the banner watch stopped before the bucket was loaded")?;
+
+    let consumer_spec = ConsumerSpec::new(
+        spec::DISPATCH.name,
+        DURABLE,
+        &subject::dispatch_filter(Channel::Banner),
+    );
+    // `consumer::run` creates the durable consumer inside its task; creating it
+    // here first means jobs published after `start` returns are surely consumed.
+    ensure_consumer(&rt.bus.js, &consumer_spec).await?;
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "banner listener");
+
+    let handler = job::Handler::new(rt.bus.clone(), kv);
+    let consuming = {
+        let js = rt.bus.js.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            consumer::run(&js, consumer_spec, stop, move |delivery| {
+                let handler = handler.clone();
+                async move { handler.handle(delivery).await }
+            })
+            .await
+        })
+    };
+    let serving = {
+        let app = http::router(banners, stop.clone()).merge(rt.health.router());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    ready.set(true);
+    let stop = stop_on_error.disarm();
+
+    let task = tokio::spawn(async move {
+        stop.cancelled().await;
+        ready.set(false);
+        let aborts = [
+            consuming.abort_handle(),
+            serving.abort_handle(),
+            watcher.abort_handle(),
+        ];
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            let consumed = consuming.await;
+            let served = serving.await;
+            let _ = watcher.await;
+            (consumed, served)
+        })
+        .await;
+        match drained {
+            Ok((consumed, served)) => {
+                consumed.context("the banner consumer panicked")??;
+                served
+                    .context("the banner listener panicked")?
+                    .context("the banner listener failed")?;
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "banner channel did not stop within the grace period; aborting");
+                aborts.iter().for_each(tokio::task::AbortHandle::abort);
+                Ok(())
+            }
+        }
+    });
+    Ok(Started {
+        addr: Some(addr),
+        task,
+    })
+}
+
+/// Creates the durable consumer with the same configuration `consumer::run` uses.
+async fn ensure_consumer(
+    js: &async_nats::jetstream::Context,
+    spec: &ConsumerSpec,
+) -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let stream = js
+        .get_stream(spec.stream)
+        .await
+        .with_context(|| format!("stream {} is missing", spec.stream))?;
+    stream
+        .get_or_create_consumer(
+            &spec.durable,
+            pull::Config {
+                durable_name: Some(spec.durable.clone()),
+                filter_subject: spec.filter.clone(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: spec.ack_wait,
+                max_ack_pending: spec.max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot create consumer {}", spec.durable))?;
+    Ok(())
+}

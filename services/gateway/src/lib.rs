@@ -1,1 +1,110 @@
-//! krisbud gateway.
+//! The krisbud HTTP API: bearer tokens mapped to users and roles, commands sent to
+//! the owning service as NATS requests, and every error as RFC 9457
+//! `application/problem+json` naming the field.
+//!
+//! [`start`] binds the listener and serves `/api/v1` plus `/healthz` and `/readyz`
+//! until the shutdown token is cancelled.
+
+mod auth;
+mod body;
+mod config;
+mod edge;
+pub mod openapi;
+mod problem;
+mod routes;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use krisbud_kit::{CancellationToken, Runtime, Started};
+
+pub use config::{Config, User, token_sha256};
+pub use problem::{PROBLEM_JSON, ProblemDetails, TYPE_PREFIX};
+
+use crate::state::AppState;
+
+/// How long open connections may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Starts the gateway: checks the users, binds `config.listen`, and serves until
+/// `shutdown` is cancelled. Returns once the listener is bound.
+pub async fn start(
+    config: Config,
+    rt: Runtime,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Started> {
+    let users = config::index_users(&config.users)?;
+    if users.is_empty() {
+        tracing::warn!("gateway.users is empty: every API request will get 401");
+    }
+    let state = AppState {
+        nats: rt.bus.client.clone(),
+        users: Arc::new(users),
+        request_timeout: rt.request_timeout,
+        openapi: openapi::render().into(),
+    };
+    let app = router(state, config.body_limit_bytes).merge(rt.health.router());
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("gateway cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "gateway listening");
+
+    let ready = rt.health.component("gateway");
+    ready.set(true);
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown({
+                let shutdown = shutdown.clone();
+                async move {
+                    shutdown.cancelled().await;
+                    // Load balancers stop sending while open requests finish.
+                    ready.set(false);
+                }
+            })
+            .into_future();
+        // Graceful shutdown waits for every connection; a stuck client (a slow audit
+        // export) must not hold the process beyond the grace period.
+        let grace_over = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            result = serve => result.context("gateway server failed")?,
+            () = grace_over => tracing::warn!("gateway connections still open after the grace period; closing them"),
+        }
+        tracing::info!("gateway stopped");
+        Ok(())
+    });
+    Ok(Started {
+        addr: Some(addr),
+        task,
+    })
+}
+
+/// The API routes, with the body limit and the edge middleware (span, problem+json).
+fn router(state: AppState, body_limit_bytes: usize) -> Router {
+    Router::new()
+        .route("/api/v1/templates", get(routes::list_templates))
+        .route(
+            "/api/v1/crises",
+            get(routes::list_crises).post(routes::declare),
+        )
+        .route("/api/v1/crises/{id}", get(routes::get_crisis))
+        .route(
+            "/api/v1/crises/{id}/channels/{channel}/confirm",
+            post(routes::confirm),
+        )
+        .route("/api/v1/audit", get(routes::audit))
+        .route("/api/v1/audit/verify", get(routes::audit_verify))
+        .route("/api/v1/openapi.json", get(routes::openapi))
+        .fallback(edge::not_found)
+        .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .layer(axum::middleware::from_fn(edge::edge))
+        .with_state(state)
+}

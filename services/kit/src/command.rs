@@ -31,10 +31,47 @@ where
     F: Fn(CommandRequest<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, Problem>> + Send + 'static,
 {
-    let mut requests = client
+    spawn(client, subject, shutdown, handler).await?.await?
+}
+
+/// Subscribes to `subject` (and waits until the server knows it), then answers
+/// requests in a task until `shutdown`. When this returns, requests are answered.
+pub async fn spawn<Req, Resp, F, Fut>(
+    client: async_nats::Client,
+    subject: &'static str,
+    shutdown: CancellationToken,
+    handler: F,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(CommandRequest<Req>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Problem>> + Send + 'static,
+{
+    let requests = client
         .queue_subscribe(subject, QUEUE.to_owned())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe to {subject}: {e}"))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {subject}: {e}"))?;
+    Ok(tokio::spawn(answer(client, subject, requests, shutdown, handler)))
+}
+
+async fn answer<Req, Resp, F, Fut>(
+    client: async_nats::Client,
+    subject: &'static str,
+    mut requests: async_nats::Subscriber,
+    shutdown: CancellationToken,
+    handler: F,
+) -> anyhow::Result<()>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(CommandRequest<Req>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Problem>> + Send + 'static,
+{
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -15,6 +15,10 @@ use tracing::Instrument;
 
 use crate::telemetry;
 
+/// How long one pull request waits for messages; also the longest a shutdown waits
+/// for an idle pull to end.
+const PULL_EXPIRY: Duration = Duration::from_secs(2);
+
 /// What the handler decided about a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ack {
@@ -88,6 +92,31 @@ where
     F: Fn(Delivery) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Ack> + Send,
 {
+    let consumer = ensure(js, &spec).await?;
+    consume(consumer, spec, shutdown, handler).await
+}
+
+/// Creates the durable consumer, then consumes in a task. When this returns, the
+/// consumer exists, so nothing published from now on is missed.
+pub async fn spawn<F, Fut>(
+    js: &jetstream::Context,
+    spec: ConsumerSpec,
+    shutdown: CancellationToken,
+    handler: F,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>>
+where
+    F: Fn(Delivery) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Ack> + Send + 'static,
+{
+    let consumer = ensure(js, &spec).await?;
+    Ok(tokio::spawn(consume(consumer, spec, shutdown, handler)))
+}
+
+/// Creates the durable pull consumer of `spec` unless it exists.
+pub async fn ensure(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
     let stream = js
         .get_stream(spec.stream)
         .await
@@ -106,8 +135,31 @@ where
         )
         .await
         .with_context(|| format!("cannot create consumer {}", spec.durable))?;
+    Ok(consumer)
+}
+
+async fn consume<F, Fut>(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    spec: ConsumerSpec,
+    shutdown: CancellationToken,
+    handler: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Delivery) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Ack> + Send,
+{
+    // Fetch-style batches rather than one endless pull: a batch is read to its end,
+    // so a graceful shutdown leaves no message handed to this instance unanswered
+    // (which would otherwise wait out the whole ack wait before redelivery).
+    let batch_size = spec.concurrency.max(1) * 4;
     while !shutdown.is_cancelled() {
-        let messages = match consumer.messages().await {
+        let messages = match consumer
+            .batch()
+            .max_messages(batch_size)
+            .expires(PULL_EXPIRY)
+            .messages()
+            .await
+        {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(consumer = %spec.durable, error = %e, "cannot pull; retrying");
@@ -118,21 +170,30 @@ where
             }
         };
         messages
-            .take_until(shutdown.clone().cancelled_owned())
             .for_each_concurrent(spec.concurrency, |message| {
                 let handler = handler.clone();
                 let spec = &spec;
+                let shutdown = &shutdown;
                 async move {
                     match message {
+                        // Arrived after shutdown began: hand it back, delayed past the
+                        // end of this pull so it is not redelivered into it.
+                        Ok(message) if shutdown.is_cancelled() => {
+                            tracing::debug!(consumer = %spec.durable, subject = %message.subject, "handing back a message after shutdown");
+                            let delay = PULL_EXPIRY + Duration::from_secs(1);
+                            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                        }
                         Ok(message) => handle(spec, message, handler).await,
                         Err(e) => {
-                            tracing::warn!(consumer = %spec.durable, error = %e, "pull interrupted");
+                            tracing::debug!(consumer = %spec.durable, error = %e, "pull interrupted");
                         }
                     }
                 }
             })
             .await;
+        tracing::trace!(consumer = %spec.durable, "batch done");
     }
+    tracing::debug!(consumer = %spec.durable, "consumer stopped");
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, stream};
 use krisbud_proto::spec::{BucketSpec, Retention, StreamSpec};
 use tokio_util::sync::CancellationToken;
 
@@ -76,24 +76,30 @@ pub async fn provision(
             .with_context(|| format!("cannot create stream {}", spec.name))?;
     }
     for spec in buckets {
-        if js.get_key_value(spec.name).await.is_ok() {
-            continue;
-        }
-        let created = js
-            .create_key_value(kv::Config {
-                bucket: spec.name.to_owned(),
-                description: spec.description.to_owned(),
-                history: spec.history,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await;
-        if let Err(e) = created {
-            // Another instance may have created it between the check and now.
-            js.get_key_value(spec.name)
-                .await
-                .with_context(|| format!("cannot create bucket {}: {e}", spec.name))?;
-        }
+        // The bucket's stream is created directly: async-nats' `create_key_value`
+        // first asks `$JS.API.INFO` for fields nats-server 2.9 does not send.
+        js.get_or_create_stream(bucket_stream_config(spec))
+            .await
+            .with_context(|| format!("cannot create bucket {}", spec.name))?;
     }
     Ok(())
+}
+
+/// The stream behind a key-value bucket, as `nats kv add` would create it.
+pub fn bucket_stream_config(spec: &BucketSpec) -> stream::Config {
+    stream::Config {
+        name: format!("KV_{}", spec.name),
+        description: Some(spec.description.to_owned()),
+        subjects: vec![format!("$KV.{}.>", spec.name)],
+        max_messages_per_subject: spec.history,
+        max_age: Duration::ZERO,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
 }

@@ -12,7 +12,7 @@ use krisbud::system::{self, UpOptions};
 use krisbud_kit::CancellationToken;
 use krisbud_proto::Role;
 use krisbud_proto::status::{ChannelState, CrisisStatus};
-use krisbud_tests::{NatsServer, wait_until_async};
+use krisbud_tests::NatsServer;
 use serde_json::{Value, json};
 
 /// The running system and what a test needs to talk to it.
@@ -161,15 +161,26 @@ listen = "127.0.0.1:0"
         response.json().await.unwrap()
     }
 
-    /// Waits until every channel of the crisis has an outcome for every recipient.
+    /// Waits until every channel of the crisis has an outcome for every recipient;
+    /// on timeout the panic shows the last status seen.
     pub async fn wait_delivered(&self, id: &str, timeout: Duration) -> CrisisStatus {
-        wait_until_async(&format!("every channel of {id} delivered"), timeout, || async {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
             let s = self.status(id).await;
-            let done = !s.channels.is_empty()
-                && s.channels.values().all(|c| c.state == ChannelState::Delivered);
-            done.then_some(s)
-        })
-        .await
+            if !s.channels.is_empty()
+                && s.channels.values().all(|c| c.state == ChannelState::Delivered)
+            {
+                return s;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for every channel of {id} delivered; last status: {}\nconsumers: {}",
+                    serde_json::to_string(&s).unwrap(),
+                    self.consumers().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `POST .../confirm` with the given token.
@@ -236,11 +247,35 @@ listen = "127.0.0.1:0"
             .collect()
     }
 
+    /// Every durable consumer with its pending and unacknowledged counts.
+    pub async fn consumers(&self) -> String {
+        use futures::StreamExt;
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut out = String::new();
+        for name in ["KRISBUD_EVENTS", "KRISBUD_DISPATCH"] {
+            let stream = js.get_stream(name).await.unwrap();
+            let mut infos = stream.consumers();
+            while let Some(Ok(info)) = infos.next().await {
+                out.push_str(&format!(
+                    "\n  {name}/{}: pending {}, ack pending {}, redelivered {}, ack floor {}",
+                    info.name,
+                    info.num_pending,
+                    info.num_ack_pending,
+                    info.num_redelivered,
+                    info.ack_floor.stream_sequence
+                ));
+            }
+        }
+        out
+    }
+
     /// Messages stored in a stream.
     pub async fn stream_messages(&self, stream: &str) -> u64 {
         let client = async_nats::connect(self.nats.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        js.get_stream(stream).await.unwrap().info().await.unwrap().state.messages
+        let mut stream = js.get_stream(stream).await.unwrap();
+        stream.info().await.unwrap().state.messages
     }
 }
 

@@ -1,0 +1,170 @@
+//! Handling one banner dispatch job: store the banner, append the outcome event,
+//! then acknowledge, following the kit's ack rules.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use chrono::Utc;
+use krisbud_kit::Bus;
+use krisbud_kit::bus::Expect;
+use krisbud_kit::consumer::{Ack, Delivery};
+use krisbud_proto::event::{DeliveryReported, DeliveryState, RecipientOutcome};
+use krisbud_proto::job::{ChannelMessage, DispatchJob};
+use krisbud_proto::publish::PublicBanner;
+use krisbud_proto::{Actor, Channel, Envelope, Event};
+
+use crate::store::{self, Stored};
+
+/// The `provider` and `recipient` of every banner outcome.
+const TARGET: &str = "banner";
+
+/// Handles banner jobs; cheap to clone, one per message.
+#[derive(Clone)]
+pub struct Handler {
+    bus: Bus,
+    kv: kv::Store,
+}
+
+impl Handler {
+    /// A handler writing to `kv` and appending outcomes on `bus`.
+    pub fn new(bus: Bus, kv: kv::Store) -> Handler {
+        Handler { bus, kv }
+    }
+
+    /// Stores the job's banner and records the outcome; see the module docs.
+    pub async fn handle(&self, delivery: Delivery) -> Ack {
+        let job: DispatchJob = match serde_json::from_slice(&delivery.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                // Without a readable job there is no crisis to record an outcome
+                // for; the log line (without the body, which may hold anything)
+                // is the record.
+                tracing::error!(seq = delivery.stream_sequence, error = %e, "unreadable banner job");
+                return Ack::Reject(format!("unreadable banner job: {e}"));
+            }
+        };
+        let banner = match to_banner(&job) {
+            Ok(banner) => banner,
+            Err(reason) => {
+                let outcome = failed(reason.clone());
+                return match self.report(&job, outcome).await {
+                    Ok(()) => Ack::Reject(reason),
+                    Err(e) => retry(&delivery, &e),
+                };
+            }
+        };
+        let outcome = match store::store(&self.kv, &banner).await {
+            Ok(Stored::Written | Stored::AlreadyThere) => delivered(None),
+            Ok(Stored::Superseded { shown }) => {
+                tracing::info!(job = %job.job_id, shown, "older banner revision left out");
+                delivered(Some(format!("superseded by revision {shown}")))
+            }
+            Err(e) => return retry(&delivery, &e.to_string()),
+        };
+        match self.report(&job, outcome).await {
+            Ok(()) => Ack::Done,
+            Err(e) => retry(&delivery, &e),
+        }
+    }
+
+    /// Appends the job's `DeliveryReported`; its id `<job>.outcome` makes a repeat
+    /// a duplicate that JetStream drops.
+    async fn report(&self, job: &DispatchJob, outcome: RecipientOutcome) -> Result<(), String> {
+        let event = Event::DeliveryReported(DeliveryReported {
+            crisis_id: job.crisis_id.clone(),
+            revision: job.revision,
+            channel: Channel::Banner,
+            job_id: job.job_id.clone(),
+            provider: TARGET.into(),
+            outcomes: vec![outcome],
+        });
+        let mut envelope = Envelope::with_id(
+            format!("{}.outcome", job.job_id),
+            Actor::service("channel-banner"),
+            event,
+        );
+        envelope.causation_id = Some(job.job_id.clone());
+        self.bus
+            .append(&envelope, Expect::Any)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The banner a job publishes, or why the job can never be published.
+fn to_banner(job: &DispatchJob) -> Result<PublicBanner, String> {
+    let ChannelMessage::Banner(message) = &job.message else {
+        return Err("the job carries no banner message".into());
+    };
+    if job.channel != Channel::Banner {
+        return Err(format!(
+            "the job is for channel {}, not banner",
+            job.channel
+        ));
+    }
+    let key = store::key(&job.crisis_id, &job.language);
+    if !store::is_valid_key(&key) {
+        return Err(format!(
+            "crisis id and language do not form a valid banner key: {key:?}"
+        ));
+    }
+    Ok(PublicBanner {
+        crisis_id: job.crisis_id.clone(),
+        revision: job.revision,
+        language: job.language.clone(),
+        status: job.status,
+        severity: job.cap.severity,
+        level: message.level,
+        headline: message.headline.clone(),
+        body: message.body.clone(),
+        link_text: message.link_text.clone(),
+        link_url: message.link_url.clone(),
+        published_at: Utc::now(),
+        expires_at: job.expires_at,
+    })
+}
+
+fn delivered(reason: Option<String>) -> RecipientOutcome {
+    RecipientOutcome {
+        recipient: TARGET.into(),
+        state: DeliveryState::Delivered,
+        provider_ref: None,
+        reason,
+    }
+}
+
+fn failed(reason: String) -> RecipientOutcome {
+    RecipientOutcome {
+        recipient: TARGET.into(),
+        state: DeliveryState::Failed,
+        provider_ref: None,
+        reason: Some(reason),
+    }
+}
+
+/// Retry with a delay that doubles per delivery: 1 s, 2 s, 4 s ... up to a minute.
+fn retry(delivery: &Delivery, error: &str) -> Ack {
+    let delay = backoff(delivery.delivered);
+    tracing::warn!(seq = delivery.stream_sequence, delivered = delivery.delivered, ?delay, %error, "banner job will be retried");
+    Ack::Retry(delay)
+}
+
+fn backoff(delivered: i64) -> Duration {
+    let exponent = delivered.clamp(1, 7) - 1;
+    Duration::from_secs(1u64 << exponent).min(Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(100), Duration::from_secs(60));
+        assert_eq!(backoff(0), Duration::from_secs(1));
+    }
+}

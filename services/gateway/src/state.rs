@@ -1,0 +1,52 @@
+//! What every request handler shares: the NATS client commands go through, the
+//! users by token hash, and the OpenAPI document.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use krisbud_proto::{Actor, CommandRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{TokenHash, User};
+use crate::problem::ApiError;
+
+/// The state behind the router.
+#[derive(Clone)]
+pub struct AppState {
+    /// Commands are NATS requests on this client.
+    pub nats: async_nats::Client,
+    /// Configured users by the SHA-256 of their token.
+    pub users: Arc<HashMap<TokenHash, User>>,
+    /// How long a command waits for its answer.
+    pub request_timeout: Duration,
+    /// The rendered OpenAPI document.
+    pub openapi: Bytes,
+}
+
+impl AppState {
+    /// Sends a command to its owning service and waits for the answer; no
+    /// responders become 503 and a timeout 504 (see `krisbud_kit::command`).
+    pub async fn command<Req, Resp>(
+        &self,
+        subject: &str,
+        actor: Actor,
+        idempotency_key: Option<String>,
+        body: Req,
+    ) -> Result<Resp, ApiError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let request = CommandRequest {
+            actor,
+            idempotency_key,
+            body,
+        };
+        krisbud_kit::command::request(&self.nats, subject, &request, self.request_timeout)
+            .await
+            .map_err(ApiError::from)
+    }
+}
