@@ -93,9 +93,7 @@ impl Role {
 }
 
 /// CAP `status`: whether a crisis is real or practice.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum AlertStatus {
     /// A real crisis.
     #[default]

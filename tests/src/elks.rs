@@ -46,6 +46,9 @@ struct Inner {
     received: Vec<ElksSms>,
     /// Requests still to be failed, and with which status.
     failures: Option<(usize, StatusCode)>,
+    /// How long each accepted request takes to answer, as a real provider's
+    /// round trip would.
+    latency: std::time::Duration,
     requests: usize,
 }
 
@@ -109,6 +112,12 @@ impl ElksSimulator {
         self.shared.inner.lock().expect("simulator lock").requests
     }
 
+    /// Makes every request take `latency` before it is answered, so a test can
+    /// catch a delivery in the middle.
+    pub fn set_delay(&self, latency: std::time::Duration) {
+        self.shared.inner.lock().expect("simulator lock").latency = latency;
+    }
+
     /// Answers the next `n` requests with `status` (e.g. 503 or 429) before looking
     /// at them, as an overloaded or failing provider would.
     pub fn fail_next(&self, n: usize, status: u16) {
@@ -128,6 +137,10 @@ async fn send_sms(
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
+    let latency = shared.inner.lock().expect("simulator lock").latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     {
         let mut inner = shared.inner.lock().expect("simulator lock");
         inner.requests += 1;

@@ -61,16 +61,23 @@ async fn one_trace_spans_gateway_coordinator_and_every_channel() {
         "channel-banner",
         "channel-intranet",
     ];
-    wait_until("every service's span in the gateway's trace", Duration::from_secs(10), || {
-        let spans = exporter.get_finished_spans().unwrap();
-        let in_trace: Vec<_> = spans
-            .iter()
-            .filter(|s| s.span_context.trace_id() == trace_id)
-            .collect();
-        let declare = in_trace
-            .iter()
-            .any(|s| attribute(s, "subject").as_deref() == Some("krisbud.cmd.crisis.declare"));
-        let consumers: Vec<String> = in_trace.iter().filter_map(|s| attribute(s, "consumer")).collect();
-        (declare && wanted.iter().all(|w| consumers.iter().any(|c| c == w))).then_some(())
-    });
+    wait_until(
+        "every service's span in the gateway's trace",
+        Duration::from_secs(10),
+        || {
+            let spans = exporter.get_finished_spans().unwrap();
+            let in_trace: Vec<_> = spans
+                .iter()
+                .filter(|s| s.span_context.trace_id() == trace_id)
+                .collect();
+            let declare = in_trace
+                .iter()
+                .any(|s| attribute(s, "subject").as_deref() == Some("krisbud.cmd.crisis.declare"));
+            let consumers: Vec<String> = in_trace
+                .iter()
+                .filter_map(|s| attribute(s, "consumer"))
+                .collect();
+            (declare && wanted.iter().all(|w| consumers.iter().any(|c| c == w))).then_some(())
+        },
+    );
 }

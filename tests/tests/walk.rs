@@ -25,7 +25,10 @@ async fn a_declaration_reaches_every_outbox_and_the_banner() {
     let declared_at = Instant::now();
     let id = app.declare_ok(&water_declaration()).await;
     let status = app.wait_delivered(&id, Duration::from_secs(10)).await;
-    eprintln!("declared to every channel delivered: {:?}", declared_at.elapsed());
+    eprintln!(
+        "declared to every channel delivered: {:?}",
+        declared_at.elapsed()
+    );
 
     let sms = app.sms_outbox();
     assert_eq!(sms.len(), 5, "one line per SMS recipient: {sms:?}");
@@ -45,7 +48,11 @@ async fn a_declaration_reaches_every_outbox_and_the_banner() {
 
     let emails = app.email_outbox();
     assert_eq!(emails.len(), 5, "one .eml per email recipient");
-    assert!(emails.iter().any(|e| e.contains("anna.lind@farsta.example")));
+    assert!(
+        emails
+            .iter()
+            .any(|e| e.contains("anna.lind@farsta.example"))
+    );
     assert!(emails.iter().all(|e| e.contains("Message-ID")));
 
     let banners = app.banners().await;
@@ -57,15 +64,21 @@ async fn a_declaration_reaches_every_outbox_and_the_banner() {
 
     let articles = app.intranet_outbox();
     assert_eq!(articles.len(), 3, "one article per language");
-    assert!(articles.iter().any(|a| a["title"]
-        .as_str()
-        .unwrap()
-        .contains("Vattenläcka i Farsta")));
+    assert!(articles.iter().any(|a| {
+        a["title"]
+            .as_str()
+            .unwrap()
+            .contains("Vattenläcka i Farsta")
+    }));
 
     for (channel, expected) in [("sms", 5), ("email", 5), ("banner", 3), ("intranet", 3)] {
         let c = &status.channels[&krisbud_proto::Channel::parse(channel).unwrap()];
         assert_eq!(c.state, ChannelState::Delivered, "{channel}");
-        assert_eq!((c.total, c.delivered, c.failed, c.pending), (expected, expected, 0, 0), "{channel}");
+        assert_eq!(
+            (c.total, c.delivered, c.failed, c.pending),
+            (expected, expected, 0, 0),
+            "{channel}"
+        );
     }
 }
 
@@ -102,26 +115,38 @@ webhook_secret = "hook-secret"
     let mut to: Vec<String> = elks.received().into_iter().map(|s| s.to).collect();
     to.sort();
     assert_eq!(to, DEMO_PHONES);
-    assert!(elks
-        .received()
-        .iter()
-        .any(|s| s.message.contains("Vattnet är avstängt i Farsta")));
+    assert!(
+        elks.received()
+            .iter()
+            .any(|s| s.message.contains("Vattnet är avstängt i Farsta"))
+    );
 
     let mails = smtp.messages();
     assert_eq!(mails.len(), 5);
-    assert!(mails.iter().any(|m| m.to.iter().any(|t| t == "lena.berg@socialtjanst.example")));
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.to.iter().any(|t| t == "lena.berg@socialtjanst.example"))
+    );
 
     let hooks = hook.received();
     assert_eq!(hooks.len(), 3, "one signed article per language");
-    assert!(hooks.iter().all(|h| h.signature_valid), "every signature verifies");
-    assert!(hooks.iter().any(|h| h.body["language"] == "sv"
-        && h.body["title"].as_str().unwrap().contains("Farsta")));
+    assert!(
+        hooks.iter().all(|h| h.signature_valid),
+        "every signature verifies"
+    );
+    assert!(hooks.iter().any(
+        |h| h.body["language"] == "sv" && h.body["title"].as_str().unwrap().contains("Farsta")
+    ));
 
     let sms = &status.channels[&krisbud_proto::Channel::Sms];
     assert_eq!((sms.total, sms.sent, sms.failed), (5, 5, 0));
     assert_eq!(sms.providers.get("46elks"), Some(&5));
     assert_eq!(status.channels[&krisbud_proto::Channel::Email].sent, 5);
-    assert_eq!(status.channels[&krisbud_proto::Channel::Intranet].delivered, 3);
+    assert_eq!(
+        status.channels[&krisbud_proto::Channel::Intranet].delivered,
+        3
+    );
 }
 
 #[tokio::test]
@@ -134,43 +159,73 @@ async fn operators_confirm_and_the_audit_chain_records_everything() {
     let operator = app.token(Role::Operator);
     assert_eq!(app.confirm(Some(&duty), &id, "sms", "").await.status(), 403);
     assert_eq!(app.confirm(None, &id, "sms", "").await.status(), 401);
-    assert_eq!(app.confirm(Some("kb_wrong"), &id, "sms", "").await.status(), 401);
+    assert_eq!(
+        app.confirm(Some("kb_wrong"), &id, "sms", "").await.status(),
+        401
+    );
 
     for channel in ["sms", "email", "banner", "intranet"] {
         let response = app
-            .confirm(Some(&operator), &id, channel, &format!("{channel} kontrollerad"))
+            .confirm(
+                Some(&operator),
+                &id,
+                channel,
+                &format!("{channel} kontrollerad"),
+            )
             .await;
         assert_eq!(response.status(), 200, "confirm {channel}");
     }
     let status = app.status(&id).await;
     for (channel, c) in &status.channels {
-        let confirmation = c.confirmations.last().unwrap_or_else(|| panic!("{channel} confirmed"));
+        let confirmation = c
+            .confirmations
+            .last()
+            .unwrap_or_else(|| panic!("{channel} confirmed"));
         assert_eq!(confirmation.by, "operator.ali");
         assert!(confirmation.at <= chrono::Utc::now());
-        assert_eq!(confirmation.note.as_deref(), Some(format!("{channel} kontrollerad").as_str()));
+        assert_eq!(
+            confirmation.note.as_deref(),
+            Some(format!("{channel} kontrollerad").as_str())
+        );
     }
 
     // The audit lists declaration, plan, every delivery outcome and every
     // confirmation, in order, with the actor.
-    let records = wait_until_async("the audit to hold every event", Duration::from_secs(10), || async {
-        let records = app.audit(&id).await;
-        let confirmations = records
-            .iter()
-            .filter(|r| r["event"]["kind"] == "ChannelConfirmed")
-            .count();
-        (confirmations == 4).then_some(records)
-    })
+    let records = wait_until_async(
+        "the audit to hold every event",
+        Duration::from_secs(10),
+        || async {
+            let records = app.audit(&id).await;
+            let confirmations = records
+                .iter()
+                .filter(|r| r["event"]["kind"] == "ChannelConfirmed")
+                .count();
+            (confirmations == 4).then_some(records)
+        },
+    )
     .await;
-    let kinds: Vec<&str> = records.iter().map(|r| r["event"]["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"]["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds[0], "CrisisDeclared");
     assert_eq!(records[0]["event"]["actor"]["user"], "tib.maria");
     assert_eq!(kinds.iter().filter(|k| **k == "DispatchPlanned").count(), 1);
     // SMS and email: sv, en, lättläst jobs; banner and intranet one per language.
-    assert_eq!(kinds.iter().filter(|k| **k == "DeliveryReported").count(), 12);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "DeliveryReported").count(),
+        12
+    );
     assert_eq!(&kinds[kinds.len() - 4..], ["ChannelConfirmed"; 4]);
     assert!(records[records.len() - 1]["event"]["actor"]["user"] == "operator.ali");
-    let sequences: Vec<u64> = records.iter().map(|r| r["sequence"].as_u64().unwrap()).collect();
-    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "records in order: {sequences:?}");
+    let sequences: Vec<u64> = records
+        .iter()
+        .map(|r| r["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "records in order: {sequences:?}"
+    );
 
     let verify: Value = app
         .http
@@ -199,7 +254,10 @@ async fn operators_confirm_and_the_audit_chain_records_everything() {
         .unwrap();
     assert!(export.lines().count() >= records.len());
     for phone in DEMO_PHONES {
-        assert!(!export.contains(phone) && !export.contains(&phone[3..]), "{phone} in the audit log");
+        assert!(
+            !export.contains(phone) && !export.contains(&phone[3..]),
+            "{phone} in the audit log"
+        );
     }
     assert!(!export.contains("@farsta.example") && !export.contains("@socialtjanst.example"));
 }
@@ -211,23 +269,51 @@ async fn bad_input_gets_a_problem_naming_it_and_nothing_is_dispatched() {
 
     let mut unknown = water_declaration();
     unknown["template"] = json!("finns-inte");
-    cases.push(("unknown template", app.declare(&unknown).await, 422, Some("template")));
+    cases.push((
+        "unknown template",
+        app.declare(&unknown).await,
+        422,
+        Some("template"),
+    ));
 
     let mut missing = water_declaration();
-    missing["variables"].as_object_mut().unwrap().remove("omrade");
-    cases.push(("missing variable", app.declare(&missing).await, 422, Some("variables.omrade")));
+    missing["variables"]
+        .as_object_mut()
+        .unwrap()
+        .remove("omrade");
+    cases.push((
+        "missing variable",
+        app.declare(&missing).await,
+        422,
+        Some("variables.omrade"),
+    ));
 
     let mut wrong_type = water_declaration();
     wrong_type["variables"]["omrade"] = json!(5);
-    cases.push(("wrong type", app.declare(&wrong_type).await, 422, Some("variables.omrade")));
+    cases.push((
+        "wrong type",
+        app.declare(&wrong_type).await,
+        422,
+        Some("variables.omrade"),
+    ));
 
     let mut too_long = water_declaration();
     too_long["variables"]["omrade"] = json!("x".repeat(41));
-    cases.push(("too long", app.declare(&too_long).await, 422, Some("variables.omrade")));
+    cases.push((
+        "too long",
+        app.declare(&too_long).await,
+        422,
+        Some("variables.omrade"),
+    ));
 
     let mut no_audience = water_declaration();
     no_audience["audiences"] = json!(["finns-inte"]);
-    cases.push(("unknown audience", app.declare(&no_audience).await, 422, Some("audiences[0]")));
+    cases.push((
+        "unknown audience",
+        app.declare(&no_audience).await,
+        422,
+        Some("audiences[0]"),
+    ));
 
     let duty = app.token(Role::DutyOfficer);
     let malformed = app
@@ -255,16 +341,33 @@ async fn bad_input_gets_a_problem_naming_it_and_nothing_is_dispatched() {
 
     for (name, response, status, field) in cases {
         assert_eq!(response.status().as_u16(), status, "{name}");
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-        assert!(content_type.starts_with("application/problem+json"), "{name}: {content_type}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "{name}: {content_type}"
+        );
         let problem: Value = response.json().await.unwrap();
-        assert!(!problem["detail"].as_str().unwrap_or_default().is_empty(), "{name}: {problem}");
+        assert!(
+            !problem["detail"].as_str().unwrap_or_default().is_empty(),
+            "{name}: {problem}"
+        );
         if let Some(field) = field {
             assert_eq!(problem["field"], field, "{name}: {problem}");
         }
     }
-    assert_eq!(app.stream_messages("KRISBUD_DISPATCH").await, 0, "nothing dispatched");
-    assert_eq!(app.stream_messages("KRISBUD_EVENTS").await, 0, "nothing declared");
+    assert_eq!(
+        app.stream_messages("KRISBUD_DISPATCH").await,
+        0,
+        "nothing dispatched"
+    );
+    assert_eq!(
+        app.stream_messages("KRISBUD_EVENTS").await,
+        0,
+        "nothing declared"
+    );
 }
 
 #[tokio::test]

@@ -48,13 +48,19 @@ fn internal(e: impl std::fmt::Display) -> Problem {
 
 impl Coordinator {
     /// Declares a crisis: validate, render, append `CrisisDeclared`, answer.
-    pub async fn declare(&self, request: CommandRequest<DeclareCrisis>) -> Result<Declared, Problem> {
+    pub async fn declare(
+        &self,
+        request: CommandRequest<DeclareCrisis>,
+    ) -> Result<Declared, Problem> {
         require(&request.actor, &[Role::DutyOfficer])?;
         let body = request.body;
         let template = self
             .templates
             .declarable(&body.template, body.template_version)?;
-        let mut channels = body.channels.clone().unwrap_or_else(|| Channel::ALL.to_vec());
+        let mut channels = body
+            .channels
+            .clone()
+            .unwrap_or_else(|| Channel::ALL.to_vec());
         channels.sort();
         channels.dedup();
         if channels.is_empty() {
@@ -70,15 +76,20 @@ impl Coordinator {
         if let Some(expires) = body.expires_at
             && expires <= Utc::now()
         {
-            return Err(Problem::invalid("expires_at", "the expiry time has already passed"));
+            return Err(Problem::invalid(
+                "expires_at",
+                "the expiry time has already passed",
+            ));
         }
         let mut recipients: BTreeMap<Channel, u64> = BTreeMap::new();
         let mut audiences = Vec::new();
         for (i, id) in body.audiences.iter().enumerate() {
-            let audience = self
-                .audience(id)
-                .await?
-                .ok_or_else(|| Problem::invalid(format!("audiences[{i}]"), format!("there is no audience `{id}`")))?;
+            let audience = self.audience(id).await?.ok_or_else(|| {
+                Problem::invalid(
+                    format!("audiences[{i}]"),
+                    format!("there is no audience `{id}`"),
+                )
+            })?;
             audiences.push(audience);
         }
         let messages = render::render(template, &body.variables, body.status)?;
@@ -150,22 +161,34 @@ impl Coordinator {
     }
 
     /// Records an operator's confirmation of a channel.
-    pub async fn confirm(&self, request: CommandRequest<ConfirmChannel>) -> Result<CrisisStatus, Problem> {
+    pub async fn confirm(
+        &self,
+        request: CommandRequest<ConfirmChannel>,
+    ) -> Result<CrisisStatus, Problem> {
         require(&request.actor, &[Role::Operator])?;
         let body = request.body;
         let status = self.status(&body.crisis_id).await?;
         if !status.channels.contains_key(&body.channel) {
             return Err(Problem::invalid(
                 "channel",
-                format!("crisis {} does not use the {} channel", body.crisis_id, body.channel),
+                format!(
+                    "crisis {} does not use the {} channel",
+                    body.crisis_id, body.channel
+                ),
             ));
         }
         if let Some(note) = &body.note {
             if note.chars().count() > MAX_NOTE {
-                return Err(Problem::invalid("note", format!("the note is longer than {MAX_NOTE} characters")));
+                return Err(Problem::invalid(
+                    "note",
+                    format!("the note is longer than {MAX_NOTE} characters"),
+                ));
             }
             if note.chars().any(|c| c.is_control() && c != '\n') {
-                return Err(Problem::invalid("note", "the note contains a control character"));
+                return Err(Problem::invalid(
+                    "note",
+                    "the note contains a control character",
+                ));
             }
         }
         let mut envelope = Envelope::new(
@@ -201,17 +224,22 @@ impl Coordinator {
         let mut out = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(internal)?;
-            if let Some(status) = projection::get(&self.crises, &key).await.map_err(internal)? {
+            if let Some(status) = projection::get(&self.crises, &key)
+                .await
+                .map_err(internal)?
+            {
                 out.push(status);
             }
         }
-        out.sort_by(|a, b| b.declared_at.cmp(&a.declared_at));
+        out.sort_by_key(|s| std::cmp::Reverse(s.declared_at));
         Ok(out)
     }
 
     async fn status(&self, crisis_id: &str) -> Result<CrisisStatus, Problem> {
         if !subject::is_token(crisis_id) {
-            return Err(Problem::not_found(format!("there is no crisis `{crisis_id}`")));
+            return Err(Problem::not_found(format!(
+                "there is no crisis `{crisis_id}`"
+            )));
         }
         projection::get(&self.crises, crisis_id)
             .await
@@ -232,7 +260,12 @@ impl Coordinator {
 }
 
 /// Roles that may read crisis status.
-const READERS: [Role; 4] = [Role::DutyOfficer, Role::Operator, Role::Auditor, Role::Admin];
+const READERS: [Role; 4] = [
+    Role::DutyOfficer,
+    Role::Operator,
+    Role::Auditor,
+    Role::Admin,
+];
 
 /// Counts distinct addresses across audiences.
 pub fn unique_addresses(

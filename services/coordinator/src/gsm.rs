@@ -82,14 +82,28 @@ mod tests {
     #[test]
     fn counted_by_hand() {
         let a160 = "a".repeat(160);
-        assert_eq!(cost(&a160), SmsCost { encoding: Encoding::Gsm7, units: 160, segments: 1 });
+        assert_eq!(
+            cost(&a160),
+            SmsCost {
+                encoding: Encoding::Gsm7,
+                units: 160,
+                segments: 1
+            }
+        );
         let a161 = "a".repeat(161);
         assert_eq!(cost(&a161).segments, 2);
         assert_eq!(cost(&"a".repeat(306)).segments, 2);
         assert_eq!(cost(&"a".repeat(307)).segments, 3);
         // € is in the extension table: two septets each.
         let euro = "€".repeat(80);
-        assert_eq!(cost(&euro), SmsCost { encoding: Encoding::Gsm7, units: 160, segments: 1 });
+        assert_eq!(
+            cost(&euro),
+            SmsCost {
+                encoding: Encoding::Gsm7,
+                units: 160,
+                segments: 1
+            }
+        );
         assert_eq!(cost(&format!("{euro}a")).segments, 2);
         // Swedish letters are in the basic table.
         let sv = "Vattnet är avstängt på Åsögatan i Farsta, ö och é";
@@ -97,7 +111,14 @@ mod tests {
         assert_eq!(cost(sv).units, sv.chars().count());
         // An emoji forces UCS-2 and counts as two UTF-16 units.
         let emoji = format!("{}😀", "a".repeat(68));
-        assert_eq!(cost(&emoji), SmsCost { encoding: Encoding::Ucs2, units: 70, segments: 1 });
+        assert_eq!(
+            cost(&emoji),
+            SmsCost {
+                encoding: Encoding::Ucs2,
+                units: 70,
+                segments: 1
+            }
+        );
         assert_eq!(cost(&format!("{emoji}a")).segments, 2);
         // Arabic is outside GSM-7.
         let arabic = "انقطاع المياه في فارستا";

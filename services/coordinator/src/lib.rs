@@ -45,15 +45,27 @@ impl Default for Config {
 }
 
 /// Starts the command handlers, the planner and the projector.
-pub async fn start(config: Config, rt: Runtime, shutdown: CancellationToken) -> anyhow::Result<Started> {
+pub async fn start(
+    config: Config,
+    rt: Runtime,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Started> {
     let ready = rt.health.component("coordinator");
     let templates = TemplateStore::load(config.demo_templates, config.templates_dir.as_deref())?;
     if rt.recipient_key.is_empty() {
-        anyhow::bail!("bad configuration: key `privacy.recipient_key` is required by the coordinator");
+        anyhow::bail!(
+            "bad configuration: key `privacy.recipient_key` is required by the coordinator"
+        );
     }
     let js = &rt.bus.js;
-    let crises = js.get_key_value(spec::CRISES.name).await.context("crises bucket")?;
-    let audiences = js.get_key_value(spec::AUDIENCES.name).await.context("audiences bucket")?;
+    let crises = js
+        .get_key_value(spec::CRISES.name)
+        .await
+        .context("crises bucket")?;
+    let audiences = js
+        .get_key_value(spec::AUDIENCES.name)
+        .await
+        .context("audiences bucket")?;
     let coordinator = Arc::new(Coordinator {
         templates,
         bus: rt.bus.clone(),
@@ -67,7 +79,8 @@ pub async fn start(config: Config, rt: Runtime, shutdown: CancellationToken) -> 
         batch_size: config.batch_size,
     };
 
-    let mut tasks = tokio::task::JoinSet::new();
+    // Every handler subscribes (and every consumer exists) before `start` returns.
+    let mut tasks = Vec::new();
     let client = rt.bus.client.clone();
     macro_rules! serve {
         ($subject:expr, |$c:ident, $req:ident| $body:expr) => {{
@@ -76,8 +89,7 @@ pub async fn start(config: Config, rt: Runtime, shutdown: CancellationToken) -> 
                 let $c = coordinator.clone();
                 async move { $body }
             };
-            let (client, shutdown) = (client.clone(), shutdown.clone());
-            tasks.spawn(async move { command::serve(client, $subject, shutdown, handler).await });
+            tasks.push(command::spawn(client.clone(), $subject, shutdown.clone(), handler).await?);
         }};
     }
     serve!(subject::cmd::DECLARE, |c, req| c.declare(req).await);
@@ -94,50 +106,49 @@ pub async fn start(config: Config, rt: Runtime, shutdown: CancellationToken) -> 
 
     let planner_spec = ConsumerSpec {
         concurrency: 4,
-        ..ConsumerSpec::new(spec::EVENTS.name, "coordinator-planner", subject::ALL_CRISIS_EVENTS)
+        ..ConsumerSpec::new(
+            spec::EVENTS.name,
+            "coordinator-planner",
+            subject::ALL_CRISIS_EVENTS,
+        )
     };
-    {
-        let (js, shutdown, planner) = (rt.bus.js.clone(), shutdown.clone(), planner.clone());
-        tasks.spawn(async move {
-            consumer::run(&js, planner_spec, shutdown, move |d| {
-                let planner = planner.clone();
-                async move { planner.handle(d).await }
-            })
-            .await
-        });
-    }
+    tasks.push(
+        consumer::spawn(&rt.bus.js, planner_spec, shutdown.clone(), move |d| {
+            let planner = planner.clone();
+            async move { planner.handle(d).await }
+        })
+        .await?,
+    );
     let projector_spec = ConsumerSpec {
         concurrency: 1,
         ..ConsumerSpec::new(spec::EVENTS.name, "coordinator-status", subject::ALL_EVENTS)
     };
-    {
-        let (js, shutdown) = (rt.bus.js.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            consumer::run(&js, projector_spec, shutdown, move |d| {
-                let crises = crises.clone();
-                async move {
-                    let envelope: Envelope = match serde_json::from_slice(&d.payload) {
-                        Ok(e) => e,
-                        // Not ours to judge: the audit records it as it is.
-                        Err(_) => return Ack::Done,
-                    };
-                    match projection::apply(&crises, &envelope).await {
-                        Ok(()) => Ack::Done,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot update crisis status; will retry");
-                            Ack::Retry(std::time::Duration::from_millis(500))
-                        }
+    tasks.push(
+        consumer::spawn(&rt.bus.js, projector_spec, shutdown.clone(), move |d| {
+            let crises = crises.clone();
+            async move {
+                let envelope: Envelope = match serde_json::from_slice(&d.payload) {
+                    Ok(e) => e,
+                    // Not ours to judge: the audit records it as it is.
+                    Err(_) => return Ack::Done,
+                };
+                match projection::apply(&crises, &envelope).await {
+                    Ok(()) => Ack::Done,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot update crisis status; will retry");
+                        Ack::Retry(std::time::Duration::from_millis(500))
                     }
                 }
-            })
-            .await
-        });
-    }
+            }
+        })
+        .await?,
+    );
     ready.set(true);
     let task = tokio::spawn(async move {
-        while let Some(result) = tasks.join_next().await {
+        for result in futures::future::join_all(tasks).await {
             result??;
         }
+        ready.set(false);
         Ok(())
     });
     Ok(Started { addr: None, task })

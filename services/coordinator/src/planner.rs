@@ -54,7 +54,11 @@ impl Planner {
                 None => tracing::warn!(audience = %id, "audience vanished after the declaration"),
             }
         }
-        let languages: Vec<&str> = declared.messages.iter().map(|m| m.language.as_str()).collect();
+        let languages: Vec<&str> = declared
+            .messages
+            .iter()
+            .map(|m| m.language.as_str())
+            .collect();
         let mut jobs = Vec::new();
         let mut plan = BTreeMap::new();
         for &channel in &declared.channels {
@@ -162,7 +166,9 @@ fn group<'a>(
     let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut duplicates = 0;
     for member in audiences.iter().flat_map(|a| &a.members) {
-        let Some(addr) = address(member) else { continue };
+        let Some(addr) = address(member) else {
+            continue;
+        };
         let addr = addr.trim().to_owned();
         if addr.is_empty() {
             continue;

@@ -31,15 +31,23 @@ pub async fn apply(store: &kv::Store, envelope: &Envelope) -> anyhow::Result<()>
         }
         let body = serde_json::to_vec(&projection)?;
         let written = if revision == 0 {
-            store.create(crisis_id, body.into()).await.map(|_| ())
+            store
+                .create(crisis_id, body.into())
+                .await
+                .map(|_| ())
                 .map_err(|e| e.to_string())
         } else {
-            store.update(crisis_id, body.into(), revision).await.map(|_| ())
+            store
+                .update(crisis_id, body.into(), revision)
+                .await
+                .map(|_| ())
                 .map_err(|e| e.to_string())
         };
         match written {
             Ok(()) => return Ok(()),
-            Err(e) => tracing::debug!(error = %e, "crisis projection changed concurrently; retrying"),
+            Err(e) => {
+                tracing::debug!(error = %e, "crisis projection changed concurrently; retrying")
+            }
         }
     }
     anyhow::bail!("crisis {crisis_id}: projection kept changing under 50 attempts")
@@ -48,9 +56,9 @@ pub async fn apply(store: &kv::Store, envelope: &Envelope) -> anyhow::Result<()>
 /// Reads one crisis's status.
 pub async fn get(store: &kv::Store, crisis_id: &str) -> anyhow::Result<Option<CrisisStatus>> {
     match store.get(crisis_id).await? {
-        Some(bytes) if !bytes.is_empty() => {
-            Ok(Some(serde_json::from_slice::<CrisisProjection>(&bytes)?.status))
-        }
+        Some(bytes) if !bytes.is_empty() => Ok(Some(
+            serde_json::from_slice::<CrisisProjection>(&bytes)?.status,
+        )),
         _ => Ok(None),
     }
 }

@@ -38,10 +38,7 @@ pub fn validate(specs: &[VariableSpec], values: &BTreeMap<String, String>) -> Re
             _ if spec.required => {
                 return Err(Problem::invalid(
                     field,
-                    format!(
-                        "missing required variable `{}` ({})",
-                        spec.name, spec.label
-                    ),
+                    format!("missing required variable `{}` ({})", spec.name, spec.label),
                 ));
             }
             _ => continue,
@@ -112,7 +109,9 @@ pub fn render(
     validate(&template.variables, values)?;
     let mut out = Vec::with_capacity(template.languages.len());
     for (language, wording) in &template.languages {
-        out.push(render_language(template, language, wording, values, status)?);
+        out.push(render_language(
+            template, language, wording, values, status,
+        )?);
     }
     Ok(out)
 }
@@ -278,7 +277,11 @@ mod tests {
         let langs: Vec<&str> = out.iter().map(|l| l.language.as_str()).collect();
         assert_eq!(langs, ["en", "sv", "sv-x-lattlast"]);
         let sv = out.iter().find(|l| l.language == "sv").unwrap();
-        assert!(sv.sms.text.contains("Vattnet är avstängt i Farsta"), "{}", sv.sms.text);
+        assert!(
+            sv.sms.text.contains("Vattnet är avstängt i Farsta"),
+            "{}",
+            sv.sms.text
+        );
         assert_eq!(sv.sms.encoding, "gsm7");
         assert_eq!(sv.email.subject, "Vattnet är avstängt i Farsta");
         assert!(sv.intranet.body.contains("## Vad har hänt?"));
@@ -293,7 +296,11 @@ mod tests {
         let sv = out.iter().find(|l| l.language == "sv").unwrap();
         assert!(!sv.email.html.contains("<script>"), "{}", sv.email.html);
         assert!(sv.email.html.contains("&lt;script&gt;"));
-        assert!(!sv.intranet.body.contains("<script>"), "{}", sv.intranet.body);
+        assert!(
+            !sv.intranet.body.contains("<script>"),
+            "{}",
+            sv.intranet.body
+        );
         assert!(sv.intranet.body.contains("&lt;script&gt;"));
         // Plain-text channels keep the text as typed; their consumers insert text.
         assert!(sv.banner.headline.contains("<script>alert(1)</script>"));
@@ -329,7 +336,11 @@ mod tests {
     fn exercises_are_marked_in_every_message() {
         let out = render(&water(), &good(), AlertStatus::Exercise).unwrap();
         for l in &out {
-            let word = if l.language.starts_with("sv") { "ÖVNING" } else { "EXERCISE" };
+            let word = if l.language.starts_with("sv") {
+                "ÖVNING"
+            } else {
+                "EXERCISE"
+            };
             assert!(l.sms.text.starts_with(word), "{}", l.sms.text);
             assert!(l.email.subject.starts_with(word));
             assert!(l.email.text.starts_with(word));

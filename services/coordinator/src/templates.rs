@@ -18,8 +18,14 @@ use crate::render;
 
 /// The demo templates compiled into the binary.
 pub const DEMO: [(&str, &str); 2] = [
-    ("vattenlacka.toml", include_str!("../templates/vattenlacka.toml")),
-    ("it-storning.toml", include_str!("../templates/it-storning.toml")),
+    (
+        "vattenlacka.toml",
+        include_str!("../templates/vattenlacka.toml"),
+    ),
+    (
+        "it-storning.toml",
+        include_str!("../templates/it-storning.toml"),
+    ),
 ];
 
 /// Template versions by id, oldest version first.
@@ -97,7 +103,10 @@ impl TemplateStore {
                 .rev()
                 .find(|t| t.state == TemplateState::Approved)
                 .ok_or_else(|| {
-                    Problem::invalid("template", format!("template `{id}` has no approved version"))
+                    Problem::invalid(
+                        "template",
+                        format!("template `{id}` has no approved version"),
+                    )
                 })?,
         };
         if chosen.state != TemplateState::Approved {
@@ -143,8 +152,14 @@ pub fn parse(name: &str, text: &str) -> anyhow::Result<TemplateVersion> {
 
 fn check(t: &TemplateVersion) -> anyhow::Result<()> {
     let name = format!("template {} version {}", t.id, t.version);
-    anyhow::ensure!(subject::is_token(&t.id), "{name}: the id must be a slug of letters, digits, - and _");
-    anyhow::ensure!(t.languages.contains_key("sv"), "{name}: a Swedish (sv) wording is required");
+    anyhow::ensure!(
+        subject::is_token(&t.id),
+        "{name}: the id must be a slug of letters, digits, - and _"
+    );
+    anyhow::ensure!(
+        t.languages.contains_key("sv"),
+        "{name}: a Swedish (sv) wording is required"
+    );
     let worst = worst_case_values(&t.variables);
     let rendered = render::render(t, &worst, AlertStatus::Exercise)
         .map_err(|p| anyhow::anyhow!("{name}: {}", p.detail))?;
@@ -173,9 +188,15 @@ fn worst_case_values(specs: &[VariableSpec]) -> BTreeMap<String, String> {
                     .cloned()
                     .unwrap_or_default(),
                 VariableType::Datetime => "2026-11-26 14:00".to_owned(),
-                VariableType::Url => format!("https://{}", "a".repeat(s.max_length.saturating_sub(8))),
+                VariableType::Url => {
+                    format!("https://{}", "a".repeat(s.max_length.saturating_sub(8)))
+                }
                 VariableType::Phone => "+46701234567".to_owned(),
-                VariableType::Text => "€".repeat(s.max_length.max(1)).chars().take(s.max_length).collect(),
+                VariableType::Text => "€"
+                    .repeat(s.max_length.max(1))
+                    .chars()
+                    .take(s.max_length)
+                    .collect(),
             };
             (s.name.clone(), value)
         })

@@ -83,7 +83,10 @@ impl Bus {
         match expect {
             Expect::Any => {}
             Expect::LastSubjectSequence(n) => {
-                headers.insert("Nats-Expected-Last-Subject-Sequence", n.to_string().as_str());
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    n.to_string().as_str(),
+                );
             }
             Expect::LastSequence(n) => {
                 headers.insert("Nats-Expected-Last-Sequence", n.to_string().as_str());

@@ -56,7 +56,9 @@ where
         .flush()
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe to {subject}: {e}"))?;
-    Ok(tokio::spawn(answer(client, subject, requests, shutdown, handler)))
+    Ok(tokio::spawn(answer(
+        client, subject, requests, shutdown, handler,
+    )))
 }
 
 async fn answer<Req, Resp, F, Fut>(

@@ -160,6 +160,7 @@ pub fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
 mod tests {
     use super::*;
 
@@ -174,7 +175,11 @@ mod tests {
     fn file_then_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
-        std::fs::write(&path, "[nats]\nurl = \"nats://a:1\"\nrequest_timeout_secs = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "[nats]\nurl = \"nats://a:1\"\nrequest_timeout_secs = 3\n",
+        )
+        .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("KRISBUD_TELEMETRY__OTLP_ENDPOINT", "http://collector:4318");
             jail.set_env("KRISBUD_NATS__REQUEST_TIMEOUT_SECS", "7");
@@ -182,7 +187,10 @@ mod tests {
             let c: Sample = load(Some(&path)).unwrap();
             assert_eq!(c.nats.url, "nats://a:1");
             assert_eq!(c.nats.request_timeout_secs, 7);
-            assert_eq!(c.telemetry.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+            assert_eq!(
+                c.telemetry.otlp_endpoint.as_deref(),
+                Some("http://collector:4318")
+            );
             Ok(())
         });
     }

@@ -23,17 +23,18 @@ pub async fn connect(
             .max_reconnects(None);
         let client = options.connect(url).await;
         match client {
-            Ok(client) => match tokio::time::timeout(Duration::from_secs(2), client.flush()).await
-            {
-                Ok(Ok(())) => {
-                    tracing::info!(%url, attempt, "connected to nats");
-                    return Ok(client);
+            Ok(client) => {
+                match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(%url, attempt, "connected to nats");
+                        return Ok(client);
+                    }
+                    _ => {
+                        tracing::warn!(%url, attempt, "nats not reachable yet; retrying");
+                        drop(client);
+                    }
                 }
-                _ => {
-                    tracing::warn!(%url, attempt, "nats not reachable yet; retrying");
-                    drop(client);
-                }
-            },
+            }
             Err(e) => tracing::warn!(%url, attempt, error = %e, "cannot connect to nats; retrying"),
         }
         tokio::select! {

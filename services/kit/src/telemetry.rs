@@ -8,8 +8,8 @@
 use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry::{Context, global};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -33,8 +33,11 @@ impl Drop for Telemetry {
 
 /// Sets up logging and tracing for `service` from its configuration.
 pub fn init(service: &str, config: &TelemetryConfig) -> Telemetry {
-    let mut builder = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service.to_owned()).build());
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(service.to_owned())
+            .build(),
+    );
     if let Some(endpoint) = &config.otlp_endpoint {
         let endpoint = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
         match opentelemetry_otlp::SpanExporter::builder()
@@ -51,7 +54,11 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Telemetry {
 
 /// Sets up logging and tracing with a given tracer provider (tests pass one with an
 /// in-memory exporter).
-pub fn init_with(service: &str, config: &TelemetryConfig, provider: SdkTracerProvider) -> Telemetry {
+pub fn init_with(
+    service: &str,
+    config: &TelemetryConfig,
+    provider: SdkTracerProvider,
+) -> Telemetry {
     global::set_text_map_propagator(TraceContextPropagator::new());
     global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer(service.to_owned());

@@ -29,7 +29,10 @@ impl Client {
     pub fn new(base: &str, token: &str) -> Client {
         Client {
             http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').trim_end_matches("/api/v1").to_owned(),
+            base: base
+                .trim_end_matches('/')
+                .trim_end_matches("/api/v1")
+                .to_owned(),
             token: token.to_owned(),
         }
     }
@@ -38,7 +41,10 @@ impl Client {
         format!("{}/api/v1{path}", self.base)
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
         let response = request
             .bearer_auth(&self.token)
             .send()
@@ -59,7 +65,10 @@ impl Client {
                 }
                 anyhow::bail!(text);
             }
-            anyhow::bail!("the API answered {status}: {}", String::from_utf8_lossy(&body));
+            anyhow::bail!(
+                "the API answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         serde_json::from_slice(&body).context("unreadable answer from the API")
     }
@@ -70,7 +79,11 @@ impl Client {
     }
 
     /// `POST /crises`.
-    pub async fn declare(&self, body: &DeclareCrisis, idempotency_key: Option<&str>) -> anyhow::Result<Declared> {
+    pub async fn declare(
+        &self,
+        body: &DeclareCrisis,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<Declared> {
         let mut request = self.http.post(self.url("/crises")).json(body);
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
@@ -85,11 +98,17 @@ impl Client {
 
     /// `GET /crises/{id}`.
     pub async fn crisis(&self, id: &str) -> anyhow::Result<CrisisStatus> {
-        self.send(self.http.get(self.url(&format!("/crises/{id}")))).await
+        self.send(self.http.get(self.url(&format!("/crises/{id}"))))
+            .await
     }
 
     /// `POST /crises/{id}/channels/{channel}/confirm`.
-    pub async fn confirm(&self, id: &str, channel: &str, note: Option<&str>) -> anyhow::Result<CrisisStatus> {
+    pub async fn confirm(
+        &self,
+        id: &str,
+        channel: &str,
+        note: Option<&str>,
+    ) -> anyhow::Result<CrisisStatus> {
         let body = serde_json::json!({ "note": note });
         self.send(
             self.http
@@ -101,7 +120,8 @@ impl Client {
 
     /// `GET /audit` as one page.
     pub async fn audit_page(&self, query: &[(&str, String)]) -> anyhow::Result<AuditPage> {
-        self.send(self.http.get(self.url("/audit")).query(query)).await
+        self.send(self.http.get(self.url("/audit")).query(query))
+            .await
     }
 
     /// `GET /audit?format=jsonl`: the whole chain as JSON lines.
@@ -116,7 +136,11 @@ impl Client {
             .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
         let status = response.status();
         let body = response.bytes().await?;
-        anyhow::ensure!(status.is_success(), "the API answered {status}: {}", String::from_utf8_lossy(&body));
+        anyhow::ensure!(
+            status.is_success(),
+            "the API answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
         Ok(body.to_vec())
     }
 
@@ -149,7 +173,9 @@ pub fn format_status(s: &CrisisStatus) -> String {
         s.declared_by.as_deref().unwrap_or("-"),
         s.declared_at.map(|t| t.to_rfc3339()).unwrap_or_default()
     );
-    out.push_str("  channel    state          total  sent  delivered  failed  pending  confirmed\n");
+    out.push_str(
+        "  channel    state          total  sent  delivered  failed  pending  confirmed\n",
+    );
     for (channel, c) in &s.channels {
         let confirmed = c
             .confirmations

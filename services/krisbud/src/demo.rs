@@ -95,9 +95,24 @@ pub fn audiences() -> Vec<Audience> {
             name: "Boende i Farsta".into(),
             exercise: true,
             members: vec![
-                member("+46701740605", "anna.lind@farsta.example", "sv", "Anna Lind"),
-                member("+46701740606", "omar.haddad@farsta.example", "en", "Omar Haddad"),
-                member("+46701740607", "greta.nilsson@farsta.example", "sv-x-lattlast", "Greta Nilsson"),
+                member(
+                    "+46701740605",
+                    "anna.lind@farsta.example",
+                    "sv",
+                    "Anna Lind",
+                ),
+                member(
+                    "+46701740606",
+                    "omar.haddad@farsta.example",
+                    "en",
+                    "Omar Haddad",
+                ),
+                member(
+                    "+46701740607",
+                    "greta.nilsson@farsta.example",
+                    "sv-x-lattlast",
+                    "Greta Nilsson",
+                ),
             ],
         },
         Audience {
@@ -105,8 +120,18 @@ pub fn audiences() -> Vec<Audience> {
             name: "Personal i socialtjänsten".into(),
             exercise: true,
             members: vec![
-                member("+46701740610", "lena.berg@socialtjanst.example", "sv", "Lena Berg"),
-                member("+46701740611", "johan.ek@socialtjanst.example", "sv", "Johan Ek"),
+                member(
+                    "+46701740610",
+                    "lena.berg@socialtjanst.example",
+                    "sv",
+                    "Lena Berg",
+                ),
+                member(
+                    "+46701740611",
+                    "johan.ek@socialtjanst.example",
+                    "sv",
+                    "Johan Ek",
+                ),
             ],
         },
     ]

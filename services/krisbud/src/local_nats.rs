@@ -60,7 +60,10 @@ impl LocalNatsServer {
                     store.join("nats-server.log").display()
                 );
             }
-            anyhow::ensure!(Instant::now() < deadline, "nats-server did not start within 10 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nats-server did not start within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(server)

@@ -12,7 +12,11 @@ use krisbud_proto::command::DeclareCrisis;
 use krisbud_proto::{AlertStatus, Channel};
 
 #[derive(Parser)]
-#[command(name = "krisbud", version, about = "Crisis communication: one declaration, every channel, a record that holds")]
+#[command(
+    name = "krisbud",
+    version,
+    about = "Crisis communication: one declaration, every channel, a record that holds"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -135,7 +139,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("an async runtime");
     match cli.command {
-        Command::Up { demo, config, data_dir } => runtime.block_on(up(demo, config, data_dir)),
+        Command::Up {
+            demo,
+            config,
+            data_dir,
+        } => runtime.block_on(up(demo, config, data_dir)),
         other => match runtime.block_on(client_command(other)) {
             Ok(code) => code,
             Err(e) => {
@@ -147,7 +155,8 @@ fn main() -> ExitCode {
 }
 
 async fn up(demo: bool, config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
-    let mut config: krisbud::config::Config = krisbud_kit::config::load_or_exit(config_path.as_deref());
+    let mut config: krisbud::config::Config =
+        krisbud_kit::config::load_or_exit(config_path.as_deref());
     if let Some(dir) = data_dir {
         config.common.data_dir = dir;
     }
@@ -184,20 +193,43 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
         Command::Up { .. } => unreachable!("handled in main"),
         Command::Templates { api } => {
             for t in Client::new(&api.api, &api.token).templates().await? {
-                println!("{} v{}  {}  [{}]", t.id, t.version, t.name, t.languages.join(", "));
+                println!(
+                    "{} v{}  {}  [{}]",
+                    t.id,
+                    t.version,
+                    t.name,
+                    t.languages.join(", ")
+                );
                 for v in t.variables {
-                    println!("    --var {}=…   {} (max {} tecken)", v.name, v.label, v.max_length);
+                    println!(
+                        "    --var {}=…   {} (max {} tecken)",
+                        v.name, v.label, v.max_length
+                    );
                 }
             }
         }
-        Command::Declare { api, template, version, vars, audiences, channels, exercise, test, idempotency_key } => {
+        Command::Declare {
+            api,
+            template,
+            version,
+            vars,
+            audiences,
+            channels,
+            exercise,
+            test,
+            idempotency_key,
+        } => {
             let channels = if channels.is_empty() {
                 None
             } else {
                 Some(
                     channels
                         .iter()
-                        .map(|c| Channel::parse(c).with_context(|| format!("unknown channel `{c}`; use sms, email, banner or intranet")))
+                        .map(|c| {
+                            Channel::parse(c).with_context(|| {
+                                format!("unknown channel `{c}`; use sms, email, banner or intranet")
+                            })
+                        })
                         .collect::<anyhow::Result<Vec<_>>>()?,
                 )
             };
@@ -235,7 +267,12 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Confirm { api, id, channel, note } => {
+        Command::Confirm {
+            api,
+            id,
+            channel,
+            note,
+        } => {
             let status = Client::new(&api.api, &api.token)
                 .confirm(&id, &channel, note.as_deref())
                 .await?;
@@ -259,8 +296,18 @@ async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 let page = client.audit_page(&query).await?;
                 for r in &page.records {
                     let kind = r.event.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
-                    let actor = r.event.pointer("/actor/user").and_then(|k| k.as_str()).unwrap_or("?");
-                    println!("{:>6}  {}  {:<18} {}", r.sequence, r.recorded_at.format("%Y-%m-%d %H:%M:%S"), kind, actor);
+                    let actor = r
+                        .event
+                        .pointer("/actor/user")
+                        .and_then(|k| k.as_str())
+                        .unwrap_or("?");
+                    println!(
+                        "{:>6}  {}  {:<18} {}",
+                        r.sequence,
+                        r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                        kind,
+                        actor
+                    );
                 }
                 match page.next_sequence {
                     Some(next) => from = next,
@@ -271,7 +318,8 @@ async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Export { api, out } => {
             let bytes = Client::new(&api.api, &api.token).audit_export().await?;
             match out {
-                Some(path) => std::fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?,
+                Some(path) => std::fs::write(&path, &bytes)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
                 None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
             }
         }
@@ -279,7 +327,8 @@ async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let report = match file {
                 Some(path) => verify_file(&path)?,
                 None => {
-                    let token = token.context("--token or KRISBUD_TOKEN is needed to verify on the server")?;
+                    let token = token
+                        .context("--token or KRISBUD_TOKEN is needed to verify on the server")?;
                     Client::new(&api, &token).audit_verify().await?
                 }
             };
@@ -294,7 +343,8 @@ async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
 
 /// Verifies an export offline, with a progress bar on large files.
 fn verify_file(path: &std::path::Path) -> anyhow::Result<krisbud_proto::audit::VerifyReport> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.metadata()?.len();
     let bar = indicatif::ProgressBar::new(size);
     bar.set_style(

@@ -68,13 +68,27 @@ impl System {
 }
 
 /// Starts NATS if needed, provisions it, seeds the demo, and starts every service.
-pub async fn up(mut config: Config, options: UpOptions, shutdown: CancellationToken) -> anyhow::Result<System> {
+pub async fn up(
+    config: Config,
+    options: UpOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<System> {
+    // Boxed: every service's start-up future together is large.
+    Box::pin(start_all(config, options, shutdown)).await
+}
+
+async fn start_all(
+    mut config: Config,
+    options: UpOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<System> {
     let data_dir = config.common.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let local_nats = if config.common.nats.url.is_empty() {
         let (settings, dir) = (config.local_nats.clone(), data_dir.clone());
-        let server = tokio::task::spawn_blocking(move || LocalNatsServer::start(&settings, &dir)).await??;
+        let server =
+            tokio::task::spawn_blocking(move || LocalNatsServer::start(&settings, &dir)).await??;
         config.common.nats.url = server.url.clone();
         Some(server)
     } else {
@@ -106,13 +120,30 @@ pub async fn up(mut config: Config, options: UpOptions, shutdown: CancellationTo
 
     let mut services = Vec::new();
     // Consumers first, so the gateway opens only when everything can answer.
-    services.push(("audit", krisbud_audit::start(config.audit, rt.clone(), shutdown.clone()).await?));
-    services.push(("coordinator", krisbud_coordinator::start(config.coordinator, rt.clone(), shutdown.clone()).await?));
-    services.push(("channel-sms", krisbud_channel_sms::start(config.sms, rt.clone(), shutdown.clone()).await?));
-    services.push(("channel-email", krisbud_channel_email::start(config.email, rt.clone(), shutdown.clone()).await?));
-    services.push(("channel-intranet", krisbud_channel_intranet::start(config.intranet, rt.clone(), shutdown.clone()).await?));
+    services.push((
+        "audit",
+        krisbud_audit::start(config.audit, rt.clone(), shutdown.clone()).await?,
+    ));
+    services.push((
+        "coordinator",
+        krisbud_coordinator::start(config.coordinator, rt.clone(), shutdown.clone()).await?,
+    ));
+    services.push((
+        "channel-sms",
+        krisbud_channel_sms::start(config.sms, rt.clone(), shutdown.clone()).await?,
+    ));
+    services.push((
+        "channel-email",
+        krisbud_channel_email::start(config.email, rt.clone(), shutdown.clone()).await?,
+    ));
+    services.push((
+        "channel-intranet",
+        krisbud_channel_intranet::start(config.intranet, rt.clone(), shutdown.clone()).await?,
+    ));
     let banner = krisbud_channel_banner::start(config.banner, rt.clone(), shutdown.clone()).await?;
-    let banner_addr = banner.addr.context("the banner service reports no address")?;
+    let banner_addr = banner
+        .addr
+        .context("the banner service reports no address")?;
     services.push(("channel-banner", banner));
     let gateway = krisbud_gateway::start(config.gateway, rt.clone(), shutdown.clone()).await?;
     let api = gateway.addr.context("the gateway reports no address")?;

@@ -16,7 +16,7 @@ const KRISBUD: &str = env!("CARGO_BIN_EXE_krisbud");
 struct Up {
     child: Child,
     api: String,
-    lines: mpsc::Receiver<String>,
+    _lines: mpsc::Receiver<String>,
 }
 
 impl Up {
@@ -30,7 +30,11 @@ impl Up {
             .env("KRISBUD_BANNER__LISTEN", "127.0.0.1:0")
             .env_remove("KRISBUD_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         if demo {
             command.arg("--demo");
         }
@@ -70,19 +74,29 @@ impl Up {
         Up {
             child,
             api: field("api").trim_end_matches("/api/v1").to_owned(),
-            lines,
+            _lines: lines,
         }
     }
 
     /// SIGTERM, then wait for a clean exit.
     fn terminate(mut self) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = wait_until("krisbud to exit after SIGTERM", Duration::from_secs(30), || {
-            self.child.try_wait().unwrap()
-        });
-        assert!(status.success(), "krisbud exited with {status} after SIGTERM");
-        drop(self.lines);
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = wait_until(
+            "krisbud to exit after SIGTERM",
+            Duration::from_secs(30),
+            || self.child.try_wait().unwrap(),
+        );
+        assert!(
+            status.success(),
+            "krisbud exited with {status} after SIGTERM"
+        );
     }
 }
 
@@ -106,8 +120,9 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn tokens(data_dir: &Path) -> Value {
-    let text = std::fs::read_to_string(data_dir.join("demo-tokens.json")).expect("demo-tokens.json");
+fn read_tokens(data_dir: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(data_dir.join("demo-tokens.json")).expect("demo-tokens.json");
     serde_json::from_str::<Value>(&text).unwrap()["tokens"].clone()
 }
 
@@ -115,13 +130,17 @@ fn tokens(data_dir: &Path) -> Value {
 fn up_demo_and_the_cli_tour() {
     let data = tempfile::tempdir().unwrap();
     let up = Up::start(data.path(), None, true);
-    let tokens = tokens(data.path());
+    let tokens = read_tokens(data.path());
     let duty = tokens["tib.maria"].as_str().unwrap();
     let operator = tokens["operator.ali"].as_str().unwrap();
     let auditor = tokens["revisor.karin"].as_str().unwrap();
 
     let listed = cli(&up.api, duty, &["templates"]);
-    assert!(stdout(&listed).contains("vattenlacka"), "{}", stdout(&listed));
+    assert!(
+        stdout(&listed).contains("vattenlacka"),
+        "{}",
+        stdout(&listed)
+    );
 
     let declared = cli(
         &up.api,
@@ -140,34 +159,75 @@ fn up_demo_and_the_cli_tour() {
             "farsta-boende",
         ],
     );
-    assert!(declared.status.success(), "{}", String::from_utf8_lossy(&declared.stderr));
+    assert!(
+        declared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&declared.stderr)
+    );
     let id = stdout(&declared).trim().to_owned();
 
-    wait_until("every channel delivered in `krisbud status`", Duration::from_secs(15), || {
-        let out = stdout(&cli(&up.api, duty, &["status", &id]));
-        (out.matches(" delivered ").count() == 4).then_some(out)
-    });
-    let confirmed = cli(&up.api, operator, &["confirm", &id, "banner", "--note", "banner syns på stockholm.se"]);
-    assert!(confirmed.status.success(), "{}", String::from_utf8_lossy(&confirmed.stderr));
+    wait_until(
+        "every channel delivered in `krisbud status`",
+        Duration::from_secs(15),
+        || {
+            let out = stdout(&cli(&up.api, duty, &["status", &id]));
+            (out.matches(" delivered ").count() == 4).then_some(out)
+        },
+    );
+    let confirmed = cli(
+        &up.api,
+        operator,
+        &[
+            "confirm",
+            &id,
+            "banner",
+            "--note",
+            "banner syns på stockholm.se",
+        ],
+    );
+    assert!(
+        confirmed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&confirmed.stderr)
+    );
     assert!(stdout(&confirmed).contains("operator.ali"));
     let refused = cli(&up.api, duty, &["confirm", &id, "sms"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
 
-    let listing = wait_until("the confirmation in the audit", Duration::from_secs(10), || {
-        let out = stdout(&cli(&up.api, auditor, &["audit", "list", "--crisis", &id]));
-        out.contains("ChannelConfirmed").then_some(out)
-    });
-    assert!(listing.contains("CrisisDeclared") && listing.contains("tib.maria"), "{listing}");
+    let listing = wait_until(
+        "the confirmation in the audit",
+        Duration::from_secs(10),
+        || {
+            let out = stdout(&cli(&up.api, auditor, &["audit", "list", "--crisis", &id]));
+            out.contains("ChannelConfirmed").then_some(out)
+        },
+    );
+    assert!(
+        listing.contains("CrisisDeclared") && listing.contains("tib.maria"),
+        "{listing}"
+    );
 
     let verified = cli(&up.api, auditor, &["audit", "verify"]);
     assert!(verified.status.success(), "{}", stdout(&verified));
-    assert!(stdout(&verified).contains("records verified"), "{}", stdout(&verified));
+    assert!(
+        stdout(&verified).contains("records verified"),
+        "{}",
+        stdout(&verified)
+    );
 
     let export = data.path().join("export.jsonl");
-    let exported = cli(&up.api, auditor, &["audit", "export", "--out", export.to_str().unwrap()]);
+    let exported = cli(
+        &up.api,
+        auditor,
+        &["audit", "export", "--out", export.to_str().unwrap()],
+    );
     assert!(exported.status.success());
-    let offline = cli("http://127.0.0.1:9", "", &["audit", "verify", "--file", export.to_str().unwrap()]);
+    let offline = cli(
+        "http://127.0.0.1:9",
+        "",
+        &["audit", "verify", "--file", export.to_str().unwrap()],
+    );
     assert!(offline.status.success(), "{}", stdout(&offline));
 
     // Change one character inside the third record's payload.
@@ -182,8 +242,16 @@ fn up_demo_and_the_cli_tour() {
     lines[2] = String::from_utf8(bytes).unwrap();
     let tampered = data.path().join("tampered.jsonl");
     std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
-    let caught = cli("http://127.0.0.1:9", "", &["audit", "verify", "--file", tampered.to_str().unwrap()]);
-    assert!(!caught.status.success(), "a tampered export must fail: {}", stdout(&caught));
+    let caught = cli(
+        "http://127.0.0.1:9",
+        "",
+        &["audit", "verify", "--file", tampered.to_str().unwrap()],
+    );
+    assert!(
+        !caught.status.success(),
+        "a tampered export must fail: {}",
+        stdout(&caught)
+    );
     assert!(
         stdout(&caught).contains(&format!("record {sequence}")),
         "names the record: {}",
@@ -240,9 +308,11 @@ elks_password = "elks-secret"
         .get_key_value("KRISBUD_AUDIENCES")
         .await
         .unwrap();
-    kv.put("stor-publik", serde_json::to_vec(&audience).unwrap().into()).await.unwrap();
+    kv.put("stor-publik", serde_json::to_vec(&audience).unwrap().into())
+        .await
+        .unwrap();
 
-    let tokens = tokens(data.path());
+    let tokens = read_tokens(data.path());
     let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
     let response = http
@@ -258,31 +328,46 @@ elks_password = "elks-secret"
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["crisis_id"].as_str().unwrap().to_owned();
+    let id = response.json::<Value>().await.unwrap()["crisis_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
-    wait_until_async("delivery to be under way", Duration::from_secs(20), || async {
-        (elks.requests() >= 60).then_some(())
-    })
+    wait_until_async(
+        "delivery to be under way",
+        Duration::from_secs(20),
+        || async { (elks.requests() >= 60).then_some(()) },
+    )
     .await;
-    tokio::task::spawn_blocking(move || first.terminate()).await.unwrap();
+    tokio::task::spawn_blocking(move || first.terminate())
+        .await
+        .unwrap();
     let before_restart = elks.received().len();
-    assert!(before_restart < PEOPLE, "stopped in the middle: {before_restart} of {PEOPLE} sent");
+    assert!(
+        before_restart < PEOPLE,
+        "stopped in the middle: {before_restart} of {PEOPLE} sent"
+    );
 
     let second = Up::start(data.path(), Some(&config), true);
-    let tokens = tokens(data.path());
+    let tokens = read_tokens(data.path());
     let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
-    let status = wait_until_async("every recipient sent after the restart", Duration::from_secs(60), || async {
-        let s: Value = http
-            .get(format!("{}/api/v1/crises/{id}", second.api))
-            .bearer_auth(&duty)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (s["channels"]["sms"]["pending"] == 0 && s["channels"]["sms"]["total"] == PEOPLE).then_some(s)
-    })
+    let status = wait_until_async(
+        "every recipient sent after the restart",
+        Duration::from_secs(60),
+        || async {
+            let s: Value = http
+                .get(format!("{}/api/v1/crises/{id}", second.api))
+                .bearer_auth(&duty)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (s["channels"]["sms"]["pending"] == 0 && s["channels"]["sms"]["total"] == PEOPLE)
+                .then_some(s)
+        },
+    )
     .await;
     assert_eq!(status["channels"]["sms"]["sent"], PEOPLE, "{status}");
 
@@ -290,10 +375,16 @@ elks_password = "elks-secret"
     let mut numbers: Vec<&str> = received.iter().map(|s| s.to.as_str()).collect();
     numbers.sort();
     numbers.dedup();
-    assert_eq!(numbers.len(), PEOPLE, "every recipient reached at least once");
+    assert_eq!(
+        numbers.len(),
+        PEOPLE,
+        "every recipient reached at least once"
+    );
     let duplicates = received.len() - PEOPLE;
     eprintln!("{before_restart} sent before SIGTERM; {duplicates} duplicates after restart");
     // At most the jobs in flight at SIGTERM are sent again (jobs of 20).
     assert!(duplicates <= 20 * 16, "{duplicates} duplicates");
-    tokio::task::spawn_blocking(move || second.terminate()).await.unwrap();
+    tokio::task::spawn_blocking(move || second.terminate())
+        .await
+        .unwrap();
 }

@@ -96,9 +96,13 @@ listen = "127.0.0.1:0"
 
     async fn start(&mut self) {
         self.shutdown = CancellationToken::new();
-        let system = system::up(self.config(), UpOptions { demo: true }, self.shutdown.clone())
-            .await
-            .expect("the system starts");
+        let system = system::up(
+            self.config(),
+            UpOptions { demo: true },
+            self.shutdown.clone(),
+        )
+        .await
+        .expect("the system starts");
         self.api = format!("http://{}", system.api);
         self.banner = format!("http://{}", system.banner);
         self.tokens = system.demo_tokens.clone().expect("demo tokens");
@@ -168,7 +172,9 @@ listen = "127.0.0.1:0"
         loop {
             let s = self.status(id).await;
             if !s.channels.is_empty()
-                && s.channels.values().all(|c| c.state == ChannelState::Delivered)
+                && s.channels
+                    .values()
+                    .all(|c| c.state == ChannelState::Delivered)
             {
                 return s;
             }
@@ -184,10 +190,19 @@ listen = "127.0.0.1:0"
     }
 
     /// `POST .../confirm` with the given token.
-    pub async fn confirm(&self, token: Option<&str>, id: &str, channel: &str, note: &str) -> reqwest::Response {
+    pub async fn confirm(
+        &self,
+        token: Option<&str>,
+        id: &str,
+        channel: &str,
+        note: &str,
+    ) -> reqwest::Response {
         let mut request = self
             .http
-            .post(format!("{}/api/v1/crises/{id}/channels/{channel}/confirm", self.api))
+            .post(format!(
+                "{}/api/v1/crises/{id}/channels/{channel}/confirm",
+                self.api
+            ))
             .json(&json!({ "note": note }));
         if let Some(t) = token {
             request = request.bearer_auth(t);

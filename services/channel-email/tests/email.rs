@@ -1,0 +1,387 @@
+//! The email channel against a real nats-server: jobs in, `.eml` files or real SMTP
+//! transactions out, and one `DeliveryReported` per job without addresses in it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use krisbud_channel_email::{Config, TlsMode, TransportKind};
+use krisbud_kit::service::PrivacyConfig;
+use krisbud_kit::{CancellationToken, Common, Runtime, Secret, Started};
+use krisbud_proto::event::{DeliveryReported, DeliveryState};
+use krisbud_proto::job::{ChannelMessage, DispatchJob, Recipient};
+use krisbud_proto::model::{
+    AlertStatus, CapInfo, Category, Certainty, ResponseType, Severity, Urgency,
+};
+use krisbud_proto::template::EmailMessage;
+use krisbud_proto::{Channel, Envelope, Event, spec, subject};
+use krisbud_tests::{NatsServer, SmtpSink, wait_until_async};
+use mail_parser::{MessageParser, MimeHeaders as _};
+
+const KEY: &str = "test-recipient-key";
+const WAIT: Duration = Duration::from_secs(20);
+const SUBJECT: &str = "Vattenläcka i Farsta – koka vattnet";
+const TEXT: &str = "Vattnet i Farsta kan vara förorenat. Koka vattnet före användning.\n\nMer information: https://stockholm.se/kris";
+const HTML: &str = "<p lang=\"sv\">Vattnet i Farsta kan vara förorenat. <strong>Koka vattnet</strong> före användning.</p>";
+
+struct App {
+    _nats: NatsServer,
+    rt: Runtime,
+    data: tempfile::TempDir,
+    shutdown: CancellationToken,
+    started: Option<Started>,
+}
+
+impl App {
+    async fn start(config: Config) -> App {
+        krisbud_tests::init_test_log();
+        let nats = NatsServer::start();
+        let data = tempfile::tempdir().unwrap();
+        let common = Common {
+            data_dir: data.path().to_path_buf(),
+            privacy: PrivacyConfig {
+                recipient_key: Secret::new(KEY),
+            },
+            ..Default::default()
+        };
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let rt = Runtime::with_client(client, &common).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let started = krisbud_channel_email::start(config, rt.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        assert!(rt.health.is_ready(), "the channel is ready once started");
+        App {
+            _nats: nats,
+            rt,
+            data,
+            shutdown,
+            started: Some(started),
+        }
+    }
+
+    async fn outcome(&self, crisis_id: &str) -> (DeliveryReported, Vec<u8>) {
+        let stream = self.rt.bus.js.get_stream(spec::EVENTS.name).await.unwrap();
+        let subject = subject::delivery_events(Channel::Email, crisis_id);
+        let raw = wait_until_async("the email DeliveryReported event", WAIT, || {
+            let stream = stream.clone();
+            let subject = subject.clone();
+            async move { stream.get_last_raw_message_by_subject(&subject).await.ok() }
+        })
+        .await;
+        let envelope: Envelope = serde_json::from_slice(&raw.payload).unwrap();
+        assert_eq!(envelope.actor.user, "service:channel-email");
+        let Event::DeliveryReported(reported) = envelope.event else {
+            panic!("expected DeliveryReported, got {}", envelope.event.kind());
+        };
+        assert_eq!(envelope.id, format!("{}.outcome", reported.job_id));
+        assert_eq!(
+            envelope.causation_id.as_deref(),
+            Some(reported.job_id.as_str())
+        );
+        (reported, raw.payload.to_vec())
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        let started = self.started.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), started.wait())
+            .await
+            .expect("the channel stops within its grace period")
+            .unwrap();
+        assert!(!self.rt.health.is_ready());
+    }
+}
+
+fn recipient(address: &str) -> Recipient {
+    Recipient {
+        reference: krisbud_kit::privacy::recipient_ref(KEY.as_bytes(), address),
+        address: address.into(),
+    }
+}
+
+fn job(crisis_id: &str, recipients: Vec<Recipient>) -> DispatchJob {
+    DispatchJob {
+        job_id: format!("{crisis_id}.r1.email.sv.0"),
+        crisis_id: crisis_id.into(),
+        revision: 1,
+        channel: Channel::Email,
+        status: AlertStatus::Actual,
+        cap: CapInfo {
+            category: Category::Infra,
+            event: "Vattenläcka".into(),
+            urgency: Urgency::Immediate,
+            severity: Severity::Severe,
+            certainty: Certainty::Observed,
+            response_type: ResponseType::Prepare,
+        },
+        language: "sv".into(),
+        message: ChannelMessage::Email(EmailMessage {
+            subject: SUBJECT.into(),
+            text: TEXT.into(),
+            html: HTML.into(),
+        }),
+        recipients,
+        expires_at: None,
+        declared_at: Utc::now(),
+    }
+}
+
+fn smtp_config(sink: &SmtpSink) -> Config {
+    Config {
+        transport: TransportKind::Smtp,
+        smtp_host: "127.0.0.1".into(),
+        smtp_port: Some(sink.port()),
+        smtp_tls: TlsMode::None,
+        timeout_secs: 5,
+        ..Config::default()
+    }
+}
+
+/// The Message-ID the channel must use for `recipient` in `job` (without `<>`).
+fn expected_message_id(job: &DispatchJob, recipient: &Recipient) -> String {
+    let hash = recipient.reference.strip_prefix("rcp:").unwrap();
+    format!("{}.{hash}@krisbud", job.job_id)
+}
+
+/// Parses one message and checks everything the channel promises about it.
+fn check_message(raw: &[u8], job: &DispatchJob, recipient: &Recipient) {
+    let message = MessageParser::default()
+        .parse(raw)
+        .expect("a parseable message");
+    assert_eq!(message.subject(), Some(SUBJECT));
+    let from = message.from().and_then(|a| a.first()).expect("a From");
+    assert_eq!(from.address(), Some("krisinformation@stockholm.se"));
+    assert_eq!(from.name(), Some("Stockholms stad"));
+    let to: Vec<&str> = message
+        .to()
+        .expect("a To")
+        .iter()
+        .filter_map(|a| a.address())
+        .collect();
+    assert_eq!(
+        to,
+        [recipient.address.as_str()],
+        "each recipient alone in To"
+    );
+    assert_eq!(
+        message.message_id(),
+        Some(expected_message_id(job, recipient).as_str())
+    );
+    assert_eq!(
+        message.header_raw("Content-Language").map(str::trim),
+        Some("sv")
+    );
+    assert_eq!(
+        message.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-generated")
+    );
+    assert!(message.date().is_some(), "a Date header");
+    let content_type = message.content_type().expect("a Content-Type");
+    assert_eq!(content_type.ctype(), "multipart");
+    assert_eq!(content_type.subtype(), Some("alternative"));
+    assert_eq!(message.text_body_count(), 1);
+    assert_eq!(message.html_body_count(), 1);
+    // MIME text travels with CRLF line ends.
+    let unix = |s: &str| s.replace("\r\n", "\n").trim_end().to_owned();
+    assert_eq!(unix(&message.body_text(0).unwrap()), TEXT);
+    assert_eq!(unix(&message.body_html(0).unwrap()), HTML);
+}
+
+fn assert_no_addresses(event: &[u8], addresses: &[&str]) {
+    let text = String::from_utf8_lossy(event).to_lowercase();
+    for address in addresses {
+        let local = address.split('@').next().unwrap().to_lowercase();
+        assert!(
+            !text.contains(&local),
+            "the event must not carry the address {address}: {text}"
+        );
+    }
+}
+
+fn eml_files(dir: &Path) -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir(dir.join("outbox/email")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_writes_one_eml_per_recipient_and_reports_delivered() {
+    let app = App::start(Config::default()).await;
+    let addresses = ["anna.lind@farsta.example", "lena.berg@socialtjanst.example"];
+    let mut recipients: Vec<Recipient> = addresses.iter().map(|a| recipient(a)).collect();
+    recipients.push(recipient("inte en adress"));
+    let job = job("vattenlacka-farsta", recipients.clone());
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = app.outcome("vattenlacka-farsta").await;
+    assert_eq!(reported.provider, "outbox");
+    assert_eq!(reported.outcomes.len(), 3);
+    for (outcome, recipient) in reported.outcomes.iter().zip(&recipients[..2]) {
+        assert_eq!(outcome.recipient, recipient.reference);
+        assert_eq!(outcome.state, DeliveryState::Delivered);
+    }
+    assert_eq!(reported.outcomes[2].state, DeliveryState::Failed);
+    assert_eq!(
+        reported.outcomes[2].reason.as_deref(),
+        Some("the address is not a valid email address")
+    );
+    assert_no_addresses(&raw, &addresses);
+    assert!(!String::from_utf8_lossy(&raw).contains("inte en adress"));
+
+    let files = eml_files(app.data.path());
+    assert_eq!(files.len(), 2);
+    for recipient in &recipients[..2] {
+        let file = files
+            .iter()
+            .find(|f| String::from_utf8_lossy(f).contains(&recipient.address))
+            .expect("an .eml for each recipient");
+        check_message(file, &job, recipient);
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_delivers_each_recipient_and_outcomes_are_sent() {
+    let sink = SmtpSink::start();
+    let app = App::start(smtp_config(&sink)).await;
+    let addresses = ["anna.lind@farsta.example", "lena.berg@socialtjanst.example"];
+    let recipients: Vec<Recipient> = addresses.iter().map(|a| recipient(a)).collect();
+    let job = job("brand-hjulsta", recipients.clone());
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = app.outcome("brand-hjulsta").await;
+    assert_eq!(reported.provider, "smtp");
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 2);
+    for recipient in &recipients {
+        let mail = mails
+            .iter()
+            .find(|m| m.to == [recipient.address.clone()])
+            .expect("one transaction per recipient");
+        assert_eq!(mail.from, "krisinformation@stockholm.se");
+        check_message(&mail.data, &job, recipient);
+        let outcome = reported
+            .outcomes
+            .iter()
+            .find(|o| o.recipient == recipient.reference)
+            .unwrap();
+        assert_eq!(outcome.state, DeliveryState::Sent);
+        assert_eq!(
+            outcome.provider_ref.as_deref(),
+            Some(format!("<{}>", expected_message_id(&job, recipient)).as_str())
+        );
+    }
+    assert_no_addresses(&raw, &addresses);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_is_retried_without_mailing_anyone_twice() {
+    let sink = SmtpSink::start();
+    let app = App::start(smtp_config(&sink)).await;
+    let addresses = [
+        "anna.lind@farsta.example",
+        "lena.berg@socialtjanst.example",
+        "omar.haddad@farsta.example",
+    ];
+    sink.fail_next(1, 451);
+    let job = job(
+        "storm-sodermalm",
+        addresses.iter().map(|a| recipient(a)).collect(),
+    );
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = app.outcome("storm-sodermalm").await;
+    assert!(
+        reported
+            .outcomes
+            .iter()
+            .all(|o| o.state == DeliveryState::Sent),
+        "{reported:?}"
+    );
+    assert_eq!(sink.transactions(), 4, "three sends and one retry");
+    let mails = sink.messages();
+    for address in addresses {
+        assert_eq!(
+            mails
+                .iter()
+                .filter(|m| m.to == [address.to_owned()])
+                .count(),
+            1,
+            "{address} got exactly one email"
+        );
+    }
+    assert_no_addresses(&raw, &addresses);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_fails_the_recipient_with_the_relays_reason() {
+    let sink = SmtpSink::start();
+    let app = App::start(smtp_config(&sink)).await;
+    sink.fail_next(1, 554);
+    let job = job(
+        "gasutslapp-kista",
+        vec![recipient("anna.lind@farsta.example")],
+    );
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = app.outcome("gasutslapp-kista").await;
+    let outcome = &reported.outcomes[0];
+    assert_eq!(outcome.state, DeliveryState::Failed);
+    let reason = outcome.reason.as_deref().unwrap();
+    assert!(reason.starts_with("smtp permanent error (554)"), "{reason}");
+    assert!(sink.messages().is_empty());
+    assert_eq!(sink.transactions(), 1, "a 5xx is not retried");
+    assert_no_addresses(&raw, &["anna.lind@farsta.example"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_relay_is_retried_and_nothing_is_reported_yet() {
+    // A port where nobody listens: every attempt is a connection error.
+    let port = krisbud_tests::nats::free_port();
+    let config = Config {
+        transport: TransportKind::Smtp,
+        smtp_host: "127.0.0.1".into(),
+        smtp_port: Some(port),
+        smtp_tls: TlsMode::None,
+        timeout_secs: 2,
+        ..Config::default()
+    };
+    let app = App::start(config).await;
+    let job = job(
+        "stromavbrott-kista",
+        vec![recipient("anna.lind@farsta.example")],
+    );
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    // The job is delivered again and again, and stays on the work queue.
+    let stream = app.rt.bus.js.get_stream(spec::DISPATCH.name).await.unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("channel-email").await.unwrap();
+    wait_until_async("the job to be delivered a second time", WAIT, || {
+        let mut consumer = consumer.clone();
+        async move {
+            let info = consumer.info().await.ok()?;
+            (info.delivered.stream_sequence >= 1 && info.num_redelivered >= 1).then_some(())
+        }
+    })
+    .await;
+    let events = app.rt.bus.js.get_stream(spec::EVENTS.name).await.unwrap();
+    let subject = subject::delivery_events(Channel::Email, "stromavbrott-kista");
+    assert!(
+        events
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .is_err(),
+        "no outcome while the relay is unreachable"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,22 @@
+//! The standalone SMS channel: reads `[sms]` and the common sections, then runs
+//! [`krisbud_channel_sms::start`] until SIGTERM or Ctrl-C.
+
+#[derive(serde::Deserialize)]
+struct Settings {
+    #[serde(flatten)]
+    common: krisbud_kit::Common,
+    #[serde(default)]
+    sms: krisbud_channel_sms::Config,
+}
+
+impl krisbud_kit::ServiceConfig for Settings {
+    fn common(&self) -> &krisbud_kit::Common {
+        &self.common
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    krisbud_kit::service::main("channel-sms", |s: Settings, rt, shutdown| {
+        krisbud_channel_sms::start(s.sms, rt, shutdown)
+    })
+}

@@ -1,0 +1,319 @@
+//! The SMS channel against a real nats-server: jobs in, outbox lines or 46elks
+//! requests out, and one `DeliveryReported` per job without phone numbers in it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use krisbud_channel_sms::{Config, ProviderKind};
+use krisbud_kit::service::PrivacyConfig;
+use krisbud_kit::{CancellationToken, Common, Runtime, Secret, Started};
+use krisbud_proto::event::{DeliveryReported, DeliveryState};
+use krisbud_proto::job::{ChannelMessage, DispatchJob, Recipient};
+use krisbud_proto::model::{
+    AlertStatus, CapInfo, Category, Certainty, ResponseType, Severity, Urgency,
+};
+use krisbud_proto::template::{EmailMessage, SmsMessage};
+use krisbud_proto::{Channel, Envelope, Event, spec, subject};
+use krisbud_tests::{ElksSimulator, NatsServer, wait_until_async};
+
+const KEY: &str = "test-recipient-key";
+const WAIT: Duration = Duration::from_secs(20);
+const TEXT: &str =
+    "Stockholms stad: vattenläcka i Farsta. Koka vattnet före användning. Mer på stockholm.se/kris";
+
+struct App {
+    _nats: NatsServer,
+    rt: Runtime,
+    data: tempfile::TempDir,
+    shutdown: CancellationToken,
+    started: Option<Started>,
+}
+
+impl App {
+    async fn start(config: Config) -> App {
+        krisbud_tests::init_test_log();
+        let nats = NatsServer::start();
+        let data = tempfile::tempdir().unwrap();
+        let common = Common {
+            data_dir: data.path().to_path_buf(),
+            privacy: PrivacyConfig {
+                recipient_key: Secret::new(KEY),
+            },
+            ..Default::default()
+        };
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let rt = Runtime::with_client(client, &common).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let started = krisbud_channel_sms::start(config, rt.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        assert!(rt.health.is_ready(), "the channel is ready once started");
+        App {
+            _nats: nats,
+            rt,
+            data,
+            shutdown,
+            started: Some(started),
+        }
+    }
+
+    async fn outcome(&self, crisis_id: &str) -> (DeliveryReported, Vec<u8>) {
+        let stream = self.rt.bus.js.get_stream(spec::EVENTS.name).await.unwrap();
+        let subject = subject::delivery_events(Channel::Sms, crisis_id);
+        let raw = wait_until_async("the sms DeliveryReported event", WAIT, || {
+            let stream = stream.clone();
+            let subject = subject.clone();
+            async move { stream.get_last_raw_message_by_subject(&subject).await.ok() }
+        })
+        .await;
+        let envelope: Envelope = serde_json::from_slice(&raw.payload).unwrap();
+        assert_eq!(envelope.actor.user, "service:channel-sms");
+        let Event::DeliveryReported(reported) = envelope.event else {
+            panic!("expected DeliveryReported, got {}", envelope.event.kind());
+        };
+        assert_eq!(envelope.id, format!("{}.outcome", reported.job_id));
+        assert_eq!(
+            envelope.causation_id.as_deref(),
+            Some(reported.job_id.as_str())
+        );
+        (reported, raw.payload.to_vec())
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        let started = self.started.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), started.wait())
+            .await
+            .expect("the channel stops within its grace period")
+            .unwrap();
+        assert!(!self.rt.health.is_ready());
+    }
+}
+
+fn recipient(number: &str) -> Recipient {
+    Recipient {
+        reference: krisbud_kit::privacy::recipient_ref(KEY.as_bytes(), number),
+        address: number.into(),
+    }
+}
+
+fn job(crisis_id: &str, recipients: Vec<Recipient>) -> DispatchJob {
+    DispatchJob {
+        job_id: format!("{crisis_id}.r1.sms.sv.0"),
+        crisis_id: crisis_id.into(),
+        revision: 1,
+        channel: Channel::Sms,
+        status: AlertStatus::Actual,
+        cap: CapInfo {
+            category: Category::Infra,
+            event: "Vattenläcka".into(),
+            urgency: Urgency::Immediate,
+            severity: Severity::Severe,
+            certainty: Certainty::Observed,
+            response_type: ResponseType::Prepare,
+        },
+        language: "sv".into(),
+        message: ChannelMessage::Sms(SmsMessage {
+            text: TEXT.into(),
+            encoding: "gsm7".into(),
+            segments: 1,
+        }),
+        recipients,
+        expires_at: None,
+        declared_at: Utc::now(),
+    }
+}
+
+fn elks_config(sim: &ElksSimulator, password: &str) -> Config {
+    Config {
+        provider: ProviderKind::Elks46,
+        from: "Stockholm".into(),
+        elks_base_url: sim.base_url(),
+        elks_username: "u0123".into(),
+        elks_password: Secret::new(password),
+        delivery_callback_url: Some("https://krisbud.example.se/hooks/46elks".into()),
+        ..Config::default()
+    }
+}
+
+fn read_outbox(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("outbox/sms.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every outbox line is json"))
+        .collect()
+}
+
+fn assert_no_numbers(event: &[u8], numbers: &[&str]) {
+    let text = String::from_utf8_lossy(event);
+    for number in numbers {
+        let digits = number.trim_start_matches('+');
+        assert!(
+            !text.contains(digits),
+            "the event must not carry the phone number {number}: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_writes_one_line_per_recipient_and_reports_delivered() {
+    let app = App::start(Config::default()).await;
+    let numbers = ["+46701234567", "+46709876543"];
+    let mut recipients: Vec<Recipient> = numbers.iter().map(|n| recipient(n)).collect();
+    recipients.push(recipient("070-123 45 67"));
+    let job = job("vattenlacka-farsta", recipients.clone());
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = app.outcome("vattenlacka-farsta").await;
+    assert_eq!(reported.provider, "outbox");
+    assert_eq!(reported.job_id, job.job_id);
+    assert_eq!(reported.outcomes.len(), 3);
+    for (outcome, recipient) in reported.outcomes.iter().zip(&recipients[..2]) {
+        assert_eq!(outcome.recipient, recipient.reference);
+        assert_eq!(outcome.state, DeliveryState::Delivered);
+    }
+    let invalid = &reported.outcomes[2];
+    assert_eq!(invalid.state, DeliveryState::Failed);
+    assert!(invalid.reason.as_deref().unwrap().contains("e.164"));
+    assert_no_numbers(&raw, &numbers);
+    assert!(!String::from_utf8_lossy(&raw).contains("070-123"));
+
+    let lines = read_outbox(app.data.path());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, recipient) in lines.iter().zip(&recipients) {
+        assert_eq!(line["to"], recipient.address.as_str());
+        assert_eq!(line["recipient"], recipient.reference.as_str());
+        assert_eq!(line["message"], TEXT);
+        assert_eq!(line["from"], "Stockholm");
+        assert_eq!(line["job_id"], job.job_id.as_str());
+        assert_eq!(line["crisis_id"], "vattenlacka-farsta");
+        assert_eq!(line["revision"], 1);
+        assert_eq!(line["encoding"], "gsm7");
+        assert_eq!(line["segments"], 1);
+        assert!(line["written_at"].is_string());
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elks_receives_each_number_and_outcomes_are_sent() {
+    let sim = ElksSimulator::start("u0123", "p4ss").await;
+    let app = App::start(elks_config(&sim, "p4ss")).await;
+    let numbers = ["+46701234567", "+46709876543"];
+    let job = job(
+        "brand-hjulsta",
+        numbers.iter().map(|n| recipient(n)).collect(),
+    );
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = app.outcome("brand-hjulsta").await;
+    assert_eq!(reported.provider, "46elks");
+    let received = sim.received();
+    assert_eq!(received.len(), 2);
+    for number in numbers {
+        let sms = received
+            .iter()
+            .find(|s| s.to == number)
+            .expect("each number got its sms");
+        assert_eq!(sms.from, "Stockholm");
+        assert_eq!(sms.message, TEXT);
+        assert_eq!(
+            sms.whendelivered.as_deref(),
+            Some("https://krisbud.example.se/hooks/46elks")
+        );
+        let outcome = reported
+            .outcomes
+            .iter()
+            .find(|o| o.recipient == recipient(number).reference)
+            .unwrap();
+        assert_eq!(outcome.state, DeliveryState::Sent);
+        assert_eq!(outcome.provider_ref.as_deref(), Some(sms.id.as_str()));
+    }
+    assert_no_numbers(&raw, &numbers);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_retried_without_texting_anyone_twice() {
+    let sim = ElksSimulator::start("u0123", "p4ss").await;
+    let app = App::start(elks_config(&sim, "p4ss")).await;
+    let numbers = ["+46701234567", "+46709876543", "+46731112233"];
+    // One of the three requests fails; the retry must reach only that recipient.
+    sim.fail_next(1, 503);
+    let job = job(
+        "storm-sodermalm",
+        numbers.iter().map(|n| recipient(n)).collect(),
+    );
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = app.outcome("storm-sodermalm").await;
+    assert_eq!(reported.outcomes.len(), 3);
+    assert!(
+        reported
+            .outcomes
+            .iter()
+            .all(|o| o.state == DeliveryState::Sent),
+        "{reported:?}"
+    );
+    assert_eq!(sim.requests(), 4, "three sends and one retry");
+    let received = sim.received();
+    for number in numbers {
+        assert_eq!(
+            received.iter().filter(|s| s.to == number).count(),
+            1,
+            "{number} got exactly one sms"
+        );
+    }
+    assert_no_numbers(&raw, &numbers);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_fails_the_recipient_with_the_providers_reason() {
+    let sim = ElksSimulator::start("u0123", "p4ss").await;
+    let app = App::start(elks_config(&sim, "wrong")).await;
+    let job = job("gasutslapp-kista", vec![recipient("+46701234567")]);
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = app.outcome("gasutslapp-kista").await;
+    let outcome = &reported.outcomes[0];
+    assert_eq!(outcome.state, DeliveryState::Failed);
+    let reason = outcome.reason.as_deref().unwrap();
+    assert!(reason.starts_with("46elks 401: "), "{reason}");
+    assert!(sim.received().is_empty());
+    assert_eq!(sim.requests(), 1, "a 4xx is not retried");
+    assert_no_numbers(&raw, &["+46701234567"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_without_an_sms_message_is_recorded_and_rejected() {
+    let app = App::start(Config::default()).await;
+    let mut job = job("fel-kanal", vec![recipient("+46701234567")]);
+    job.message = ChannelMessage::Email(EmailMessage {
+        subject: "Ämne".into(),
+        text: "text".into(),
+        html: "<p>text</p>".into(),
+    });
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, _) = app.outcome("fel-kanal").await;
+    assert_eq!(reported.outcomes[0].state, DeliveryState::Failed);
+    assert_eq!(
+        reported.outcomes[0].reason.as_deref(),
+        Some("the job carries no sms message")
+    );
+    assert!(read_outbox(app.data.path()).is_empty());
+    // The rejected job leaves the work queue for good.
+    let stream = app.rt.bus.js.get_stream(spec::DISPATCH.name).await.unwrap();
+    wait_until_async("the rejected job to leave the work queue", WAIT, || {
+        let mut stream = stream.clone();
+        async move {
+            let info = stream.info().await.ok()?;
+            (info.state.messages == 0).then_some(())
+        }
+    })
+    .await;
+    app.stop().await;
+}
