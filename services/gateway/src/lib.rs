@@ -87,6 +87,11 @@ pub async fn start(
     })
 }
 
+/// The operator console: a status page that reads the API with the user's token.
+async fn console() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("console.html"))
+}
+
 /// The API routes, with the body limit and the edge middleware (span, problem+json).
 fn router(state: AppState, body_limit_bytes: usize) -> Router {
     Router::new()
@@ -103,6 +108,7 @@ fn router(state: AppState, body_limit_bytes: usize) -> Router {
         .route("/api/v1/audit", get(routes::audit))
         .route("/api/v1/audit/verify", get(routes::audit_verify))
         .route("/api/v1/openapi.json", get(routes::openapi))
+        .route("/", get(console))
         .fallback(edge::not_found)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(axum::middleware::from_fn(edge::edge))

@@ -613,7 +613,17 @@ async fn unknown_routes_and_methods_get_problems_and_health_answers() {
     let app = App::spawn().await;
     let body = problem(app.get("/api/v1/nope", Some(TIB)).await, 404, "not-found").await;
     assert_eq!(body["instance"], "/api/v1/nope");
-    problem(app.get("/", None).await, 404, "not-found").await;
+    problem(app.get("/nope", None).await, 404, "not-found").await;
+    // The console page needs no token; it reads the API with the user's own.
+    let console = app.get("/", None).await;
+    assert_eq!(console.status(), 200);
+    assert!(
+        console
+            .text()
+            .await
+            .unwrap()
+            .contains("krisbud – lägesbild")
+    );
     let response = app
         .http
         .delete(format!("{}/api/v1/crises", app.base))

@@ -171,7 +171,11 @@ fn up_demo_and_the_cli_tour() {
         Duration::from_secs(15),
         || {
             let out = stdout(&cli(&up.api, duty, &["status", &id]));
-            (out.matches(" delivered ").count() == 4).then_some(out)
+            let delivered = out
+                .lines()
+                .filter(|l| l.split_whitespace().nth(1) == Some("delivered"))
+                .count();
+            (delivered == 4).then_some(out)
         },
     );
     let confirmed = cli(
