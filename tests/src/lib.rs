@@ -2,18 +2,21 @@
 //!
 //! A real `nats-server` per test (own port, own store directory), a real SMTP
 //! server, a simulator speaking the 46elks HTTP API, a webhook receiver that checks
-//! signatures, and [`wait_until`] for waiting on effects with a deadline. This
-//! library depends on no krisbud service, so every service crate can use it in its
-//! own tests; the end-to-end tests live in `tests/tests/`.
+//! signatures, [`wait_until`] for waiting on effects with a deadline, and
+//! [`TestService`] for running one service against its own server. This library
+//! depends on `proto` and `kit` but on no krisbud service, so every service crate
+//! can use it in its own tests; the end-to-end tests live in `tests/tests/`.
 
 pub mod elks;
 pub mod nats;
+pub mod service;
 pub mod smtp;
 pub mod wait;
 pub mod webhook;
 
 pub use elks::{ElksSimulator, ElksSms};
 pub use nats::NatsServer;
+pub use service::{Reported, TestService};
 pub use smtp::{ReceivedMail, SmtpSink};
 pub use wait::{wait_until, wait_until_async};
 pub use webhook::{ReceivedHook, WebhookReceiver};

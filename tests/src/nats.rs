@@ -31,6 +31,18 @@ impl NatsServer {
         server
     }
 
+    /// Starts a server on the given port (e.g. one a client is already trying).
+    pub fn start_on(port: u16) -> NatsServer {
+        let store = tempfile::tempdir().expect("a temporary store directory");
+        let mut server = NatsServer {
+            child: None,
+            port,
+            store,
+        };
+        server.spawn();
+        server
+    }
+
     /// The client URL, `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

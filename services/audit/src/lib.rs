@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use krisbud_kit::consumer::{self, ConsumerSpec};
+use krisbud_kit::shutdown::GRACE;
 use krisbud_kit::{CancellationToken, Runtime, Started, command};
 use krisbud_proto::{spec, subject};
 use serde::Deserialize;
@@ -22,9 +23,6 @@ pub use query::AuditPage;
 
 /// Durable consumer name shared by every audit instance.
 pub const DURABLE: &str = "audit";
-
-/// How long shutdown waits for the event in hand and open queries.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How long start-up waits until the command subscriptions answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,18 +72,13 @@ pub async fn start(
         concurrency: 1,
         ..ConsumerSpec::new(spec::EVENTS.name, DURABLE, subject::ALL_EVENTS)
     };
-    ensure_consumer(&rt.bus.js, &consumer_spec).await?;
-    let recording = {
-        let js = rt.bus.js.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            consumer::run(&js, consumer_spec, stop, move |delivery| {
-                let recorder = recorder.clone();
-                async move { recorder.handle(delivery).await }
-            })
-            .await
-        })
-    };
+    // The durable consumer exists once `spawn` returns, so events appended after
+    // `start` returns are surely recorded.
+    let recording = consumer::spawn(&rt.bus.js, consumer_spec, stop.clone(), move |delivery| {
+        let recorder = recorder.clone();
+        async move { recorder.handle(delivery).await }
+    })
+    .await?;
 
     let reader = query::Reader::new(rt.bus.js.clone(), config.query_limit);
     let querying = {
@@ -123,12 +116,12 @@ pub async fn start(
             querying.abort_handle(),
             verifying.abort_handle(),
         ];
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let drained = tokio::time::timeout(GRACE, async {
             (recording.await, querying.await, verifying.await)
         })
         .await;
         let Ok((recorded, queried, verified)) = drained else {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "audit did not stop within the grace period; aborting");
+            tracing::warn!(grace = ?GRACE, "audit did not stop within the grace period; aborting");
             aborts.iter().for_each(tokio::task::AbortHandle::abort);
             return Ok(());
         };
@@ -138,34 +131,6 @@ pub async fn start(
         Ok(())
     });
     Ok(Started { addr: None, task })
-}
-
-/// Creates the durable consumer with the configuration `consumer::run` uses, so
-/// events appended after `start` returns are surely recorded.
-async fn ensure_consumer(
-    js: &async_nats::jetstream::Context,
-    spec: &ConsumerSpec,
-) -> anyhow::Result<()> {
-    use async_nats::jetstream::consumer::{AckPolicy, pull};
-    let stream = js
-        .get_stream(spec.stream)
-        .await
-        .with_context(|| format!("stream {} is missing", spec.stream))?;
-    stream
-        .get_or_create_consumer(
-            &spec.durable,
-            pull::Config {
-                durable_name: Some(spec.durable.clone()),
-                filter_subject: spec.filter.clone(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: spec.ack_wait,
-                max_ack_pending: spec.max_ack_pending,
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("cannot create consumer {}", spec.durable))?;
-    Ok(())
 }
 
 /// Waits until `subject` gets an answer. `command::serve` subscribes inside its

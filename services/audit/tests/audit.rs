@@ -2,36 +2,35 @@
 //! record in one linear chain (also with two instances and across restarts),
 //! queries filter and page, and verification finds tampering in an export.
 
-mod common;
-
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use krisbud_audit::{AuditPage, chain};
 use krisbud_kit::bus::Expect;
-use krisbud_kit::{CancellationToken, Common, Runtime, Started};
+use krisbud_kit::{Common, Runtime};
 use krisbud_proto::audit::{AuditRecord, VerifyReport};
 use krisbud_proto::command::{AuditQuery, AuditVerify};
 use krisbud_proto::event::{ChannelConfirmed, DeliveryReported, DeliveryState, RecipientOutcome};
 use krisbud_proto::{
     Actor, Channel, CommandRequest, Envelope, Event, Problem, Role, spec, subject,
 };
-use krisbud_tests::{NatsServer, wait_until_async};
+use krisbud_tests::{NatsServer, TestService, wait_until_async};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A nats-server with krisbud's streams and a client of it.
 struct World {
-    nats: NatsServer,
+    nats: Arc<NatsServer>,
     rt: Runtime,
 }
 
 impl World {
     async fn new() -> World {
         krisbud_tests::init_test_log();
-        let nats = NatsServer::start();
-        let rt = runtime(&nats).await;
+        let nats = Arc::new(NatsServer::start());
+        let rt = krisbud_tests::service::runtime(&nats, &Common::default()).await;
         World { nats, rt }
     }
 
@@ -131,43 +130,13 @@ impl World {
     }
 }
 
-/// A runtime of its own (own NATS connection), as a separate process would have.
-async fn runtime(nats: &NatsServer) -> Runtime {
-    let client = async_nats::connect(nats.url())
-        .await
-        .expect("connect to nats");
-    common::create_buckets(&jetstream::new(client.clone())).await;
-    Runtime::with_client(client, &Common::default())
-        .await
-        .expect("provision streams and buckets")
-}
-
-/// One running audit service.
-struct Audit {
-    shutdown: CancellationToken,
-    started: Started,
-}
-
-async fn start_audit(nats: &NatsServer) -> Audit {
-    let shutdown = CancellationToken::new();
-    let started = krisbud_audit::start(
-        krisbud_audit::Config::default(),
-        runtime(nats).await,
-        shutdown.clone(),
-    )
+/// One running audit service, with a runtime of its own as a separate process
+/// would have.
+async fn start_audit(nats: &Arc<NatsServer>) -> TestService {
+    TestService::start_on(nats.clone(), |rt, shutdown| {
+        krisbud_audit::start(krisbud_audit::Config::default(), rt, shutdown)
+    })
     .await
-    .expect("start audit");
-    Audit { shutdown, started }
-}
-
-impl Audit {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.started.wait())
-            .await
-            .expect("audit stops within the grace period")
-            .expect("audit stops cleanly");
-    }
 }
 
 fn person(user: &str, roles: &[Role]) -> Actor {

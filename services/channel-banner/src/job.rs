@@ -1,34 +1,42 @@
 //! Handling one banner dispatch job: store the banner, append the outcome event,
 //! then acknowledge, following the kit's ack rules.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use chrono::Utc;
 use krisbud_kit::Bus;
-use krisbud_kit::bus::Expect;
+use krisbud_kit::channel::{self, Jobs};
 use krisbud_kit::consumer::{Ack, Delivery};
-use krisbud_proto::event::{DeliveryReported, DeliveryState, RecipientOutcome};
+use krisbud_proto::Channel;
+use krisbud_proto::event::RecipientOutcome;
 use krisbud_proto::job::{ChannelMessage, DispatchJob};
 use krisbud_proto::publish::PublicBanner;
-use krisbud_proto::{Actor, Channel, Envelope, Event};
 
+use crate::SERVICE;
 use crate::store::{self, Stored};
 
 /// The `provider` and `recipient` of every banner outcome.
 const TARGET: &str = "banner";
 
+/// The delay before a failed banner job is first tried again.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
 /// Handles banner jobs; cheap to clone, one per message.
 #[derive(Clone)]
 pub struct Handler {
-    bus: Bus,
+    jobs: Arc<Jobs>,
     kv: kv::Store,
 }
 
 impl Handler {
     /// A handler writing to `kv` and appending outcomes on `bus`.
     pub fn new(bus: Bus, kv: kv::Store) -> Handler {
-        Handler { bus, kv }
+        Handler {
+            jobs: Arc::new(Jobs::new(bus, Channel::Banner, SERVICE)),
+            kv,
+        }
     }
 
     /// Stores the job's banner and records the outcome; see the module docs.
@@ -46,7 +54,7 @@ impl Handler {
         let banner = match to_banner(&job) {
             Ok(banner) => banner,
             Err(reason) => {
-                let outcome = failed(reason.clone());
+                let outcome = channel::failed(TARGET, &reason);
                 return match self.report(&job, outcome).await {
                     Ok(()) => Ack::Reject(reason),
                     Err(e) => retry(&delivery, &e),
@@ -54,10 +62,10 @@ impl Handler {
             }
         };
         let outcome = match store::store(&self.kv, &banner).await {
-            Ok(Stored::Written | Stored::AlreadyThere) => delivered(None),
+            Ok(Stored::Written | Stored::AlreadyThere) => channel::delivered(TARGET, None),
             Ok(Stored::Superseded { shown }) => {
                 tracing::info!(job = %job.job_id, shown, "older banner revision left out");
-                delivered(Some(format!("superseded by revision {shown}")))
+                channel::delivered(TARGET, Some(format!("superseded by revision {shown}")))
             }
             Err(e) => return retry(&delivery, &e.to_string()),
         };
@@ -70,24 +78,9 @@ impl Handler {
     /// Appends the job's `DeliveryReported`; its id `<job>.outcome` makes a repeat
     /// a duplicate that JetStream drops.
     async fn report(&self, job: &DispatchJob, outcome: RecipientOutcome) -> Result<(), String> {
-        let event = Event::DeliveryReported(DeliveryReported {
-            crisis_id: job.crisis_id.clone(),
-            revision: job.revision,
-            channel: Channel::Banner,
-            job_id: job.job_id.clone(),
-            provider: TARGET.into(),
-            outcomes: vec![outcome],
-        });
-        let mut envelope = Envelope::with_id(
-            format!("{}.outcome", job.job_id),
-            Actor::service("channel-banner"),
-            event,
-        );
-        envelope.causation_id = Some(job.job_id.clone());
-        self.bus
-            .append(&envelope, Expect::Any)
+        self.jobs
+            .report(job, TARGET, vec![outcome])
             .await
-            .map(|_| ())
             .map_err(|e| e.to_string())
     }
 }
@@ -125,34 +118,11 @@ fn to_banner(job: &DispatchJob) -> Result<PublicBanner, String> {
     })
 }
 
-fn delivered(reason: Option<String>) -> RecipientOutcome {
-    RecipientOutcome {
-        recipient: TARGET.into(),
-        state: DeliveryState::Delivered,
-        provider_ref: None,
-        reason,
-    }
-}
-
-fn failed(reason: String) -> RecipientOutcome {
-    RecipientOutcome {
-        recipient: TARGET.into(),
-        state: DeliveryState::Failed,
-        provider_ref: None,
-        reason: Some(reason),
-    }
-}
-
 /// Retry with a delay that doubles per delivery: 1 s, 2 s, 4 s ... up to a minute.
 fn retry(delivery: &Delivery, error: &str) -> Ack {
-    let delay = backoff(delivery.delivered);
+    let delay = channel::backoff(FIRST_RETRY, delivery.delivered);
     tracing::warn!(seq = delivery.stream_sequence, delivered = delivery.delivered, ?delay, %error, "banner job will be retried");
     Ack::Retry(delay)
-}
-
-fn backoff(delivered: i64) -> Duration {
-    let exponent = delivered.clamp(1, 7) - 1;
-    Duration::from_secs(1u64 << exponent).min(Duration::from_secs(60))
 }
 
 #[cfg(test)]
@@ -161,6 +131,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
+        let backoff = |delivered| channel::backoff(FIRST_RETRY, delivered);
         assert_eq!(backoff(1), Duration::from_secs(1));
         assert_eq!(backoff(2), Duration::from_secs(2));
         assert_eq!(backoff(4), Duration::from_secs(8));

@@ -15,15 +15,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use krisbud_kit::consumer::{self, ConsumerSpec};
+use krisbud_kit::shutdown::GRACE;
 use krisbud_kit::{CancellationToken, Runtime, Started};
 use krisbud_proto::{Channel, spec, subject};
 use serde::Deserialize;
 
+/// The service's name: its actor, health component and log target.
+pub const SERVICE: &str = "channel-banner";
 /// Durable consumer name shared by every channel-banner instance.
-pub const DURABLE: &str = "channel-banner";
-
-/// How long shutdown waits for in-flight jobs and open responses.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DURABLE: &str = SERVICE;
 
 /// How long start-up waits for the first complete copy of the bucket.
 const INITIAL_LOAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -53,7 +53,7 @@ pub async fn start(
     rt: Runtime,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Started> {
-    let ready = rt.health.component("channel-banner");
+    let ready = rt.health.component(SERVICE);
     // Everything started here stops with `stop`; should start-up fail half-way,
     // the guard stops what already runs.
     let stop = shutdown.child_token();
@@ -72,33 +72,25 @@ pub async fn start(
         .context("the banner bucket did not load in time")?
         .context("the banner watch stopped before the bucket was loaded")?;
 
-    let consumer_spec = ConsumerSpec::new(
-        spec::DISPATCH.name,
-        DURABLE,
-        &subject::dispatch_filter(Channel::Banner),
-    );
-    // `consumer::run` creates the durable consumer inside its task; creating it
-    // here first means jobs published after `start` returns are surely consumed.
-    ensure_consumer(&rt.bus.js, &consumer_spec).await?;
-
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "banner listener");
 
+    let consumer_spec = ConsumerSpec::new(
+        spec::DISPATCH.name,
+        DURABLE,
+        &subject::dispatch_filter(Channel::Banner),
+    );
     let handler = job::Handler::new(rt.bus.clone(), kv);
-    let consuming = {
-        let js = rt.bus.js.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            consumer::run(&js, consumer_spec, stop, move |delivery| {
-                let handler = handler.clone();
-                async move { handler.handle(delivery).await }
-            })
-            .await
-        })
-    };
+    // The durable consumer exists once `spawn` returns, so jobs published after
+    // `start` returns are surely consumed.
+    let consuming = consumer::spawn(&rt.bus.js, consumer_spec, stop.clone(), move |delivery| {
+        let handler = handler.clone();
+        async move { handler.handle(delivery).await }
+    })
+    .await?;
     let serving = {
         let app = http::router(banners, stop.clone()).merge(rt.health.router());
         let stop = stop.clone();
@@ -119,7 +111,7 @@ pub async fn start(
             serving.abort_handle(),
             watcher.abort_handle(),
         ];
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let drained = tokio::time::timeout(GRACE, async {
             let consumed = consuming.await;
             let served = serving.await;
             let _ = watcher.await;
@@ -135,7 +127,7 @@ pub async fn start(
                 Ok(())
             }
             Err(_) => {
-                tracing::warn!(grace = ?SHUTDOWN_GRACE, "banner channel did not stop within the grace period; aborting");
+                tracing::warn!(grace = ?GRACE, "banner channel did not stop within the grace period; aborting");
                 aborts.iter().for_each(tokio::task::AbortHandle::abort);
                 Ok(())
             }
@@ -145,31 +137,4 @@ pub async fn start(
         addr: Some(addr),
         task,
     })
-}
-
-/// Creates the durable consumer with the same configuration `consumer::run` uses.
-async fn ensure_consumer(
-    js: &async_nats::jetstream::Context,
-    spec: &ConsumerSpec,
-) -> anyhow::Result<()> {
-    use async_nats::jetstream::consumer::{AckPolicy, pull};
-    let stream = js
-        .get_stream(spec.stream)
-        .await
-        .with_context(|| format!("stream {} is missing", spec.stream))?;
-    stream
-        .get_or_create_consumer(
-            &spec.durable,
-            pull::Config {
-                durable_name: Some(spec.durable.clone()),
-                filter_subject: spec.filter.clone(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: spec.ack_wait,
-                max_ack_pending: spec.max_ack_pending,
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("cannot create consumer {}", spec.durable))?;
-    Ok(())
 }

@@ -2,31 +2,26 @@
 //! banners in `GET /v1/banners` and on the SSE stream, outcomes are recorded, and
 //! revisions and text are handled as the public contract says.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use krisbud_kit::{CancellationToken, Common, Runtime};
 use krisbud_proto::event::{DeliveryReported, DeliveryState};
 use krisbud_proto::job::{ChannelMessage, DispatchJob};
-use krisbud_proto::model::{CapInfo, Category, Certainty, ResponseType, Severity, Urgency};
+use krisbud_proto::model::Severity;
 use krisbud_proto::publish::PublicBanner;
 use krisbud_proto::template::{BannerLevel, BannerMessage};
-use krisbud_proto::{AlertStatus, Channel, Envelope, Event, spec, subject};
-use krisbud_tests::{NatsServer, wait_until_async};
+use krisbud_proto::{Channel, Envelope, spec};
+use krisbud_tests::service::dispatch_job;
+use krisbud_tests::{NatsServer, TestService, wait_until_async};
 
 const WAIT: Duration = Duration::from_secs(15);
 
 /// One running channel-banner on its own nats-server.
 struct App {
-    _nats: Arc<NatsServer>,
-    rt: Runtime,
+    service: TestService,
     base: String,
     http: reqwest::Client,
-    shutdown: CancellationToken,
-    started: Option<krisbud_kit::Started>,
 }
 
 async fn spawn_app() -> App {
@@ -35,35 +30,29 @@ async fn spawn_app() -> App {
 
 /// Another instance on the same nats-server, as a second replica would be.
 async fn spawn_on(nats: Arc<NatsServer>) -> App {
-    krisbud_tests::init_test_log();
-    let client = async_nats::connect(nats.url())
-        .await
-        .expect("connect to nats");
-    common::create_buckets(&async_nats::jetstream::new(client.clone())).await;
-    let rt = Runtime::with_client(client, &Common::default())
-        .await
-        .expect("provision streams and buckets");
-    let shutdown = CancellationToken::new();
     let config = krisbud_channel_banner::Config {
         listen: "127.0.0.1:0".into(),
     };
-    let started = krisbud_channel_banner::start(config, rt.clone(), shutdown.clone())
-        .await
-        .expect("start channel-banner");
-    let base = format!("http://{}", started.addr.expect("a bound listener"));
+    let service = TestService::start_on(nats, |rt, shutdown| {
+        krisbud_channel_banner::start(config, rt, shutdown)
+    })
+    .await;
+    let base = format!("http://{}", service.addr().expect("a bound listener"));
     App {
-        _nats: nats,
-        rt,
+        service,
         base,
         http: reqwest::Client::new(),
-        shutdown,
-        started: Some(started),
     }
 }
 
 impl App {
     async fn dispatch(&self, job: &DispatchJob) {
-        self.rt.bus.dispatch(job).await.expect("dispatch the job");
+        self.service
+            .rt
+            .bus
+            .dispatch(job)
+            .await
+            .expect("dispatch the job");
     }
 
     async fn banners(&self) -> Vec<PublicBanner> {
@@ -94,69 +83,24 @@ impl App {
 
     /// The `DeliveryReported` of `job`, once appended.
     async fn outcome_of(&self, job: &DispatchJob) -> (Envelope, DeliveryReported) {
-        let stream = self
-            .rt
-            .bus
-            .js
-            .get_stream(spec::EVENTS.name)
-            .await
-            .expect("events stream");
-        let subject = subject::delivery_events(Channel::Banner, &job.crisis_id);
-        let wanted = format!("{}.outcome", job.job_id);
-        wait_until_async(&format!("the outcome of {}", job.job_id), WAIT, || async {
-            let message = stream
-                .get_last_raw_message_by_subject(&subject)
-                .await
-                .ok()?;
-            let envelope: Envelope = serde_json::from_slice(&message.payload).expect("an envelope");
-            if envelope.id != wanted {
-                return None;
-            }
-            match &envelope.event {
-                Event::DeliveryReported(reported) => Some((envelope.clone(), reported.clone())),
-                other => panic!("unexpected event {other:?}"),
-            }
-        })
-        .await
+        let reported = self.service.outcome_of(job, WAIT).await;
+        (reported.envelope, reported.event)
     }
 
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        let started = self.started.take().expect("started once");
-        tokio::time::timeout(WAIT, started.wait())
-            .await
-            .expect("channel-banner stops within the grace period")
-            .expect("channel-banner stops cleanly");
+    async fn stop(self) {
+        self.service.stop().await;
     }
 }
 
 fn job(crisis: &str, revision: u32, language: &str, headline: &str) -> DispatchJob {
-    DispatchJob {
-        job_id: format!("{crisis}.r{revision}.banner.{language}.0"),
-        crisis_id: crisis.into(),
-        revision,
-        channel: Channel::Banner,
-        status: AlertStatus::Actual,
-        cap: CapInfo {
-            category: Category::Infra,
-            event: "Vattenläcka".into(),
-            urgency: Urgency::Immediate,
-            severity: Severity::Severe,
-            certainty: Certainty::Observed,
-            response_type: ResponseType::Prepare,
-        },
-        language: language.into(),
-        message: ChannelMessage::Banner(BannerMessage {
-            headline: headline.into(),
-            body: "Kranvattnet är avstängt i Kungsholmen.".into(),
-            link_text: "Läs mer".into(),
-            link_url: "https://start.stockholm/kris".into(),
-            level: BannerLevel::Warning,
-        }),
-        recipients: vec![],
-        expires_at: None,
-        declared_at: Utc::now(),
-    }
+    let message = ChannelMessage::Banner(BannerMessage {
+        headline: headline.into(),
+        body: "Kranvattnet är avstängt i Kungsholmen.".into(),
+        link_text: "Läs mer".into(),
+        link_url: "https://start.stockholm/kris".into(),
+        level: BannerLevel::Warning,
+    });
+    dispatch_job(Channel::Banner, crisis, revision, language, message)
 }
 
 #[tokio::test]
@@ -380,7 +324,14 @@ async fn a_job_without_a_banner_message_is_recorded_as_failed() {
     app.dispatch(&good).await;
     app.wait_for_banners("the next banner", |l| l.len() == 1)
         .await;
-    let dispatch = app.rt.bus.js.get_stream(spec::DISPATCH.name).await.unwrap();
+    let dispatch = app
+        .service
+        .rt
+        .bus
+        .js
+        .get_stream(spec::DISPATCH.name)
+        .await
+        .unwrap();
     let pending = wait_until_async("an empty banner work queue", WAIT, || {
         let mut dispatch = dispatch.clone();
         async move {
@@ -396,7 +347,7 @@ async fn a_job_without_a_banner_message_is_recorded_as_failed() {
 #[tokio::test]
 async fn every_instance_serves_what_any_instance_stored() {
     let first = spawn_app().await;
-    let second = spawn_on(first._nats.clone()).await;
+    let second = spawn_on(first.service.nats.clone()).await;
     let stream = second
         .http
         .get(format!("{}/v1/banners/stream", second.base))

@@ -3,16 +3,8 @@
 
 #[derive(serde::Deserialize)]
 struct Settings {
-    #[serde(flatten)]
-    common: krisbud_kit::Common,
     #[serde(default)]
     email: krisbud_channel_email::Config,
-}
-
-impl krisbud_kit::ServiceConfig for Settings {
-    fn common(&self) -> &krisbud_kit::Common {
-        &self.common
-    }
 }
 
 fn main() -> std::process::ExitCode {

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use krisbud_kit::Secret;
+pub use krisbud_kit::channel::Attempt;
+use krisbud_kit::channel::error_chain;
 use krisbud_kit::privacy::mask;
 use krisbud_proto::event::{DeliveryState, RecipientOutcome};
 use krisbud_proto::job::Recipient;
@@ -21,15 +23,6 @@ use lettre::{
 
 /// How much of an SMTP reply goes into a failure reason.
 const REASON_LIMIT: usize = 300;
-
-/// What one attempt to reach one recipient came to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Attempt {
-    /// Settled: sent, delivered or failed for good.
-    Settled(RecipientOutcome),
-    /// Not settled now; the job is tried again later. Says why, without addresses.
-    Transient(String),
-}
 
 /// TLS towards the SMTP relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,22 +175,6 @@ fn settled(
         provider_ref: provider_ref.map(str::to_owned),
         reason,
     })
-}
-
-/// An error with its causes, `outer: inner`, without repeating what a message
-/// already says.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A reason fit for an event: one line, bounded, and with the recipient's address

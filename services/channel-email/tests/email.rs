@@ -4,126 +4,40 @@
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::Utc;
 use krisbud_channel_email::{Config, TlsMode, TransportKind};
-use krisbud_kit::service::PrivacyConfig;
-use krisbud_kit::{CancellationToken, Common, Runtime, Secret, Started};
 use krisbud_proto::event::{DeliveryReported, DeliveryState};
 use krisbud_proto::job::{ChannelMessage, DispatchJob, Recipient};
-use krisbud_proto::model::{
-    AlertStatus, CapInfo, Category, Certainty, ResponseType, Severity, Urgency,
-};
 use krisbud_proto::template::EmailMessage;
-use krisbud_proto::{Channel, Envelope, Event, spec, subject};
-use krisbud_tests::{NatsServer, SmtpSink, wait_until_async};
+use krisbud_proto::{Channel, spec, subject};
+use krisbud_tests::service::{dispatch_job, recipient};
+use krisbud_tests::{SmtpSink, TestService, wait_until_async};
 use mail_parser::{MessageParser, MimeHeaders as _};
 
-const KEY: &str = "test-recipient-key";
 const WAIT: Duration = Duration::from_secs(20);
 const SUBJECT: &str = "Vattenläcka i Farsta – koka vattnet";
 const TEXT: &str = "Vattnet i Farsta kan vara förorenat. Koka vattnet före användning.\n\nMer information: https://stockholm.se/kris";
 const HTML: &str = "<p lang=\"sv\">Vattnet i Farsta kan vara förorenat. <strong>Koka vattnet</strong> före användning.</p>";
 
-struct App {
-    _nats: NatsServer,
-    rt: Runtime,
-    data: tempfile::TempDir,
-    shutdown: CancellationToken,
-    started: Option<Started>,
+/// The email channel with `config` on a nats-server of its own.
+async fn start(config: Config) -> TestService {
+    TestService::start(|rt, shutdown| krisbud_channel_email::start(config, rt, shutdown)).await
 }
 
-impl App {
-    async fn start(config: Config) -> App {
-        krisbud_tests::init_test_log();
-        let nats = NatsServer::start();
-        let data = tempfile::tempdir().unwrap();
-        let common = Common {
-            data_dir: data.path().to_path_buf(),
-            privacy: PrivacyConfig {
-                recipient_key: Secret::new(KEY),
-            },
-            ..Default::default()
-        };
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let rt = Runtime::with_client(client, &common).await.unwrap();
-        let shutdown = CancellationToken::new();
-        let started = krisbud_channel_email::start(config, rt.clone(), shutdown.clone())
-            .await
-            .unwrap();
-        assert!(rt.health.is_ready(), "the channel is ready once started");
-        App {
-            _nats: nats,
-            rt,
-            data,
-            shutdown,
-            started: Some(started),
-        }
-    }
-
-    async fn outcome(&self, crisis_id: &str) -> (DeliveryReported, Vec<u8>) {
-        let stream = self.rt.bus.js.get_stream(spec::EVENTS.name).await.unwrap();
-        let subject = subject::delivery_events(Channel::Email, crisis_id);
-        let raw = wait_until_async("the email DeliveryReported event", WAIT, || {
-            let stream = stream.clone();
-            let subject = subject.clone();
-            async move { stream.get_last_raw_message_by_subject(&subject).await.ok() }
-        })
-        .await;
-        let envelope: Envelope = serde_json::from_slice(&raw.payload).unwrap();
-        assert_eq!(envelope.actor.user, "service:channel-email");
-        let Event::DeliveryReported(reported) = envelope.event else {
-            panic!("expected DeliveryReported, got {}", envelope.event.kind());
-        };
-        assert_eq!(envelope.id, format!("{}.outcome", reported.job_id));
-        assert_eq!(
-            envelope.causation_id.as_deref(),
-            Some(reported.job_id.as_str())
-        );
-        (reported, raw.payload.to_vec())
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        let started = self.started.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(15), started.wait())
-            .await
-            .expect("the channel stops within its grace period")
-            .unwrap();
-        assert!(!self.rt.health.is_ready());
-    }
-}
-
-fn recipient(address: &str) -> Recipient {
-    Recipient {
-        reference: krisbud_kit::privacy::recipient_ref(KEY.as_bytes(), address),
-        address: address.into(),
-    }
+/// The crisis's `DeliveryReported`, and its body as stored.
+async fn outcome(app: &TestService, crisis_id: &str) -> (DeliveryReported, Vec<u8>) {
+    let reported = app.outcome(Channel::Email, crisis_id, WAIT).await;
+    (reported.event, reported.raw)
 }
 
 fn job(crisis_id: &str, recipients: Vec<Recipient>) -> DispatchJob {
+    let message = ChannelMessage::Email(EmailMessage {
+        subject: SUBJECT.into(),
+        text: TEXT.into(),
+        html: HTML.into(),
+    });
     DispatchJob {
-        job_id: format!("{crisis_id}.r1.email.sv.0"),
-        crisis_id: crisis_id.into(),
-        revision: 1,
-        channel: Channel::Email,
-        status: AlertStatus::Actual,
-        cap: CapInfo {
-            category: Category::Infra,
-            event: "Vattenläcka".into(),
-            urgency: Urgency::Immediate,
-            severity: Severity::Severe,
-            certainty: Certainty::Observed,
-            response_type: ResponseType::Prepare,
-        },
-        language: "sv".into(),
-        message: ChannelMessage::Email(EmailMessage {
-            subject: SUBJECT.into(),
-            text: TEXT.into(),
-            html: HTML.into(),
-        }),
         recipients,
-        expires_at: None,
-        declared_at: Utc::now(),
+        ..dispatch_job(Channel::Email, crisis_id, 1, "sv", message)
     }
 }
 
@@ -212,14 +126,14 @@ fn eml_files(dir: &Path) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_writes_one_eml_per_recipient_and_reports_delivered() {
-    let app = App::start(Config::default()).await;
+    let app = start(Config::default()).await;
     let addresses = ["anna.lind@farsta.example", "lena.berg@socialtjanst.example"];
     let mut recipients: Vec<Recipient> = addresses.iter().map(|a| recipient(a)).collect();
     recipients.push(recipient("inte en adress"));
     let job = job("vattenlacka-farsta", recipients.clone());
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let (reported, raw) = app.outcome("vattenlacka-farsta").await;
+    let (reported, raw) = outcome(&app, "vattenlacka-farsta").await;
     assert_eq!(reported.provider, "outbox");
     assert_eq!(reported.outcomes.len(), 3);
     for (outcome, recipient) in reported.outcomes.iter().zip(&recipients[..2]) {
@@ -249,13 +163,13 @@ async fn outbox_writes_one_eml_per_recipient_and_reports_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_delivers_each_recipient_and_outcomes_are_sent() {
     let sink = SmtpSink::start();
-    let app = App::start(smtp_config(&sink)).await;
+    let app = start(smtp_config(&sink)).await;
     let addresses = ["anna.lind@farsta.example", "lena.berg@socialtjanst.example"];
     let recipients: Vec<Recipient> = addresses.iter().map(|a| recipient(a)).collect();
     let job = job("brand-hjulsta", recipients.clone());
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let (reported, raw) = app.outcome("brand-hjulsta").await;
+    let (reported, raw) = outcome(&app, "brand-hjulsta").await;
     assert_eq!(reported.provider, "smtp");
     let mails = sink.messages();
     assert_eq!(mails.len(), 2);
@@ -284,7 +198,7 @@ async fn smtp_delivers_each_recipient_and_outcomes_are_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4xx_is_retried_without_mailing_anyone_twice() {
     let sink = SmtpSink::start();
-    let app = App::start(smtp_config(&sink)).await;
+    let app = start(smtp_config(&sink)).await;
     let addresses = [
         "anna.lind@farsta.example",
         "lena.berg@socialtjanst.example",
@@ -297,7 +211,7 @@ async fn a_4xx_is_retried_without_mailing_anyone_twice() {
     );
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let (reported, raw) = app.outcome("storm-sodermalm").await;
+    let (reported, raw) = outcome(&app, "storm-sodermalm").await;
     assert!(
         reported
             .outcomes
@@ -324,7 +238,7 @@ async fn a_4xx_is_retried_without_mailing_anyone_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5xx_fails_the_recipient_with_the_relays_reason() {
     let sink = SmtpSink::start();
-    let app = App::start(smtp_config(&sink)).await;
+    let app = start(smtp_config(&sink)).await;
     sink.fail_next(1, 554);
     let job = job(
         "gasutslapp-kista",
@@ -332,7 +246,7 @@ async fn a_5xx_fails_the_recipient_with_the_relays_reason() {
     );
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let (reported, raw) = app.outcome("gasutslapp-kista").await;
+    let (reported, raw) = outcome(&app, "gasutslapp-kista").await;
     let outcome = &reported.outcomes[0];
     assert_eq!(outcome.state, DeliveryState::Failed);
     let reason = outcome.reason.as_deref().unwrap();
@@ -355,7 +269,7 @@ async fn an_unreachable_relay_is_retried_and_nothing_is_reported_yet() {
         timeout_secs: 2,
         ..Config::default()
     };
-    let app = App::start(config).await;
+    let app = start(config).await;
     let job = job(
         "stromavbrott-kista",
         vec![recipient("anna.lind@farsta.example")],

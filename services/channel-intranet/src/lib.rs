@@ -9,23 +9,22 @@ pub mod publish;
 
 use std::time::Duration;
 
-use krisbud_kit::bus::Expect;
-use krisbud_kit::consumer::{self, Ack, ConsumerSpec, Delivery};
-use krisbud_kit::{Bus, CancellationToken, Runtime, Secret, Started};
-use krisbud_proto::event::{DeliveryReported, DeliveryState, RecipientOutcome};
+use krisbud_kit::channel::{self, JobHandler, Jobs};
+use krisbud_kit::consumer::{Ack, Delivery};
+use krisbud_kit::{CancellationToken, Runtime, Secret, Started};
+use krisbud_proto::Channel;
 use krisbud_proto::job::{ChannelMessage, DispatchJob};
 use krisbud_proto::publish::IntranetArticle;
 use krisbud_proto::template::IntranetMessage;
-use krisbud_proto::{Actor, Channel, Envelope, Event, spec, subject};
 use serde::Deserialize;
-use tokio::task::JoinHandle;
 
 use crate::publish::{Published, Publisher};
 
 /// The service's name: its actor, health component and log target.
 pub const SERVICE: &str = "channel-intranet";
-/// The durable consumer shared by every instance.
-pub const DURABLE: &str = "channel-intranet";
+/// The durable consumer shared by every instance, named after the service (see
+/// `krisbud_kit::channel::consume`).
+pub const DURABLE: &str = SERVICE;
 /// The recipient named in outcomes: the intranet is one target, not a person.
 pub const RECIPIENT: &str = "intranet";
 
@@ -129,151 +128,56 @@ pub async fn start(
     config.validate()?;
     let publisher = config.publisher(&rt)?;
     let mode = publisher.name();
-    let mut spec = ConsumerSpec::new(
-        spec::DISPATCH.name,
-        DURABLE,
-        &subject::dispatch_filter(Channel::Intranet),
-    );
-    spec.concurrency = config.concurrency;
-    let channel = std::sync::Arc::new(IntranetChannel {
-        bus: rt.bus.clone(),
+    let intranet = IntranetChannel {
+        jobs: Jobs::new(rt.bus.clone(), Channel::Intranet, SERVICE),
         publisher,
-    });
-    let handler = move |delivery: Delivery| {
-        let channel = channel.clone();
-        async move { channel.handle(delivery).await }
     };
-    let consuming = consumer::spawn(&rt.bus.js, spec, shutdown.clone(), handler).await?;
-    let ready = rt.health.component(SERVICE);
-    ready.set(true);
+    let started = channel::consume(
+        &rt,
+        SERVICE,
+        Channel::Intranet,
+        config.concurrency,
+        shutdown,
+        intranet,
+    )
+    .await?;
     tracing::info!(mode, "intranet channel consuming");
-    let task = tokio::spawn(async move {
-        let result = drain(consuming, &shutdown).await;
-        ready.set(false);
-        result
-    });
-    Ok(Started { addr: None, task })
-}
-
-/// Waits for the consumer to drain after shutdown, at most the grace period: jobs
-/// still in hand then are abandoned and JetStream delivers them again later.
-async fn drain(
-    mut consuming: JoinHandle<anyhow::Result<()>>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    tokio::select! {
-        result = &mut consuming => result?,
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(krisbud_kit::shutdown::GRACE).await;
-        } => {
-            consuming.abort();
-            tracing::warn!("intranet jobs in hand did not finish within the grace period; they will be delivered again");
-            Ok(())
-        }
-    }
-}
-
-/// The delay before a job with a transient failure is tried again: 0.5 s,
-/// doubling with every delivery, at most one minute.
-pub fn retry_delay(delivered: i64) -> Duration {
-    let doublings = u32::try_from(delivered.saturating_sub(1).clamp(0, 7)).unwrap_or(7);
-    Duration::from_millis(500 * 2u64.pow(doublings)).min(Duration::from_secs(60))
+    Ok(started)
 }
 
 struct IntranetChannel {
-    bus: Bus,
+    jobs: Jobs,
     publisher: Publisher,
 }
 
-impl IntranetChannel {
-    async fn handle(&self, delivery: Delivery) -> Ack {
-        let job: DispatchJob = match serde_json::from_slice(&delivery.payload) {
-            Ok(job) => job,
-            Err(e) => {
-                return Ack::Reject(format!(
-                    "not a dispatch job ({:?} error at line {} column {})",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ));
-            }
-        };
-        let message = match (&job.channel, &job.message) {
-            (Channel::Intranet, ChannelMessage::Intranet(message)) => message,
-            _ => {
-                let reason = "the job carries no intranet message";
-                return match self
-                    .report(&job, outcome(DeliveryState::Failed, Some(reason)))
-                    .await
-                {
-                    Ok(()) => Ack::Reject(reason.to_owned()),
-                    Err(e) => {
-                        tracing::warn!(job = %job.job_id, error = %e, "cannot store why a job is refused; trying again later");
-                        Ack::Retry(retry_delay(delivery.delivered))
-                    }
-                };
-            }
+impl JobHandler for IntranetChannel {
+    async fn handle(&self, delivery: &Delivery, job: DispatchJob) -> Ack {
+        let mode = self.publisher.name();
+        let (Channel::Intranet, ChannelMessage::Intranet(message)) = (&job.channel, &job.message)
+        else {
+            let reason = "the job carries no intranet message";
+            let outcomes = vec![channel::failed(RECIPIENT, reason)];
+            return self
+                .jobs
+                .refuse(delivery, &job, mode, outcomes, reason)
+                .await;
         };
         let outcome = match self
             .publisher
             .publish(&job.job_id, &article(&job, message))
             .await
         {
-            Published::Delivered => outcome(DeliveryState::Delivered, None),
-            Published::Failed(reason) => outcome(DeliveryState::Failed, Some(&reason)),
+            Published::Delivered => channel::delivered(RECIPIENT, None),
+            Published::Failed(reason) => channel::failed(RECIPIENT, &reason),
             Published::Transient(reason) => {
                 tracing::warn!(job = %job.job_id, %reason, "intranet article not published; trying again later");
-                return Ack::Retry(retry_delay(delivery.delivered));
+                return Ack::Retry(channel::retry_delay(delivery.delivered));
             }
         };
-        let state = outcome.state;
-        match self.report(&job, outcome).await {
-            Ok(()) => {
-                tracing::info!(job = %job.job_id, ?state, "intranet job reported");
-                Ack::Done
-            }
-            Err(e) => {
-                // Publishing again is harmless: the webhook gets the same
-                // delivery id and bytes, the outbox one more identical line.
-                tracing::warn!(job = %job.job_id, error = %e, "cannot store the intranet outcome; trying again later");
-                Ack::Retry(retry_delay(delivery.delivered))
-            }
-        }
-    }
-
-    /// Appends the job's `DeliveryReported` with the deterministic id
-    /// `<job>.outcome`, so reporting the same job twice stores it once.
-    async fn report(
-        &self,
-        job: &DispatchJob,
-        outcome: RecipientOutcome,
-    ) -> Result<(), krisbud_kit::bus::AppendError> {
-        let event = Event::DeliveryReported(DeliveryReported {
-            crisis_id: job.crisis_id.clone(),
-            revision: job.revision,
-            channel: Channel::Intranet,
-            job_id: job.job_id.clone(),
-            provider: self.publisher.name().to_owned(),
-            outcomes: vec![outcome],
-        });
-        let mut envelope = Envelope::with_id(
-            format!("{}.outcome", job.job_id),
-            Actor::service(SERVICE),
-            event,
-        );
-        envelope.causation_id = Some(job.job_id.clone());
-        self.bus.append(&envelope, Expect::Any).await?;
-        Ok(())
-    }
-}
-
-fn outcome(state: DeliveryState, reason: Option<&str>) -> RecipientOutcome {
-    RecipientOutcome {
-        recipient: RECIPIENT.to_owned(),
-        state,
-        provider_ref: None,
-        reason: reason.map(str::to_owned),
+        // Should the outcome not be stored, publishing again is harmless: the
+        // webhook gets the same delivery id and bytes, the outbox one more
+        // identical line.
+        self.jobs.finish(delivery, &job, mode, vec![outcome]).await
     }
 }
 

@@ -7,13 +7,13 @@
 //! 2xx is delivered; another 3xx or 4xx is final; 408, 429, 5xx and network
 //! errors are transient and the job is tried again.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use krisbud_kit::Secret;
+use krisbud_kit::channel::{OutboxFile, error_chain};
+use krisbud_proto::Channel;
 use krisbud_proto::publish::IntranetArticle;
 use reqwest::StatusCode;
 use sha2::Sha256;
@@ -56,12 +56,7 @@ pub enum Publisher {
         secret: Secret,
     },
     /// A JSON-lines file.
-    Outbox {
-        /// The file appended to.
-        path: PathBuf,
-        /// Jobs handled at once must not interleave their lines.
-        lock: Arc<tokio::sync::Mutex<()>>,
-    },
+    Outbox(OutboxFile),
 }
 
 impl Publisher {
@@ -86,24 +81,17 @@ impl Publisher {
 
     /// An outbox at `<data_dir>/outbox/intranet.jsonl`, creating the directory.
     pub fn outbox(data_dir: &Path) -> anyhow::Result<Publisher> {
-        let dir = data_dir.join("outbox");
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the intranet outbox directory {}: {e}",
-                dir.display()
-            )
-        })?;
-        Ok(Publisher::Outbox {
-            path: dir.join("intranet.jsonl"),
-            lock: Arc::default(),
-        })
+        Ok(Publisher::Outbox(OutboxFile::new(
+            data_dir,
+            Channel::Intranet,
+        )?))
     }
 
     /// The name reported as the job's provider.
     pub fn name(&self) -> &'static str {
         match self {
             Publisher::Webhook { .. } => "webhook",
-            Publisher::Outbox { .. } => "outbox",
+            Publisher::Outbox(_) => "outbox",
         }
     }
 
@@ -136,16 +124,11 @@ impl Publisher {
                     }
                 }
             }
-            Publisher::Outbox { path, lock } => {
+            Publisher::Outbox(outbox) => {
                 let mut line = body;
                 line.push(b'\n');
-                let _guard = lock.lock().await;
-                let path = path.clone();
-                match tokio::task::spawn_blocking(move || append_synced(&path, &line)).await {
-                    Ok(Ok(())) => Published::Delivered,
-                    Ok(Err(e)) => {
-                        Published::Transient(format!("cannot write the intranet outbox: {e}"))
-                    }
+                match outbox.append(line).await {
+                    Ok(()) => Published::Delivered,
                     Err(e) => {
                         Published::Transient(format!("cannot write the intranet outbox: {e}"))
                     }
@@ -177,30 +160,6 @@ fn classify(status: StatusCode, body: &str) -> Published {
     } else {
         Published::Failed(reason)
     }
-}
-
-/// Appends `bytes` with one write to a file opened with `O_APPEND`, then syncs it.
-fn append_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_data()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

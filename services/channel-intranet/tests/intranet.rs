@@ -5,116 +5,43 @@ use std::time::Duration;
 
 use chrono::{TimeZone as _, Utc};
 use krisbud_channel_intranet::{Config, Mode};
-use krisbud_kit::service::PrivacyConfig;
-use krisbud_kit::{CancellationToken, Common, Runtime, Secret, Started};
-use krisbud_proto::event::{DeliveryReported, DeliveryState};
+use krisbud_kit::Secret;
+use krisbud_proto::Channel;
+use krisbud_proto::event::DeliveryReported;
+use krisbud_proto::event::DeliveryState;
 use krisbud_proto::job::{ChannelMessage, DispatchJob};
-use krisbud_proto::model::{
-    AlertStatus, CapInfo, Category, Certainty, ResponseType, Severity, Urgency,
-};
+use krisbud_proto::model::{AlertStatus, Severity};
 use krisbud_proto::publish::IntranetArticle;
 use krisbud_proto::template::{IntranetMessage, SmsMessage};
-use krisbud_proto::{Channel, Envelope, Event, spec, subject};
-use krisbud_tests::{NatsServer, WebhookReceiver, wait_until_async};
+use krisbud_tests::service::dispatch_job;
+use krisbud_tests::{TestService, WebhookReceiver};
 
 const WAIT: Duration = Duration::from_secs(20);
 const TITLE: &str = "Vattenläcka i Farsta: koka vattnet";
 const BODY: &str = "## Vad har hänt?\n\nEn vattenledning har gått sönder i Farsta.\n\n## Vad ska jag göra?\n\nKoka vattnet före användning.";
 
-struct App {
-    _nats: NatsServer,
-    rt: Runtime,
-    data: tempfile::TempDir,
-    shutdown: CancellationToken,
-    started: Option<Started>,
+/// The intranet channel with `config` on a nats-server of its own.
+async fn start(config: Config) -> TestService {
+    TestService::start(|rt, shutdown| krisbud_channel_intranet::start(config, rt, shutdown)).await
 }
 
-impl App {
-    async fn start(config: Config) -> App {
-        krisbud_tests::init_test_log();
-        let nats = NatsServer::start();
-        let data = tempfile::tempdir().unwrap();
-        let common = Common {
-            data_dir: data.path().to_path_buf(),
-            privacy: PrivacyConfig {
-                recipient_key: Secret::new("test-recipient-key"),
-            },
-            ..Default::default()
-        };
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let rt = Runtime::with_client(client, &common).await.unwrap();
-        let shutdown = CancellationToken::new();
-        let started = krisbud_channel_intranet::start(config, rt.clone(), shutdown.clone())
-            .await
-            .unwrap();
-        assert!(rt.health.is_ready(), "the channel is ready once started");
-        App {
-            _nats: nats,
-            rt,
-            data,
-            shutdown,
-            started: Some(started),
-        }
-    }
-
-    async fn outcome(&self, crisis_id: &str) -> DeliveryReported {
-        let stream = self.rt.bus.js.get_stream(spec::EVENTS.name).await.unwrap();
-        let subject = subject::delivery_events(Channel::Intranet, crisis_id);
-        let raw = wait_until_async("the intranet DeliveryReported event", WAIT, || {
-            let stream = stream.clone();
-            let subject = subject.clone();
-            async move { stream.get_last_raw_message_by_subject(&subject).await.ok() }
-        })
-        .await;
-        let envelope: Envelope = serde_json::from_slice(&raw.payload).unwrap();
-        assert_eq!(envelope.actor.user, "service:channel-intranet");
-        let Event::DeliveryReported(reported) = envelope.event else {
-            panic!("expected DeliveryReported, got {}", envelope.event.kind());
-        };
-        assert_eq!(envelope.id, format!("{}.outcome", reported.job_id));
-        assert_eq!(
-            envelope.causation_id.as_deref(),
-            Some(reported.job_id.as_str())
-        );
-        assert_eq!(reported.outcomes.len(), 1);
-        assert_eq!(reported.outcomes[0].recipient, "intranet");
-        reported
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        let started = self.started.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(15), started.wait())
-            .await
-            .expect("the channel stops within its grace period")
-            .unwrap();
-        assert!(!self.rt.health.is_ready());
-    }
+/// The crisis's `DeliveryReported`, which has the one recipient `intranet`.
+async fn outcome(app: &TestService, crisis_id: &str) -> DeliveryReported {
+    let reported = app.outcome(Channel::Intranet, crisis_id, WAIT).await.event;
+    assert_eq!(reported.outcomes.len(), 1);
+    assert_eq!(reported.outcomes[0].recipient, "intranet");
+    reported
 }
 
 fn job(crisis_id: &str) -> DispatchJob {
+    let message = ChannelMessage::Intranet(IntranetMessage {
+        title: TITLE.into(),
+        body: BODY.into(),
+    });
     DispatchJob {
-        job_id: format!("{crisis_id}.r2.intranet.sv.0"),
-        crisis_id: crisis_id.into(),
-        revision: 2,
-        channel: Channel::Intranet,
         status: AlertStatus::Exercise,
-        cap: CapInfo {
-            category: Category::Infra,
-            event: "Vattenläcka".into(),
-            urgency: Urgency::Immediate,
-            severity: Severity::Severe,
-            certainty: Certainty::Observed,
-            response_type: ResponseType::Prepare,
-        },
-        language: "sv".into(),
-        message: ChannelMessage::Intranet(IntranetMessage {
-            title: TITLE.into(),
-            body: BODY.into(),
-        }),
-        recipients: Vec::new(),
-        expires_at: None,
         declared_at: Utc.with_ymd_and_hms(2026, 11, 26, 9, 30, 0).unwrap(),
+        ..dispatch_job(Channel::Intranet, crisis_id, 2, "sv", message)
     }
 }
 
@@ -144,11 +71,11 @@ fn webhook_config(hook: &WebhookReceiver, secret: &str) -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_receives_a_signed_article_and_it_is_delivered() {
     let hook = WebhookReceiver::start("hook-secret").await;
-    let app = App::start(webhook_config(&hook, "hook-secret")).await;
+    let app = start(webhook_config(&hook, "hook-secret")).await;
     let job = job("vattenlacka-farsta");
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let reported = app.outcome("vattenlacka-farsta").await;
+    let reported = outcome(&app, "vattenlacka-farsta").await;
     assert_eq!(reported.provider, "webhook");
     assert_eq!(reported.outcomes[0].state, DeliveryState::Delivered);
     let received = hook.received();
@@ -174,11 +101,11 @@ async fn webhook_receives_a_signed_article_and_it_is_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_is_retried_with_the_same_signed_bytes() {
     let hook = WebhookReceiver::start("hook-secret").await;
-    let app = App::start(webhook_config(&hook, "hook-secret")).await;
+    let app = start(webhook_config(&hook, "hook-secret")).await;
     hook.fail_next(2, 503);
     app.rt.bus.dispatch(&job("storm-sodermalm")).await.unwrap();
 
-    let reported = app.outcome("storm-sodermalm").await;
+    let reported = outcome(&app, "storm-sodermalm").await;
     assert_eq!(reported.outcomes[0].state, DeliveryState::Delivered);
     assert_eq!(hook.requests(), 3, "two failures, then the delivery");
     let received = hook.received();
@@ -190,10 +117,10 @@ async fn a_503_is_retried_with_the_same_signed_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_signature_fails_with_the_webhooks_reason() {
     let hook = WebhookReceiver::start("hook-secret").await;
-    let app = App::start(webhook_config(&hook, "not-the-secret")).await;
+    let app = start(webhook_config(&hook, "not-the-secret")).await;
     app.rt.bus.dispatch(&job("gasutslapp-kista")).await.unwrap();
 
-    let reported = app.outcome("gasutslapp-kista").await;
+    let reported = outcome(&app, "gasutslapp-kista").await;
     let outcome = &reported.outcomes[0];
     assert_eq!(outcome.state, DeliveryState::Failed);
     assert_eq!(
@@ -207,7 +134,7 @@ async fn a_rejected_signature_fails_with_the_webhooks_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_writes_one_line_per_article() {
-    let app = App::start(Config::default()).await;
+    let app = start(Config::default()).await;
     app.rt
         .bus
         .dispatch(&job("vattenlacka-farsta"))
@@ -218,10 +145,10 @@ async fn outbox_writes_one_line_per_article() {
     other.language = "en".into();
     app.rt.bus.dispatch(&other).await.unwrap();
 
-    let reported = app.outcome("vattenlacka-farsta").await;
+    let reported = outcome(&app, "vattenlacka-farsta").await;
     assert_eq!(reported.provider, "outbox");
     assert_eq!(reported.outcomes[0].state, DeliveryState::Delivered);
-    app.outcome("brand-hjulsta").await;
+    outcome(&app, "brand-hjulsta").await;
 
     let text = std::fs::read_to_string(app.data.path().join("outbox/intranet.jsonl")).unwrap();
     let mut articles: Vec<IntranetArticle> = text
@@ -237,7 +164,7 @@ async fn outbox_writes_one_line_per_article() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_without_an_intranet_message_is_recorded_and_rejected() {
-    let app = App::start(Config::default()).await;
+    let app = start(Config::default()).await;
     let mut job = job("fel-kanal");
     job.message = ChannelMessage::Sms(SmsMessage {
         text: "text".into(),
@@ -246,7 +173,7 @@ async fn a_job_without_an_intranet_message_is_recorded_and_rejected() {
     });
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let reported = app.outcome("fel-kanal").await;
+    let reported = outcome(&app, "fel-kanal").await;
     assert_eq!(reported.outcomes[0].state, DeliveryState::Failed);
     assert_eq!(
         reported.outcomes[0].reason.as_deref(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, StreamExt as _};
 use krisbud_kit::Secret;
+use krisbud_kit::channel::error_chain;
 use krisbud_kit::privacy::mask;
 use krisbud_proto::event::{DeliveryState, RecipientOutcome};
 use krisbud_proto::job::{DispatchJob, Recipient};
@@ -17,7 +18,7 @@ use krisbud_proto::template::SmsMessage;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use crate::provider::{Attempt, SmsProvider, error_chain};
+use crate::provider::{Attempt, SmsProvider};
 
 /// How much of an error body goes into a failure reason.
 const REASON_BODY_LIMIT: usize = 200;

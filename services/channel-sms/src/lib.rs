@@ -11,28 +11,25 @@ pub mod elks;
 pub mod outbox;
 pub mod provider;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use krisbud_kit::bus::Expect;
-use krisbud_kit::consumer::{self, Ack, ConsumerSpec, Delivery};
-use krisbud_kit::{Bus, CancellationToken, Runtime, Secret, Started};
-use krisbud_proto::event::{DeliveryReported, DeliveryState, RecipientOutcome};
+use krisbud_kit::channel::{self, JobHandler, Jobs};
+use krisbud_kit::consumer::{Ack, Delivery};
+use krisbud_kit::{CancellationToken, Runtime, Secret, Started};
+use krisbud_proto::Channel;
 use krisbud_proto::job::{ChannelMessage, DispatchJob, Recipient};
-use krisbud_proto::template::SmsMessage;
-use krisbud_proto::{Actor, Channel, Envelope, Event, spec, subject};
 use serde::Deserialize;
-use tokio::task::JoinHandle;
 
 use crate::elks::{Elks46, ElksSettings};
 use crate::outbox::Outbox;
-use crate::provider::{Attempt, SmsProvider, is_alphanumeric_sender, is_e164};
+use crate::provider::{SmsProvider, is_alphanumeric_sender, is_e164};
 
 /// The service's name: its actor, health component and log target.
 pub const SERVICE: &str = "channel-sms";
-/// The durable consumer shared by every instance.
-pub const DURABLE: &str = "channel-sms";
+/// The durable consumer shared by every instance, named after the service (see
+/// `krisbud_kit::channel::consume`).
+pub const DURABLE: &str = SERVICE;
 
 /// Which provider carries the messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -152,273 +149,60 @@ pub async fn start(
     config.validate()?;
     let provider = config.provider(&rt)?;
     let name = provider.name();
-    let mut spec = ConsumerSpec::new(
-        spec::DISPATCH.name,
-        DURABLE,
-        &subject::dispatch_filter(Channel::Sms),
-    );
-    spec.concurrency = config.concurrency;
-    let channel = Arc::new(SmsChannel {
-        bus: rt.bus.clone(),
+    let sms = SmsChannel {
+        jobs: Jobs::new(rt.bus.clone(), Channel::Sms, SERVICE),
         provider,
-        settled: Settled::default(),
-    });
-    let handler = move |delivery: Delivery| {
-        let channel = channel.clone();
-        async move { channel.handle(delivery).await }
     };
-    let consuming = consumer::spawn(&rt.bus.js, spec, shutdown.clone(), handler).await?;
-    let ready = rt.health.component(SERVICE);
-    ready.set(true);
+    let started = channel::consume(
+        &rt,
+        SERVICE,
+        Channel::Sms,
+        config.concurrency,
+        shutdown,
+        sms,
+    )
+    .await?;
     tracing::info!(provider = name, "sms channel consuming");
-    let task = tokio::spawn(async move {
-        let result = drain(consuming, &shutdown).await;
-        ready.set(false);
-        result
-    });
-    Ok(Started { addr: None, task })
-}
-
-/// Waits for the consumer to drain after shutdown, at most the grace period: jobs
-/// still in hand then are abandoned and JetStream delivers them again later.
-async fn drain(
-    mut consuming: JoinHandle<anyhow::Result<()>>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    tokio::select! {
-        result = &mut consuming => result?,
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(krisbud_kit::shutdown::GRACE).await;
-        } => {
-            consuming.abort();
-            tracing::warn!("sms jobs in hand did not finish within the grace period; they will be delivered again");
-            Ok(())
-        }
-    }
-}
-
-/// The delay before a job with transient failures is tried again: 0.5 s, doubling
-/// with every delivery, at most one minute.
-pub fn retry_delay(delivered: i64) -> Duration {
-    let doublings = u32::try_from(delivered.saturating_sub(1).clamp(0, 7)).unwrap_or(7);
-    Duration::from_millis(500 * 2u64.pow(doublings)).min(Duration::from_secs(60))
-}
-
-/// How long the outcomes of a job being retried are remembered. A job that moved to
-/// another instance is never finished here, so its entry must not stay forever.
-const SETTLED_TTL: Duration = Duration::from_secs(3600);
-
-/// The settled outcomes of one job, by recipient reference.
-type Outcomes = HashMap<String, RecipientOutcome>;
-
-/// Outcomes already settled for jobs that are being retried, by job id, with when
-/// they were kept.
-#[derive(Default)]
-struct Settled {
-    jobs: Mutex<HashMap<String, (Instant, Outcomes)>>,
-}
-
-impl Settled {
-    fn take(&self, job_id: &str) -> Outcomes {
-        self.jobs
-            .lock()
-            .expect("settled lock")
-            .remove(job_id)
-            .map(|(_, outcomes)| outcomes)
-            .unwrap_or_default()
-    }
-
-    fn keep(&self, job_id: &str, outcomes: Outcomes) {
-        let mut jobs = self.jobs.lock().expect("settled lock");
-        jobs.retain(|_, (at, _)| at.elapsed() < SETTLED_TTL);
-        jobs.insert(job_id.to_owned(), (Instant::now(), outcomes));
-    }
+    Ok(started)
 }
 
 struct SmsChannel {
-    bus: Bus,
+    jobs: Jobs,
     provider: Arc<dyn SmsProvider>,
-    settled: Settled,
 }
 
-impl SmsChannel {
-    async fn handle(&self, delivery: Delivery) -> Ack {
-        let job: DispatchJob = match serde_json::from_slice(&delivery.payload) {
-            Ok(job) => job,
-            // serde's message could quote the payload, addresses included; the
-            // position is enough to find the fault.
-            Err(e) => {
-                return Ack::Reject(format!(
-                    "not a dispatch job ({:?} error at line {} column {})",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ));
-            }
+impl JobHandler for SmsChannel {
+    async fn handle(&self, delivery: &Delivery, job: DispatchJob) -> Ack {
+        let provider = self.provider.name();
+        let (Channel::Sms, ChannelMessage::Sms(message)) = (&job.channel, &job.message) else {
+            let reason = "the job carries no sms message";
+            let outcomes = channel::all_failed(&job, reason);
+            return self
+                .jobs
+                .refuse(delivery, &job, provider, outcomes, reason)
+                .await;
         };
-        let message = match (&job.channel, &job.message) {
-            (Channel::Sms, ChannelMessage::Sms(message)) => message.clone(),
-            _ => return self.refuse(&job, "the job carries no sms message").await,
-        };
-        let mut settled = self.settled.take(&job.job_id);
-        let mut open: Vec<Recipient> = Vec::new();
-        for recipient in &job.recipients {
-            if settled.contains_key(&recipient.reference)
-                || open.iter().any(|r| r.reference == recipient.reference)
-            {
-                continue;
-            }
+        let address = |recipient: &Recipient| {
             if is_e164(&recipient.address) {
-                open.push(recipient.clone());
+                Ok(())
             } else {
-                settled.insert(
-                    recipient.reference.clone(),
-                    failed(recipient, "the address is not an e.164 phone number"),
-                );
+                Err("the address is not an e.164 phone number")
             }
-        }
-        let transient = self.send(&job, &message, &open, &mut settled).await;
-        if let Some(reason) = transient {
-            let unsettled = job
-                .recipients
-                .iter()
-                .filter(|r| !settled.contains_key(&r.reference))
-                .count();
-            tracing::warn!(
-                job = %job.job_id,
-                unsettled,
-                %reason,
-                "sms job not finished; trying again later"
-            );
-            self.settled.keep(&job.job_id, settled);
-            return Ack::Retry(retry_delay(delivery.delivered));
-        }
-        let outcomes: Vec<RecipientOutcome> = job
-            .recipients
-            .iter()
-            .filter_map(|r| settled.get(&r.reference).cloned())
-            .collect();
-        match report(&self.bus, &job, self.provider.name(), outcomes).await {
-            Ok(()) => {
-                let count = |state| outcomes_count(&settled, &job, state);
-                tracing::info!(
-                    job = %job.job_id,
-                    sent = count(DeliveryState::Sent),
-                    delivered = count(DeliveryState::Delivered),
-                    failed = count(DeliveryState::Failed),
-                    "sms job reported"
-                );
-                Ack::Done
-            }
-            Err(e) => {
-                tracing::warn!(job = %job.job_id, error = %e, "cannot store the sms outcome; trying again later");
-                self.settled.keep(&job.job_id, settled);
-                Ack::Retry(retry_delay(delivery.delivered))
-            }
-        }
+        };
+        let send = async |open: Vec<(Recipient, ())>| {
+            let recipients: Vec<Recipient> = open.into_iter().map(|(r, ())| r).collect();
+            let attempts = self.provider.send(&job, message, &recipients).await;
+            recipients.into_iter().zip(attempts).collect()
+        };
+        self.jobs
+            .deliver(delivery, &job, provider, address, send)
+            .await
     }
-
-    /// Hands the open recipients to the provider and settles what it settled.
-    /// Returns why some recipients are still open, if they are.
-    async fn send(
-        &self,
-        job: &DispatchJob,
-        message: &SmsMessage,
-        open: &[Recipient],
-        settled: &mut Outcomes,
-    ) -> Option<String> {
-        if open.is_empty() {
-            return None;
-        }
-        let attempts = self.provider.send(job, message, open).await;
-        let mut transient = None;
-        if attempts.len() != open.len() {
-            transient = Some(format!(
-                "the provider answered for {} of {} recipients",
-                attempts.len(),
-                open.len()
-            ));
-        }
-        for (recipient, attempt) in open.iter().zip(attempts) {
-            match attempt {
-                Attempt::Settled(outcome) => {
-                    settled.insert(recipient.reference.clone(), outcome);
-                }
-                Attempt::Transient(reason) => transient = Some(reason),
-            }
-        }
-        transient
-    }
-
-    /// Records that a job can never be sent, then rejects it for good.
-    async fn refuse(&self, job: &DispatchJob, reason: &str) -> Ack {
-        let outcomes = job.recipients.iter().map(|r| failed(r, reason)).collect();
-        match report(&self.bus, job, self.provider.name(), outcomes).await {
-            Ok(()) => Ack::Reject(reason.to_owned()),
-            Err(e) => {
-                tracing::warn!(job = %job.job_id, error = %e, "cannot store why a job is refused; trying again later");
-                Ack::Retry(retry_delay(1))
-            }
-        }
-    }
-}
-
-/// How many of the job's recipients ended in `state`.
-fn outcomes_count(settled: &Outcomes, job: &DispatchJob, state: DeliveryState) -> usize {
-    job.recipients
-        .iter()
-        .filter(|r| settled.get(&r.reference).is_some_and(|o| o.state == state))
-        .count()
-}
-
-fn failed(recipient: &Recipient, reason: &str) -> RecipientOutcome {
-    RecipientOutcome {
-        recipient: recipient.reference.clone(),
-        state: DeliveryState::Failed,
-        provider_ref: None,
-        reason: Some(reason.to_owned()),
-    }
-}
-
-/// Appends the job's `DeliveryReported` with the deterministic id `<job>.outcome`,
-/// so reporting the same job twice stores it once.
-async fn report(
-    bus: &Bus,
-    job: &DispatchJob,
-    provider: &str,
-    outcomes: Vec<RecipientOutcome>,
-) -> Result<(), krisbud_kit::bus::AppendError> {
-    let event = Event::DeliveryReported(DeliveryReported {
-        crisis_id: job.crisis_id.clone(),
-        revision: job.revision,
-        channel: Channel::Sms,
-        job_id: job.job_id.clone(),
-        provider: provider.to_owned(),
-        outcomes,
-    });
-    let mut envelope = Envelope::with_id(
-        format!("{}.outcome", job.job_id),
-        Actor::service(SERVICE),
-        event,
-    );
-    envelope.causation_id = Some(job.job_id.clone());
-    bus.append(&envelope, Expect::Any).await?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_delays_grow_and_stop_at_a_minute() {
-        assert_eq!(retry_delay(1), Duration::from_millis(500));
-        assert_eq!(retry_delay(2), Duration::from_secs(1));
-        assert_eq!(retry_delay(4), Duration::from_secs(4));
-        assert_eq!(retry_delay(100), Duration::from_secs(60));
-        assert_eq!(retry_delay(0), Duration::from_millis(500));
-    }
 
     #[test]
     fn config_is_checked() {

@@ -5,14 +5,13 @@
 //! is created readable by its owner only. A job's lines are written with one
 //! append and synced to disk before the job counts as delivered.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use krisbud_proto::event::{DeliveryState, RecipientOutcome};
+use krisbud_kit::channel::{self, OutboxFile};
+use krisbud_proto::Channel;
 use krisbud_proto::job::{DispatchJob, Recipient};
 use krisbud_proto::template::SmsMessage;
 use serde::Serialize;
@@ -38,33 +37,22 @@ struct OutboxLine<'a> {
 
 /// Writes SMS to a JSON-lines file.
 pub struct Outbox {
-    path: PathBuf,
+    file: OutboxFile,
     from: String,
-    // Jobs handled at once must not interleave their lines; the lock keeps one
-    // append at a time within this process.
-    lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Outbox {
     /// An outbox at `<data_dir>/outbox/sms.jsonl`, creating the directory.
     pub fn new(data_dir: &Path, from: &str) -> anyhow::Result<Outbox> {
-        let dir = data_dir.join("outbox");
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the sms outbox directory {}: {e}",
-                dir.display()
-            )
-        })?;
         Ok(Outbox {
-            path: dir.join("sms.jsonl"),
+            file: OutboxFile::new(data_dir, Channel::Sms)?,
             from: from.to_owned(),
-            lock: Arc::default(),
         })
     }
 
     /// The file the outbox appends to.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     async fn write(
@@ -91,26 +79,8 @@ impl Outbox {
             serde_json::to_writer(&mut buffer, &line)?;
             buffer.push(b'\n');
         }
-        let _guard = self.lock.lock().await;
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || append_synced(&path, &buffer))
-            .await
-            .map_err(std::io::Error::other)?
+        self.file.append(buffer).await
     }
-}
-
-/// Appends `bytes` with one write to a file opened with `O_APPEND`, then syncs it.
-fn append_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_data()
 }
 
 impl SmsProvider for Outbox {
@@ -128,14 +98,7 @@ impl SmsProvider for Outbox {
             match self.write(job, message, recipients).await {
                 Ok(()) => recipients
                     .iter()
-                    .map(|r| {
-                        Attempt::Settled(RecipientOutcome {
-                            recipient: r.reference.clone(),
-                            state: DeliveryState::Delivered,
-                            provider_ref: None,
-                            reason: None,
-                        })
-                    })
+                    .map(|r| Attempt::Settled(channel::delivered(&r.reference, None)))
                     .collect(),
                 Err(e) => {
                     let reason = format!("cannot write the sms outbox: {e}");

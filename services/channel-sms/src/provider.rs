@@ -5,19 +5,9 @@
 //! only behind [`SmsProvider`]; the channel decides about retries and reporting.
 
 use futures::future::BoxFuture;
-use krisbud_proto::event::RecipientOutcome;
+pub use krisbud_kit::channel::Attempt;
 use krisbud_proto::job::{DispatchJob, Recipient};
 use krisbud_proto::template::SmsMessage;
-
-/// What one attempt to reach one recipient came to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Attempt {
-    /// Settled: sent, delivered or failed for good.
-    Settled(RecipientOutcome),
-    /// Could not be settled now (provider overloaded or unreachable); the job is
-    /// tried again later. The text says why, without personal data.
-    Transient(String),
-}
 
 /// An SMS provider.
 pub trait SmsProvider: Send + Sync {
@@ -47,22 +37,6 @@ pub fn is_e164(s: &str) -> bool {
 /// Whether `s` can be an alphanumeric sender id: 1 to 11 ASCII letters or digits.
 pub fn is_alphanumeric_sender(s: &str) -> bool {
     (1..=11).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-/// An error with its causes, `outer: inner: innermost`, for reasons and logs.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        // Many errors repeat their cause in their own message.
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -4,124 +4,39 @@
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::Utc;
 use krisbud_channel_sms::{Config, ProviderKind};
-use krisbud_kit::service::PrivacyConfig;
-use krisbud_kit::{CancellationToken, Common, Runtime, Secret, Started};
+use krisbud_kit::Secret;
 use krisbud_proto::event::{DeliveryReported, DeliveryState};
 use krisbud_proto::job::{ChannelMessage, DispatchJob, Recipient};
-use krisbud_proto::model::{
-    AlertStatus, CapInfo, Category, Certainty, ResponseType, Severity, Urgency,
-};
 use krisbud_proto::template::{EmailMessage, SmsMessage};
-use krisbud_proto::{Channel, Envelope, Event, spec, subject};
-use krisbud_tests::{ElksSimulator, NatsServer, wait_until_async};
+use krisbud_proto::{Channel, spec};
+use krisbud_tests::service::{dispatch_job, recipient};
+use krisbud_tests::{ElksSimulator, TestService, wait_until_async};
 
-const KEY: &str = "test-recipient-key";
 const WAIT: Duration = Duration::from_secs(20);
 const TEXT: &str =
     "Stockholms stad: vattenläcka i Farsta. Koka vattnet före användning. Mer på stockholm.se/kris";
 
-struct App {
-    _nats: NatsServer,
-    rt: Runtime,
-    data: tempfile::TempDir,
-    shutdown: CancellationToken,
-    started: Option<Started>,
+/// The SMS channel with `config` on a nats-server of its own.
+async fn start(config: Config) -> TestService {
+    TestService::start(|rt, shutdown| krisbud_channel_sms::start(config, rt, shutdown)).await
 }
 
-impl App {
-    async fn start(config: Config) -> App {
-        krisbud_tests::init_test_log();
-        let nats = NatsServer::start();
-        let data = tempfile::tempdir().unwrap();
-        let common = Common {
-            data_dir: data.path().to_path_buf(),
-            privacy: PrivacyConfig {
-                recipient_key: Secret::new(KEY),
-            },
-            ..Default::default()
-        };
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let rt = Runtime::with_client(client, &common).await.unwrap();
-        let shutdown = CancellationToken::new();
-        let started = krisbud_channel_sms::start(config, rt.clone(), shutdown.clone())
-            .await
-            .unwrap();
-        assert!(rt.health.is_ready(), "the channel is ready once started");
-        App {
-            _nats: nats,
-            rt,
-            data,
-            shutdown,
-            started: Some(started),
-        }
-    }
-
-    async fn outcome(&self, crisis_id: &str) -> (DeliveryReported, Vec<u8>) {
-        let stream = self.rt.bus.js.get_stream(spec::EVENTS.name).await.unwrap();
-        let subject = subject::delivery_events(Channel::Sms, crisis_id);
-        let raw = wait_until_async("the sms DeliveryReported event", WAIT, || {
-            let stream = stream.clone();
-            let subject = subject.clone();
-            async move { stream.get_last_raw_message_by_subject(&subject).await.ok() }
-        })
-        .await;
-        let envelope: Envelope = serde_json::from_slice(&raw.payload).unwrap();
-        assert_eq!(envelope.actor.user, "service:channel-sms");
-        let Event::DeliveryReported(reported) = envelope.event else {
-            panic!("expected DeliveryReported, got {}", envelope.event.kind());
-        };
-        assert_eq!(envelope.id, format!("{}.outcome", reported.job_id));
-        assert_eq!(
-            envelope.causation_id.as_deref(),
-            Some(reported.job_id.as_str())
-        );
-        (reported, raw.payload.to_vec())
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        let started = self.started.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(15), started.wait())
-            .await
-            .expect("the channel stops within its grace period")
-            .unwrap();
-        assert!(!self.rt.health.is_ready());
-    }
-}
-
-fn recipient(number: &str) -> Recipient {
-    Recipient {
-        reference: krisbud_kit::privacy::recipient_ref(KEY.as_bytes(), number),
-        address: number.into(),
-    }
+/// The crisis's `DeliveryReported`, and its body as stored.
+async fn outcome(app: &TestService, crisis_id: &str) -> (DeliveryReported, Vec<u8>) {
+    let reported = app.outcome(Channel::Sms, crisis_id, WAIT).await;
+    (reported.event, reported.raw)
 }
 
 fn job(crisis_id: &str, recipients: Vec<Recipient>) -> DispatchJob {
+    let message = ChannelMessage::Sms(SmsMessage {
+        text: TEXT.into(),
+        encoding: "gsm7".into(),
+        segments: 1,
+    });
     DispatchJob {
-        job_id: format!("{crisis_id}.r1.sms.sv.0"),
-        crisis_id: crisis_id.into(),
-        revision: 1,
-        channel: Channel::Sms,
-        status: AlertStatus::Actual,
-        cap: CapInfo {
-            category: Category::Infra,
-            event: "Vattenläcka".into(),
-            urgency: Urgency::Immediate,
-            severity: Severity::Severe,
-            certainty: Certainty::Observed,
-            response_type: ResponseType::Prepare,
-        },
-        language: "sv".into(),
-        message: ChannelMessage::Sms(SmsMessage {
-            text: TEXT.into(),
-            encoding: "gsm7".into(),
-            segments: 1,
-        }),
         recipients,
-        expires_at: None,
-        declared_at: Utc::now(),
+        ..dispatch_job(Channel::Sms, crisis_id, 1, "sv", message)
     }
 }
 
@@ -158,14 +73,14 @@ fn assert_no_numbers(event: &[u8], numbers: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_writes_one_line_per_recipient_and_reports_delivered() {
-    let app = App::start(Config::default()).await;
+    let app = start(Config::default()).await;
     let numbers = ["+46701234567", "+46709876543"];
     let mut recipients: Vec<Recipient> = numbers.iter().map(|n| recipient(n)).collect();
     recipients.push(recipient("070-123 45 67"));
     let job = job("vattenlacka-farsta", recipients.clone());
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let (reported, raw) = app.outcome("vattenlacka-farsta").await;
+    let (reported, raw) = outcome(&app, "vattenlacka-farsta").await;
     assert_eq!(reported.provider, "outbox");
     assert_eq!(reported.job_id, job.job_id);
     assert_eq!(reported.outcomes.len(), 3);
@@ -199,7 +114,7 @@ async fn outbox_writes_one_line_per_recipient_and_reports_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elks_receives_each_number_and_outcomes_are_sent() {
     let sim = ElksSimulator::start("u0123", "p4ss").await;
-    let app = App::start(elks_config(&sim, "p4ss")).await;
+    let app = start(elks_config(&sim, "p4ss")).await;
     let numbers = ["+46701234567", "+46709876543"];
     let job = job(
         "brand-hjulsta",
@@ -207,7 +122,7 @@ async fn elks_receives_each_number_and_outcomes_are_sent() {
     );
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let (reported, raw) = app.outcome("brand-hjulsta").await;
+    let (reported, raw) = outcome(&app, "brand-hjulsta").await;
     assert_eq!(reported.provider, "46elks");
     let received = sim.received();
     assert_eq!(received.len(), 2);
@@ -237,7 +152,7 @@ async fn elks_receives_each_number_and_outcomes_are_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_is_retried_without_texting_anyone_twice() {
     let sim = ElksSimulator::start("u0123", "p4ss").await;
-    let app = App::start(elks_config(&sim, "p4ss")).await;
+    let app = start(elks_config(&sim, "p4ss")).await;
     let numbers = ["+46701234567", "+46709876543", "+46731112233"];
     // One of the three requests fails; the retry must reach only that recipient.
     sim.fail_next(1, 503);
@@ -247,7 +162,7 @@ async fn a_503_is_retried_without_texting_anyone_twice() {
     );
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let (reported, raw) = app.outcome("storm-sodermalm").await;
+    let (reported, raw) = outcome(&app, "storm-sodermalm").await;
     assert_eq!(reported.outcomes.len(), 3);
     assert!(
         reported
@@ -272,11 +187,11 @@ async fn a_503_is_retried_without_texting_anyone_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4xx_fails_the_recipient_with_the_providers_reason() {
     let sim = ElksSimulator::start("u0123", "p4ss").await;
-    let app = App::start(elks_config(&sim, "wrong")).await;
+    let app = start(elks_config(&sim, "wrong")).await;
     let job = job("gasutslapp-kista", vec![recipient("+46701234567")]);
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let (reported, raw) = app.outcome("gasutslapp-kista").await;
+    let (reported, raw) = outcome(&app, "gasutslapp-kista").await;
     let outcome = &reported.outcomes[0];
     assert_eq!(outcome.state, DeliveryState::Failed);
     let reason = outcome.reason.as_deref().unwrap();
@@ -289,7 +204,7 @@ async fn a_4xx_fails_the_recipient_with_the_providers_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_without_an_sms_message_is_recorded_and_rejected() {
-    let app = App::start(Config::default()).await;
+    let app = start(Config::default()).await;
     let mut job = job("fel-kanal", vec![recipient("+46701234567")]);
     job.message = ChannelMessage::Email(EmailMessage {
         subject: "Ämne".into(),
@@ -298,7 +213,7 @@ async fn a_job_without_an_sms_message_is_recorded_and_rejected() {
     });
     app.rt.bus.dispatch(&job).await.unwrap();
 
-    let (reported, _) = app.outcome("fel-kanal").await;
+    let (reported, _) = outcome(&app, "fel-kanal").await;
     assert_eq!(reported.outcomes[0].state, DeliveryState::Failed);
     assert_eq!(
         reported.outcomes[0].reason.as_deref(),

@@ -2,16 +2,8 @@
 
 #[derive(serde::Deserialize)]
 struct Settings {
-    #[serde(flatten)]
-    common: krisbud_kit::Common,
     #[serde(default)]
     gateway: krisbud_gateway::Config,
-}
-
-impl krisbud_kit::ServiceConfig for Settings {
-    fn common(&self) -> &krisbud_kit::Common {
-        &self.common
-    }
 }
 
 fn main() -> std::process::ExitCode {

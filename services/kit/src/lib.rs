@@ -5,6 +5,7 @@
 //! context across NATS, health endpoints, shutdown, and recipient pseudonyms.
 
 pub mod bus;
+pub mod channel;
 pub mod command;
 pub mod config;
 pub mod consumer;
@@ -18,5 +19,5 @@ pub mod telemetry;
 pub use bus::Bus;
 pub use config::{NatsConfig, Secret, TelemetryConfig};
 pub use health::Health;
-pub use service::{Common, Runtime, ServiceConfig, Started};
+pub use service::{Common, Runtime, Started};
 pub use tokio_util::sync::CancellationToken;

@@ -49,12 +49,6 @@ impl Default for Common {
     }
 }
 
-/// A service's whole configuration file: the common sections plus its own.
-pub trait ServiceConfig: DeserializeOwned {
-    /// The common sections.
-    fn common(&self) -> &Common;
-}
-
 /// What a service gets from its host process.
 #[derive(Clone)]
 pub struct Runtime {
@@ -129,15 +123,19 @@ pub fn config_path() -> Option<PathBuf> {
 }
 
 /// The whole `main` of a standalone service: config, telemetry, NATS, health,
-/// `start`, then wait for shutdown.
-pub fn main<C, F, Fut>(name: &'static str, start: F) -> ExitCode
+/// `start`, then wait for shutdown. `S` holds the service's own section; the
+/// common sections are read from the same file separately (not flattened into `S`,
+/// which would lose the key's name from error messages).
+pub fn main<S, F, Fut>(name: &'static str, start: F) -> ExitCode
 where
-    C: ServiceConfig,
-    F: FnOnce(C, Runtime, CancellationToken) -> Fut,
+    S: DeserializeOwned,
+    F: FnOnce(S, Runtime, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<Started>>,
 {
-    let config: C = config::load_or_exit(config_path().as_deref());
-    if config.common().nats.url.is_empty() {
+    let path = config_path();
+    let common: Common = config::load_or_exit(path.as_deref());
+    let settings: S = config::load_or_exit(path.as_deref());
+    if common.nats.url.is_empty() {
         eprintln!("krisbud: bad configuration: key `nats.url` is required for a standalone {name}");
         return ExitCode::from(config::EXIT_BAD_CONFIG as u8);
     }
@@ -149,11 +147,11 @@ where
         }
     };
     runtime.block_on(async move {
-        let _telemetry = telemetry::init(name, &config.common().telemetry);
+        let _telemetry = telemetry::init(name, &common.telemetry);
         let shutdown = shutdown::on_signals();
         let result = async {
-            let rt = Runtime::connect(name, config.common(), &shutdown).await?;
-            let listener = tokio::net::TcpListener::bind(&config.common().health_listen).await?;
+            let rt = Runtime::connect(name, &common, &shutdown).await?;
+            let listener = tokio::net::TcpListener::bind(&common.health_listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "health endpoints");
             let router = rt.health.router();
             let health_shutdown = shutdown.clone();
@@ -162,7 +160,7 @@ where
                     .with_graceful_shutdown(health_shutdown.cancelled_owned())
                     .await
             });
-            let started = start(config, rt, shutdown.clone()).await?;
+            let started = start(settings, rt, shutdown.clone()).await?;
             started.wait().await
         }
         .await;

@@ -7,7 +7,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    #[serde(flatten)]
+    /// The common sections, read separately (see [`Config::load`]).
+    #[serde(skip)]
     pub common: krisbud_kit::Common,
     pub gateway: krisbud_gateway::Config,
     pub coordinator: krisbud_coordinator::Config,
@@ -39,8 +40,21 @@ impl Default for LocalNats {
     }
 }
 
-impl krisbud_kit::ServiceConfig for Config {
-    fn common(&self) -> &krisbud_kit::Common {
-        &self.common
+impl Config {
+    /// Loads the file and the environment. The common sections are read on their
+    /// own rather than flattened in, so an error still names its key.
+    pub fn load(
+        file: Option<&std::path::Path>,
+    ) -> Result<Config, krisbud_kit::config::ConfigError> {
+        let common = krisbud_kit::config::load(file)?;
+        let config: Config = krisbud_kit::config::load(file)?;
+        Ok(Config { common, ..config })
+    }
+
+    /// Parses a TOML text (tests build their configuration this way).
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        let common = toml::from_str(text)?;
+        let config: Config = toml::from_str(text)?;
+        Ok(Config { common, ..config })
     }
 }

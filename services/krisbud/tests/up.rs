@@ -21,6 +21,10 @@ struct Up {
 
 impl Up {
     fn start(data_dir: &Path, config: Option<&Path>, demo: bool) -> Up {
+        Up::spawn(data_dir, config, demo, &[]).wait_ready()
+    }
+
+    fn spawn(data_dir: &Path, config: Option<&Path>, demo: bool, env: &[(&str, &str)]) -> Spawned {
         let mut command = Command::new(KRISBUD);
         command
             .arg("up")
@@ -41,6 +45,7 @@ impl Up {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
+        command.envs(env.iter().copied());
         let started = Instant::now();
         let mut child = command.spawn().expect("krisbud starts");
         let stdout = child.stdout.take().unwrap();
@@ -52,6 +57,28 @@ impl Up {
                 }
             }
         });
+        Spawned {
+            child,
+            lines,
+            started,
+        }
+    }
+}
+
+/// A `krisbud up` that has not printed its ready line yet.
+struct Spawned {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    started: Instant,
+}
+
+impl Spawned {
+    fn wait_ready(self) -> Up {
+        let Spawned {
+            child,
+            lines,
+            started,
+        } = self;
         let ready = loop {
             let line = lines
                 .recv_timeout(Duration::from_secs(60))
@@ -77,7 +104,9 @@ impl Up {
             _lines: lines,
         }
     }
+}
 
+impl Up {
     /// SIGTERM, then wait for a clean exit.
     fn terminate(mut self) {
         let pid = self.child.id().to_string();
@@ -391,4 +420,42 @@ elks_password = "elks-secret"
     tokio::task::spawn_blocking(move || second.terminate())
         .await
         .unwrap();
+}
+
+#[test]
+fn a_bad_configuration_exits_64_naming_the_key() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(KRISBUD)
+        .args(["up", "--data-dir"])
+        .arg(data.path())
+        .env("KRISBUD_NATS__REQUEST_TIMEOUT_SECS", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nats.request_timeout_secs"), "{stderr}");
+}
+
+#[test]
+fn up_waits_for_a_nats_server_that_starts_later() {
+    let data = tempfile::tempdir().unwrap();
+    let port = krisbud_tests::nats::free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let spawned = Up::spawn(
+        data.path(),
+        None,
+        true,
+        &[("KRISBUD_NATS__URL", url.as_str())],
+    );
+    // Nothing listens yet: krisbud must keep trying rather than give up.
+    let _nats = NatsServer::start_on(port);
+    let up = spawned.wait_ready();
+    let tokens = read_tokens(data.path());
+    let listed = cli(
+        &up.api,
+        tokens["tib.maria"].as_str().unwrap(),
+        &["templates"],
+    );
+    assert!(listed.status.success());
+    up.terminate();
 }

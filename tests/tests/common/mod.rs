@@ -91,7 +91,7 @@ listen = "127.0.0.1:0"
             url = self.nats.url(),
             extra = self.extra
         );
-        toml::from_str(&text).expect("a valid test configuration")
+        Config::from_toml(&text).expect("a valid test configuration")
     }
 
     async fn start(&mut self) {
