@@ -265,6 +265,8 @@ async fn operators_confirm_and_the_audit_chain_records_everything() {
 #[tokio::test]
 async fn bad_input_gets_a_problem_naming_it_and_nothing_is_dispatched() {
     let app = TestApp::spawn().await;
+    // The demo templates' lifecycle events are there from the start.
+    let events_before = app.stream_messages("KRISBUD_EVENTS").await;
     let mut cases: Vec<(&str, reqwest::Response, u16, Option<&str>)> = Vec::new();
 
     let mut unknown = water_declaration();
@@ -365,7 +367,7 @@ async fn bad_input_gets_a_problem_naming_it_and_nothing_is_dispatched() {
     );
     assert_eq!(
         app.stream_messages("KRISBUD_EVENTS").await,
-        0,
+        events_before,
         "nothing declared"
     );
 }
@@ -384,4 +386,42 @@ async fn a_restart_right_after_the_declaration_loses_no_recipient() {
     unique.dedup();
     assert_eq!(unique, DEMO_PHONES, "every recipient reached");
     eprintln!("sms outbox lines {} for 5 recipients", sms.len());
+}
+
+#[tokio::test]
+async fn a_retried_declaration_with_the_same_idempotency_key_declares_once() {
+    let app = TestApp::spawn().await;
+    let declare = || async {
+        let response = app
+            .http
+            .post(format!("{}/api/v1/crises", app.api))
+            .bearer_auth(app.token(Role::DutyOfficer))
+            .header("Idempotency-Key", "tib-2026-11-26-farsta")
+            .json(&water_declaration())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json::<Value>().await.unwrap()["crisis_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = declare().await;
+    let second = declare().await;
+    assert_eq!(first, second, "the retry answers with the first crisis");
+    let status = app.wait_delivered(&first, Duration::from_secs(10)).await;
+    assert_eq!(status.channels[&krisbud_proto::Channel::Sms].total, 5);
+    assert_eq!(app.sms_outbox().len(), 5, "nobody got the message twice");
+    let list: Vec<Value> = app
+        .http
+        .get(format!("{}/api/v1/crises", app.api))
+        .bearer_auth(app.token(Role::DutyOfficer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1, "one crisis");
 }
