@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::Actor;
 use crate::model::{AlertStatus, Channel};
+use crate::template::TemplateVersion;
 
 /// A request to a service, carrying who asks.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -134,9 +135,107 @@ pub struct GetCrisis {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ListCrises {}
 
-/// Ask for the declarable templates.
+/// Ask for the declarable templates: the newest approved version of each; with
+/// `all`, every version of every template in any state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ListTemplates {}
+pub struct ListTemplates {
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Ask for one template's versions and their history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GetTemplate {
+    pub template: String,
+}
+
+/// Ask for one template version with its wording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GetTemplateVersion {
+    pub template: String,
+    pub version: u32,
+}
+
+/// Draft a new version of a template from the given wording. The coordinator
+/// numbers it (one past the newest) and makes the actor its author; `version`,
+/// `state`, `author` and `approved_by` in `draft` are ignored, so an approved
+/// version is never changed by a draft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DraftTemplate {
+    pub draft: TemplateVersion,
+    /// Whether this starts a new template (`POST /templates`): refused when the id
+    /// is taken. Otherwise the template must exist.
+    #[serde(default)]
+    pub new_template: bool,
+}
+
+/// The answer to a draft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DraftResult {
+    /// False when a draft, submitted or approved version with the same wording
+    /// already existed; `template` is then that version and nothing was appended.
+    pub created: bool,
+    pub template: TemplateVersion,
+}
+
+/// A step in a version's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateAction {
+    /// Draft → submitted (template_editor).
+    Submit,
+    /// Submitted → approved (template_approver, not the author).
+    Approve,
+    /// Submitted → rejected, with a reason (template_approver, not the author).
+    Reject,
+    /// Approved → retired (template_approver or admin).
+    Retire,
+}
+
+impl TemplateAction {
+    /// The action's name as used in URLs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateAction::Submit => "submit",
+            TemplateAction::Approve => "approve",
+            TemplateAction::Reject => "reject",
+            TemplateAction::Retire => "retire",
+        }
+    }
+}
+
+/// Take a lifecycle step with one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChangeTemplateState {
+    pub template: String,
+    pub version: u32,
+    pub action: TemplateAction,
+    /// Why: required to reject, optional to retire, not used otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Render one version with sample values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PreviewTemplate {
+    pub template: String,
+    pub version: u32,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Render as an exercise or test to see the marking; actual by default.
+    #[serde(default)]
+    pub status: AlertStatus,
+}
+
+/// Compare one version with another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DiffTemplate {
+    pub template: String,
+    pub version: u32,
+    /// The version to compare against; the last approved one when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub against: Option<u32>,
+}
 
 /// Ask for audit records.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -147,6 +246,12 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Only events that occurred at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<DateTime<Utc>>,
+    /// Only events that occurred before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<DateTime<Utc>>,
     /// First audit sequence to return (1 when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_sequence: Option<u64>,

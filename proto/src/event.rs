@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{AlertStatus, CapInfo, Channel};
 use crate::subject;
-use crate::template::{RenderedLanguage, TemplateRef};
+use crate::template::{RenderedLanguage, TemplateRef, TemplateVersion};
 
 /// Every event krisbud records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -23,6 +23,20 @@ pub enum Event {
     DeliveryReported(DeliveryReported),
     /// An operator confirmed that a channel's message is really out.
     ChannelConfirmed(ChannelConfirmed),
+    /// A template editor wrote a new template version (a draft).
+    TemplateDrafted(TemplateDrafted),
+    /// A draft was handed in for approval.
+    TemplateSubmitted(TemplateSubmitted),
+    /// A template approver (not the author) approved a submitted version.
+    TemplateApproved(TemplateApproved),
+    /// A template approver refused a submitted version, with a reason.
+    TemplateRejected(TemplateRejected),
+    /// An approved version was taken out of use.
+    TemplateRetired(TemplateRetired),
+    /// The audit service's checkpoint signing key was registered or changed.
+    AuditKeyRotated(crate::audit::AuditKeyRotated),
+    /// An auditor looked up whether a recipient was notified.
+    RecipientLookedUp(crate::audit::RecipientLookedUp),
 }
 
 impl Event {
@@ -33,6 +47,13 @@ impl Event {
             Event::DispatchPlanned(_) => "DispatchPlanned",
             Event::DeliveryReported(_) => "DeliveryReported",
             Event::ChannelConfirmed(_) => "ChannelConfirmed",
+            Event::TemplateDrafted(_) => "TemplateDrafted",
+            Event::TemplateSubmitted(_) => "TemplateSubmitted",
+            Event::TemplateApproved(_) => "TemplateApproved",
+            Event::TemplateRejected(_) => "TemplateRejected",
+            Event::TemplateRetired(_) => "TemplateRetired",
+            Event::AuditKeyRotated(_) => "AuditKeyRotated",
+            Event::RecipientLookedUp(_) => "RecipientLookedUp",
         }
     }
 
@@ -43,6 +64,30 @@ impl Event {
             Event::DispatchPlanned(e) => Some(&e.crisis_id),
             Event::DeliveryReported(e) => Some(&e.crisis_id),
             Event::ChannelConfirmed(e) => Some(&e.crisis_id),
+            Event::RecipientLookedUp(e) => e.crisis_id.as_deref(),
+            Event::AuditKeyRotated(_)
+            | Event::TemplateDrafted(_)
+            | Event::TemplateSubmitted(_)
+            | Event::TemplateApproved(_)
+            | Event::TemplateRejected(_)
+            | Event::TemplateRetired(_) => None,
+        }
+    }
+
+    /// The template and version the event belongs to, for template lifecycle events.
+    pub fn template(&self) -> Option<(&str, u32)> {
+        match self {
+            Event::TemplateDrafted(e) => Some((&e.template.id, e.template.version)),
+            Event::TemplateSubmitted(e) => Some((&e.template_id, e.version)),
+            Event::TemplateApproved(e) => Some((&e.template_id, e.version)),
+            Event::TemplateRejected(e) => Some((&e.template_id, e.version)),
+            Event::TemplateRetired(e) => Some((&e.template_id, e.version)),
+            Event::CrisisDeclared(_)
+            | Event::DispatchPlanned(_)
+            | Event::DeliveryReported(_)
+            | Event::ChannelConfirmed(_)
+            | Event::AuditKeyRotated(_)
+            | Event::RecipientLookedUp(_) => None,
         }
     }
 
@@ -53,6 +98,13 @@ impl Event {
             Event::ChannelConfirmed(e) => subject::crisis_events(&e.crisis_id),
             Event::DispatchPlanned(e) => subject::crisis_events(&e.crisis_id),
             Event::DeliveryReported(e) => subject::delivery_events(e.channel, &e.crisis_id),
+            Event::TemplateDrafted(e) => subject::template_events(&e.template.id),
+            Event::TemplateSubmitted(e) => subject::template_events(&e.template_id),
+            Event::TemplateApproved(e) => subject::template_events(&e.template_id),
+            Event::TemplateRejected(e) => subject::template_events(&e.template_id),
+            Event::TemplateRetired(e) => subject::template_events(&e.template_id),
+            Event::AuditKeyRotated(_) => subject::AUDIT_KEY_EVENTS.to_owned(),
+            Event::RecipientLookedUp(_) => subject::AUDIT_LOOKUP_EVENTS.to_owned(),
         }
     }
 }
@@ -155,4 +207,43 @@ pub struct ChannelConfirmed {
     /// The operator's note ("banner live on stockholm.se").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// A new template version, with its whole wording. Its `state` is `draft` and its
+/// `author` the actor of the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateDrafted {
+    pub template: TemplateVersion,
+}
+
+/// A draft was handed in for approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateSubmitted {
+    pub template_id: String,
+    pub version: u32,
+}
+
+/// A submitted version was approved by the envelope's actor, who is not its author.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateApproved {
+    pub template_id: String,
+    pub version: u32,
+}
+
+/// A submitted version was refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateRejected {
+    pub template_id: String,
+    pub version: u32,
+    /// What the author should change.
+    pub reason: String,
+}
+
+/// An approved version was taken out of use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateRetired {
+    pub template_id: String,
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

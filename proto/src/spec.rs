@@ -71,6 +71,18 @@ pub const AUDIT: StreamSpec = StreamSpec {
     description: "krisbud audit hash chain; append-only",
 };
 
+/// The audit chain's signed checkpoints: a stream of their own, so the chain's
+/// record sequences stay equal to KRISBUD_AUDIT's stream sequences.
+pub const AUDIT_CHECKPOINTS: StreamSpec = StreamSpec {
+    name: "KRISBUD_AUDIT_CHECKPOINTS",
+    subjects: &[subject::AUDIT_CHECKPOINTS],
+    retention: Retention::Limits,
+    deny_delete: true,
+    deny_purge: true,
+    duplicate_window: Duration::from_secs(600),
+    description: "krisbud audit checkpoints signed with Ed25519; append-only",
+};
+
 /// The crisis status read model, one key per crisis.
 pub const CRISES: BucketSpec = BucketSpec {
     name: "KRISBUD_CRISES",
@@ -92,7 +104,24 @@ pub const AUDIENCES: BucketSpec = BucketSpec {
     description: "audiences and their members",
 };
 
+/// The template read model: one key per template (`<id>`, its versions' lifecycle)
+/// and one per version (`<id>.<version>`, its wording).
+pub const TEMPLATES: BucketSpec = BucketSpec {
+    name: "KRISBUD_TEMPLATES",
+    history: 1,
+    description: "template read model: versions, states and wording",
+};
+
+/// Send claims of the channels: one key per batch of a dispatch job
+/// (`<job>.b<n>`), created before the provider is called and holding the batch's
+/// outcomes after, so a crash re-sends only the batches that were in flight.
+pub const SEND_CLAIMS: BucketSpec = BucketSpec {
+    name: "KRISBUD_SEND_CLAIMS",
+    history: 1,
+    description: "send claims: batches handed to a provider, and their outcomes",
+};
+
 /// Every stream.
-pub const STREAMS: [&StreamSpec; 3] = [&EVENTS, &DISPATCH, &AUDIT];
+pub const STREAMS: [&StreamSpec; 4] = [&EVENTS, &DISPATCH, &AUDIT, &AUDIT_CHECKPOINTS];
 /// Every bucket.
-pub const BUCKETS: [&BucketSpec; 3] = [&CRISES, &BANNERS, &AUDIENCES];
+pub const BUCKETS: [&BucketSpec; 5] = [&CRISES, &BANNERS, &AUDIENCES, &TEMPLATES, &SEND_CLAIMS];

@@ -32,6 +32,10 @@ pub struct JobTally {
     pub failed: u64,
     #[serde(default)]
     pub failed_by_reason: BTreeMap<String, u64>,
+    /// For a provider's later delivery report: how many recipients counted as
+    /// `sent` by their job's report it settles as delivered or failed.
+    #[serde(default)]
+    pub settles_sent: u64,
 }
 
 /// A crisis as the duty officer sees it.

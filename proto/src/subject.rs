@@ -8,12 +8,20 @@ pub const EVENTS_PREFIX: &str = "krisbud.evt";
 pub const ALL_EVENTS: &str = "krisbud.evt.>";
 /// Every crisis aggregate's events.
 pub const ALL_CRISIS_EVENTS: &str = "krisbud.evt.crisis.*";
+/// Every template aggregate's events.
+pub const ALL_TEMPLATE_EVENTS: &str = "krisbud.evt.template.*";
 /// Every delivery outcome.
 pub const ALL_DELIVERY_EVENTS: &str = "krisbud.evt.delivery.>";
 /// Every dispatch job.
 pub const ALL_DISPATCH: &str = "krisbud.dispatch.>";
 /// The audit chain.
 pub const AUDIT_LOG: &str = "krisbud.audit.log";
+/// The audit chain's signed checkpoints.
+pub const AUDIT_CHECKPOINTS: &str = "krisbud.audit.checkpoint";
+/// The audit service's key rotations.
+pub const AUDIT_KEY_EVENTS: &str = "krisbud.evt.audit.keys";
+/// The auditors' recipient lookups.
+pub const AUDIT_LOOKUP_EVENTS: &str = "krisbud.evt.audit.lookups";
 
 /// The subject of one crisis's events.
 pub fn crisis_events(crisis_id: &str) -> String {
@@ -50,12 +58,32 @@ pub mod cmd {
     pub const GET_CRISIS: &str = "krisbud.cmd.crisis.get";
     /// Every crisis (coordinator).
     pub const LIST_CRISES: &str = "krisbud.cmd.crisis.list";
-    /// Declarable templates (coordinator).
+    /// Declarable templates, or every version (coordinator).
     pub const LIST_TEMPLATES: &str = "krisbud.cmd.template.list";
+    /// One template's versions and their history (coordinator).
+    pub const GET_TEMPLATE: &str = "krisbud.cmd.template.get";
+    /// One template version's wording (coordinator).
+    pub const GET_TEMPLATE_VERSION: &str = "krisbud.cmd.template.version";
+    /// Draft a new template version (coordinator).
+    pub const DRAFT_TEMPLATE: &str = "krisbud.cmd.template.draft";
+    /// Submit, approve, reject or retire a version (coordinator).
+    pub const CHANGE_TEMPLATE_STATE: &str = "krisbud.cmd.template.state";
+    /// Render a version with sample values (coordinator).
+    pub const PREVIEW_TEMPLATE: &str = "krisbud.cmd.template.preview";
+    /// A version's differences from another (coordinator).
+    pub const DIFF_TEMPLATE: &str = "krisbud.cmd.template.diff";
     /// Audit records (audit).
     pub const AUDIT_QUERY: &str = "krisbud.cmd.audit.query";
     /// Recompute the audit chain (audit).
     pub const AUDIT_VERIFY: &str = "krisbud.cmd.audit.verify";
+    /// Signed checkpoints of the audit chain (audit).
+    pub const AUDIT_CHECKPOINTS: &str = "krisbud.cmd.audit.checkpoints";
+    /// The keys that sign the checkpoints (audit).
+    pub const AUDIT_KEYS: &str = "krisbud.cmd.audit.keys";
+    /// One crisis's report from the chain (audit).
+    pub const AUDIT_REPORT: &str = "krisbud.cmd.audit.report";
+    /// Was this person notified? (audit).
+    pub const AUDIT_LOOKUP: &str = "krisbud.cmd.audit.lookup";
 }
 
 /// Whether `s` can be one token of a subject: crisis and template ids must be.

@@ -1,62 +1,68 @@
-//! Reading the chain back: filtered, paged queries and verification of the live
-//! stream, both for auditors and admins only.
+//! The audit service's commands, for auditors and admins only: filtered, paged
+//! queries; verification of the live chain; checkpoints and keys; the crisis
+//! report; and the recipient lookup.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer};
-use futures::{Stream, StreamExt};
-use krisbud_proto::audit::{AuditRecord, VerifyReport};
+use chrono::{DateTime, Utc};
+use ed25519_dalek::SigningKey;
+use futures::StreamExt;
+use krisbud_kit::Bus;
+pub use krisbud_proto::audit::AuditPage;
+use krisbud_proto::audit::{
+    AuditKeys, AuditRecord, ChainPosition, CheckpointPage, CheckpointQuery, CrisisReportQuery,
+    CrisisReportReply, PublicKeyQuery, RecipientLookup, RecipientLookupAnswer, ReportFormat,
+    VerifyReport,
+};
 use krisbud_proto::command::{AuditQuery, AuditVerify};
 use krisbud_proto::{Actor, CommandRequest, Problem, Role, spec, subject};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::chain::Verifier;
+use crate::{keys, lookup, read, report, signing, unavailable, verify};
 
-/// Longest wait for the next record while reading the stream.
-const READ_IDLE: Duration = Duration::from_secs(10);
-
-/// One page of audit records, the answer to `AuditQuery`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditPage {
-    /// Matching records in chain order.
-    pub records: Vec<AuditRecord>,
-    /// Where the next page starts (`from_sequence`), when more records follow.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_sequence: Option<u64>,
-}
-
-/// Answers audit queries and verifications.
+/// Answers the audit commands.
 #[derive(Clone)]
 pub struct Reader {
-    js: jetstream::Context,
+    bus: Bus,
     /// The largest page, also the page size when the query names none.
     limit: usize,
+    /// The key checkpoints are signed with.
+    key: Arc<SigningKey>,
+    /// The key of the recipient hashes.
+    recipient_key: Arc<Vec<u8>>,
 }
 
 impl Reader {
-    /// A reader of KRISBUD_AUDIT with pages of at most `limit` records.
-    pub fn new(js: jetstream::Context, limit: usize) -> Reader {
-        Reader { js, limit }
+    /// A reader of the chain with pages of at most `limit` records.
+    pub fn new(bus: Bus, limit: usize, key: Arc<SigningKey>, recipient_key: Vec<u8>) -> Reader {
+        Reader {
+            bus,
+            limit,
+            key,
+            recipient_key: Arc::new(recipient_key),
+        }
     }
 
     /// `krisbud.cmd.audit.query`: matching records from `from_sequence` on.
     pub async fn query(&self, request: CommandRequest<AuditQuery>) -> Result<AuditPage, Problem> {
         authorize(&request.actor)?;
         let query = request.body;
-        let limit = match query.limit {
-            Some(0) => return Err(Problem::invalid("limit", "limit måste vara minst 1")),
-            Some(n) => n.min(self.limit),
-            None => self.limit,
-        };
+        let limit = page_limit(query.limit, self.limit)?;
+        if let (Some(from), Some(to)) = (query.from, query.to)
+            && from >= to
+        {
+            return Err(Problem::invalid("to", "to måste vara senare än from"));
+        }
         let from = query.from_sequence.unwrap_or(1).max(1);
-        let last = self.last_sequence().await.map_err(|e| unavailable(&e))?;
+        let last = read::last_sequence(&self.bus.js, spec::AUDIT.name)
+            .await
+            .map_err(|e| unavailable(&e))?;
         let mut page = AuditPage {
             records: Vec::new(),
             next_sequence: None,
+            last_sequence: Some(last),
         };
-        let records = read(self.js.clone(), from, last);
+        let records = read::records(self.bus.js.clone(), from, last);
         futures::pin_mut!(records);
         while let Some(item) = records.next().await {
             let (sequence, record) = item.map_err(|e| unavailable(&e))?;
@@ -79,32 +85,149 @@ impl Reader {
         Ok(page)
     }
 
-    /// `krisbud.cmd.audit.verify`: the whole chain as stored now, checked.
+    /// `krisbud.cmd.audit.verify`: the whole chain as stored now, its
+    /// checkpoints, and its completeness against KRISBUD_EVENTS.
     pub async fn verify(
         &self,
         request: CommandRequest<AuditVerify>,
     ) -> Result<VerifyReport, Problem> {
         authorize(&request.actor)?;
-        let last = self.last_sequence().await.map_err(|e| unavailable(&e))?;
-        let mut verifier = Verifier::default();
-        let records = read(self.js.clone(), 1, last);
-        futures::pin_mut!(records);
-        while let Some(item) = records.next().await {
-            let (_, record) = item.map_err(|e| unavailable(&e))?;
-            if !verifier.check(record) {
-                break;
-            }
+        let report = verify::live(&self.bus.js)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if let Some(bad) = &report.first_bad {
+            tracing::error!(sequence = bad.sequence, problem = %bad.problem, detail = %bad.detail, "the audit chain does not verify");
         }
-        Ok(verifier.report())
+        Ok(report)
     }
 
-    async fn last_sequence(&self) -> anyhow::Result<u64> {
-        let stream = self
-            .js
-            .get_stream(spec::AUDIT.name)
+    /// `krisbud.cmd.audit.checkpoints`: signed checkpoints, oldest first.
+    pub async fn checkpoints(
+        &self,
+        request: CommandRequest<CheckpointQuery>,
+    ) -> Result<CheckpointPage, Problem> {
+        authorize(&request.actor)?;
+        let limit = page_limit(request.body.limit, self.limit)?;
+        let from = request.body.from_sequence.unwrap_or(1).max(1);
+        // One more than asked for tells whether another page follows.
+        let mut checkpoints = read::checkpoints(&self.bus.js, from, limit.saturating_add(1))
             .await
-            .with_context(|| format!("stream {} is missing", spec::AUDIT.name))?;
-        Ok(stream.cached_info().state.last_sequence)
+            .map_err(|e| unavailable(&e))?;
+        checkpoints.sort_by_key(|c| c.sequence);
+        let next_sequence =
+            (checkpoints.len() > limit).then(|| checkpoints[limit - 1].sequence + 1);
+        checkpoints.truncate(limit);
+        Ok(CheckpointPage {
+            checkpoints,
+            next_sequence,
+        })
+    }
+
+    /// `krisbud.cmd.audit.keys`: the signing key and every key the chain
+    /// registered. Public knowledge, so anyone may ask.
+    pub async fn keys(&self, _: CommandRequest<PublicKeyQuery>) -> Result<AuditKeys, Problem> {
+        let history = keys::history(&self.bus)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut current = signing::public_key(&self.key.verifying_key());
+        current.since = history
+            .iter()
+            .rev()
+            .find(|k| k.key_id == current.key_id)
+            .and_then(|k| k.since);
+        Ok(AuditKeys { current, history })
+    }
+
+    /// `krisbud.cmd.audit.report`: one crisis from the chain.
+    pub async fn report(
+        &self,
+        request: CommandRequest<CrisisReportQuery>,
+    ) -> Result<CrisisReportReply, Problem> {
+        authorize(&request.actor)?;
+        let query = request.body;
+        if !subject::is_token(&query.crisis_id) {
+            return Err(Problem::not_found(format!(
+                "there is no crisis with the id {:?}",
+                query.crisis_id
+            )));
+        }
+        let (records, head) = self
+            .crisis_records(&query.crisis_id)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if records.is_empty() {
+            return Err(Problem::not_found(format!(
+                "granskningsloggen har inga händelser för krisen {}",
+                query.crisis_id
+            )));
+        }
+        let built = report::build(&query.crisis_id, &records, head, Utc::now());
+        let text = match query.format {
+            ReportFormat::Json => None,
+            ReportFormat::Markdown => Some(report::markdown(&built)),
+            ReportFormat::Html => Some(report::html(&built)),
+        };
+        Ok(CrisisReportReply {
+            report: built,
+            text,
+        })
+    }
+
+    /// `krisbud.cmd.audit.lookup`: was this person notified?
+    pub async fn lookup(
+        &self,
+        request: CommandRequest<RecipientLookup>,
+    ) -> Result<RecipientLookupAnswer, Problem> {
+        authorize(&request.actor)?;
+        lookup::lookup(&self.bus, &self.recipient_key, request.actor, request.body).await
+    }
+
+    /// The records of one crisis, and the chain's head when they were read.
+    async fn crisis_records(
+        &self,
+        crisis_id: &str,
+    ) -> anyhow::Result<(Vec<AuditRecord>, Option<ChainPosition>)> {
+        let last = read::last_sequence(&self.bus.js, spec::AUDIT.name).await?;
+        let needle = format!("\"crisis_id\":\"{crisis_id}\"");
+        let messages = read::messages(
+            self.bus.js.clone(),
+            spec::AUDIT.name,
+            subject::AUDIT_LOG,
+            1,
+            last,
+        );
+        futures::pin_mut!(messages);
+        let mut found = Vec::new();
+        let mut head = None;
+        while let Some(item) = messages.next().await {
+            let (sequence, body) = item?;
+            let Ok(bytes) = body else { continue };
+            let mentions = std::str::from_utf8(&bytes).is_ok_and(|t| t.contains(&needle));
+            if !(mentions || sequence == last) {
+                continue;
+            }
+            let Ok(record) = serde_json::from_slice::<AuditRecord>(&bytes) else {
+                continue;
+            };
+            if sequence == last {
+                head = Some(ChainPosition {
+                    sequence: record.sequence,
+                    hash: record.hash.clone(),
+                });
+            }
+            if record.event.get("crisis_id").and_then(Value::as_str) == Some(crisis_id) {
+                found.push(record);
+            }
+        }
+        Ok((found, head))
+    }
+}
+
+fn page_limit(asked: Option<usize>, most: usize) -> Result<usize, Problem> {
+    match asked {
+        Some(0) => Err(Problem::invalid("limit", "limit måste vara minst 1")),
+        Some(n) => Ok(n.min(most)),
+        None => Ok(most),
     }
 }
 
@@ -119,12 +242,8 @@ fn authorize(actor: &Actor) -> Result<(), Problem> {
     }
 }
 
-fn unavailable(e: &anyhow::Error) -> Problem {
-    tracing::error!(error = format!("{e:#}"), "cannot read the audit chain");
-    Problem::unavailable("granskningsloggen kan inte läsas just nu; försök igen")
-}
-
-/// Whether the recorded envelope matches every filter given.
+/// Whether the recorded envelope matches every filter given. The time range is
+/// on the event's `occurred_at`, from inclusive, to exclusive.
 fn matches(query: &AuditQuery, event: &Value) -> bool {
     let field = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
     let wanted = |filter: &Option<String>, pointer: &str| {
@@ -132,62 +251,15 @@ fn matches(query: &AuditQuery, event: &Value) -> bool {
             .as_deref()
             .is_none_or(|want| field(pointer) == Some(want))
     };
+    let occurred = || field("/occurred_at").and_then(|t| t.parse::<DateTime<Utc>>().ok());
+    let in_range = (query.from.is_none() && query.to.is_none())
+        || occurred().is_some_and(|at| {
+            query.from.is_none_or(|from| at >= from) && query.to.is_none_or(|to| at < to)
+        });
     wanted(&query.crisis, "/crisis_id")
         && wanted(&query.actor, "/actor/user")
         && wanted(&query.kind, "/kind")
-}
-
-/// The records with sequences `from..=to`, in order, each with its stream
-/// sequence; a message that is not a record comes as `Err` with why.
-///
-/// An ordered consumer streams them with flow control, so thousands of records
-/// cost one consumer rather than one request each.
-fn read(
-    js: jetstream::Context,
-    from: u64,
-    to: u64,
-) -> impl Stream<Item = anyhow::Result<(u64, Result<AuditRecord, String>)>> {
-    async_stream::try_stream! {
-        if from <= to {
-            let stream = js
-                .get_stream(spec::AUDIT.name)
-                .await
-                .with_context(|| format!("stream {} is missing", spec::AUDIT.name))?;
-            let reader = stream
-                .create_consumer(consumer::push::OrderedConfig {
-                    deliver_subject: js.client().new_inbox(),
-                    filter_subject: subject::AUDIT_LOG.to_owned(),
-                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: from,
-                    },
-                    replay_policy: consumer::ReplayPolicy::Instant,
-                    ..Default::default()
-                })
-                .await
-                .context("cannot read the audit stream")?;
-            let mut messages = reader
-                .messages()
-                .await
-                .context("cannot read the audit stream")?;
-            loop {
-                let message = tokio::time::timeout(READ_IDLE, messages.next())
-                    .await
-                    .context("the audit stream stopped sending records")?
-                    .context("the audit stream ended early")?
-                    .context("cannot read the audit stream")?;
-                let sequence = message
-                    .info()
-                    .map_err(|e| anyhow::anyhow!("a record without stream metadata: {e}"))?
-                    .stream_sequence;
-                let record = serde_json::from_slice::<AuditRecord>(&message.payload)
-                    .map_err(|e| format!("message {sequence}: {e}"));
-                yield (sequence, record);
-                if sequence >= to {
-                    break;
-                }
-            }
-        }
-    }
+        && in_range
 }
 
 #[cfg(test)]
@@ -217,6 +289,25 @@ mod tests {
         assert!(!matches(&query(None, Some("bo"), None), &event));
         assert!(!matches(&query(None, None, Some("CrisisDeclared")), &event));
         assert!(!matches(&query(Some("c1"), None, None), &json!("not json")));
+    }
+
+    #[test]
+    fn the_time_range_is_on_occurred_at() {
+        let event = json!({"kind": "ChannelConfirmed", "occurred_at": "2026-03-01T10:00:00Z"});
+        let at = |t: &str| Some(t.parse::<DateTime<Utc>>().unwrap());
+        let range = |from, to| AuditQuery {
+            from,
+            to,
+            ..Default::default()
+        };
+        assert!(matches(&range(at("2026-03-01T10:00:00Z"), None), &event));
+        assert!(matches(&range(None, at("2026-03-01T10:00:01Z")), &event));
+        assert!(!matches(&range(None, at("2026-03-01T10:00:00Z")), &event));
+        assert!(!matches(&range(at("2026-03-01T10:00:01Z"), None), &event));
+        assert!(!matches(
+            &range(at("2026-01-01T00:00:00Z"), None),
+            &json!("not json")
+        ));
     }
 
     #[test]

@@ -1,30 +1,44 @@
 //! The recorder: turns every event of KRISBUD_EVENTS, in stream order, into the
 //! next record of the chain on KRISBUD_AUDIT.
 //!
-//! Several instances may run. The consumer hands out one event at a time across
-//! all of them (`max_ack_pending = 1`), and every record is published with
-//! `Nats-Expected-Last-Sequence` set to the head it links to, so a writer with a
-//! stale head gets a conflict, reloads the head from the stream and tries again:
-//! the chain can neither fork nor record an event twice.
+//! The chain is its own cursor: an instance reads the head (the last record),
+//! streams the events after the head's event with an ordered consumer, and
+//! appends their records pipelined, many in flight. Each record is published with
+//! `Nats-Expected-Last-Sequence` set to the sequence it follows and, after the
+//! first of a run, `Nats-Expected-Last-Msg-Id` set to the id of the record it
+//! links to; its own id carries its hash. So the server stores a record only
+//! directly after the very record it links to: when another instance wrote first,
+//! the append fails, this instance stands by for a moment, reloads the head and
+//! carries on from there. The chain can neither fork nor record an event twice,
+//! and one instance records at full speed while the others wait to take over.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use chrono::Utc;
-use krisbud_kit::Bus;
-use krisbud_kit::bus::{AppendError, Expect};
-use krisbud_kit::consumer::{Ack, Delivery};
+use futures::StreamExt;
+use krisbud_kit::{Bus, CancellationToken, telemetry};
 use krisbud_proto::audit::{AuditRecord, GENESIS_HASH};
-use krisbud_proto::{HEADER_KIND, spec, subject};
+use krisbud_proto::{HEADER_KIND, HEADER_SCHEMA_VERSION, SCHEMA_VERSION, spec, subject};
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use crate::chain;
 
-/// Conflicts tolerated for one event before giving it back for a later retry.
-const MAX_CONFLICTS: usize = 20;
+/// Records in flight at once.
+const WINDOW: usize = 1024;
+/// How long an instance that lost a race waits before it tries again.
+const STANDBY: Duration = Duration::from_millis(1000);
+/// The longest wait after a failure before trying again.
+const MOST_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The last record of the chain: what the next record links to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,121 +69,214 @@ impl Head {
     }
 }
 
-/// Records events; the consumer calls [`Recorder::handle`] one event at a time.
+/// Records events until stopped.
 pub struct Recorder {
     bus: Bus,
-    /// The head as this instance last saw it; `None` means "read it from the
-    /// stream before use". Another instance may have moved on since.
-    head: Mutex<Option<Head>>,
+}
+
+/// Why a run of appends ended.
+enum Interrupted {
+    /// Another instance appended first.
+    Lost,
+    /// The bus failed; worth another try.
+    Failed(anyhow::Error),
+}
+
+type Ack = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// A record on its way to the stream.
+struct InFlight {
+    ack: Ack,
+    sequence: u64,
+    event_sequence: u64,
 }
 
 impl Recorder {
-    /// A recorder appending with `bus`; the head is read on first use.
+    /// A recorder appending with `bus`.
     pub fn new(bus: Bus) -> Recorder {
-        Recorder {
-            bus,
-            head: Mutex::new(None),
-        }
+        Recorder { bus }
     }
 
-    /// Reads the head from the stream now, so a broken stream shows at start-up.
+    /// Reads the head from the stream, so a broken stream shows at start-up.
     pub async fn load(&self) -> anyhow::Result<Head> {
-        let head = load_head(&self.bus).await?;
-        *self.head.lock().await = Some(head.clone());
-        Ok(head)
+        load_head(&self.bus).await
     }
 
-    /// Records one event, or skips it when the chain already holds it.
-    pub async fn handle(&self, delivery: Delivery) -> Ack {
-        let event_sequence = delivery.stream_sequence;
-        if event_sequence == 0 {
-            // The kit could not read the message's metadata; without the event's
-            // sequence there is nothing to link, and a redelivery may carry it.
-            return retry(&delivery, "the event's stream sequence is unknown");
-        }
-        let event = event_value(&delivery.payload);
-        let mut cached = self.head.lock().await;
-        if delivery.delivered > 1 {
-            // Delivered before: this or another instance may have recorded it
-            // already, so trust only the stream.
-            *cached = None;
-        }
-        for _ in 0..MAX_CONFLICTS {
-            let head = match cached.clone() {
-                Some(head) => head,
-                None => match load_head(&self.bus).await {
-                    Ok(head) => head,
-                    Err(e) => return retry(&delivery, &format!("{e:#}")),
-                },
+    /// Records until `stop`, standing by while another instance records.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut failures = 0u32;
+        loop {
+            let pause = match self.record(&stop).await {
+                Ok(()) => return Ok(()),
+                Err(Interrupted::Lost) => {
+                    tracing::debug!("another audit instance is recording; standing by");
+                    failures = 0;
+                    // Jitter, so two instances that lose to each other part ways.
+                    STANDBY + Duration::from_millis(rand::random_range(0..500))
+                }
+                Err(Interrupted::Failed(e)) => {
+                    failures = failures.saturating_add(1);
+                    let delay = backoff(failures);
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        ?delay,
+                        "events not recorded yet; retrying"
+                    );
+                    delay
+                }
             };
-            if event_sequence <= head.event_sequence {
-                tracing::debug!(event_sequence, "event already recorded");
-                *cached = Some(head);
-                return Ack::Done;
-            }
-            let record = chain::seal(
-                head.sequence + 1,
-                Utc::now(),
-                event_sequence,
-                event.clone(),
-                head.hash.clone(),
-            );
-            match self.append(&record, head.sequence).await {
-                Ok(true) => {
-                    tracing::debug!(sequence = record.sequence, event_sequence, "event recorded");
-                    *cached = Some(Head::of(&record));
-                    return Ack::Done;
-                }
-                Ok(false) | Err(AppendError::Conflict { .. }) => {
-                    tracing::debug!(event_sequence, "the chain moved on; reloading its head");
-                    *cached = None;
-                }
-                Err(AppendError::Unavailable(e)) => {
-                    *cached = None;
-                    return retry(&delivery, &e);
-                }
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(pause) => {}
             }
         }
-        retry(&delivery, "the chain kept changing under this instance")
     }
 
-    /// Publishes `record` after `expected_last`; true when the stream now holds
-    /// exactly this record at its sequence.
-    async fn append(&self, record: &AuditRecord, expected_last: u64) -> Result<bool, AppendError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_KIND, "AuditRecord");
-        let body = serde_json::to_vec(record).expect("a record serializes");
-        let stored = self
-            .bus
-            .publish(
-                subject::AUDIT_LOG.to_owned(),
-                &format!("audit-{}", record.event_sequence),
-                headers,
-                body,
-                Expect::LastSequence(expected_last),
-            )
-            .await?;
-        // JetStream checks `Nats-Msg-Id` before the expected sequence, so a
-        // duplicate (the event was recorded already, by a writer whose head we
-        // did not know) is acknowledged with the earlier record's sequence and
-        // no conflict. `Bus::publish` does not say "duplicate", so compare with
-        // what is stored before taking our record as the head.
-        if stored != record.sequence {
-            return Ok(false);
-        }
-        let stream = self
+    /// One run: from the head, every event after it, until stopped or interrupted.
+    async fn record(&self, stop: &CancellationToken) -> Result<(), Interrupted> {
+        let failed = |e: anyhow::Error| Interrupted::Failed(e);
+        let head = load_head(&self.bus).await.map_err(failed)?;
+        let events = self
             .bus
             .js
-            .get_stream(spec::AUDIT.name)
+            .get_stream(spec::EVENTS.name)
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
-        let message = stream
-            .get_raw_message(stored)
+            .map_err(|e| {
+                failed(anyhow::anyhow!(
+                    "stream {} is missing: {e}",
+                    spec::EVENTS.name
+                ))
+            })?
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.bus.client.new_inbox(),
+                filter_subject: subject::ALL_EVENTS.to_owned(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: head.event_sequence + 1,
+                },
+                replay_policy: consumer::ReplayPolicy::Instant,
+                ..Default::default()
+            })
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
-        let ours = serde_json::from_slice::<AuditRecord>(&message.payload)
-            .is_ok_and(|r| r.hash == record.hash);
-        Ok(ours)
+            .map_err(|e| failed(anyhow::anyhow!("cannot read the events: {e}")))?;
+        let mut messages = events
+            .messages()
+            .await
+            .map_err(|e| failed(anyhow::anyhow!("cannot read the events: {e}")))?;
+        tracing::debug!(
+            sequence = head.sequence,
+            event_sequence = head.event_sequence,
+            "recording from the chain's head"
+        );
+
+        let mut last = head;
+        // The id of the last record, when this run appended it: the next record
+        // must follow exactly that one.
+        let mut last_id: Option<String> = None;
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled(), if in_flight.is_empty() => return Ok(()),
+                acked = async { (&mut in_flight.front_mut().expect("one in flight").ack).await }, if !in_flight.is_empty() => {
+                    let sent = in_flight.pop_front().expect("one in flight");
+                    check_ack(acked, &sent)?;
+                    tracing::debug!(sequence = sent.sequence, event_sequence = sent.event_sequence, "event recorded");
+                }
+                message = messages.next(), if in_flight.len() < WINDOW && !stop.is_cancelled() => {
+                    let message = message
+                        .ok_or_else(|| failed(anyhow::anyhow!("the events stopped coming")))?
+                        .map_err(|e| failed(anyhow::anyhow!("cannot read the events: {e}")))?;
+                    let event_sequence = message
+                        .info()
+                        .map_err(|e| failed(anyhow::anyhow!("an event without metadata: {e}")))?
+                        .stream_sequence;
+                    if event_sequence <= last.event_sequence {
+                        continue;
+                    }
+                    let span = tracing::info_span!("consume", consumer = "audit", subject = %message.subject, seq = event_sequence);
+                    telemetry::follow(&span, message.headers.as_ref());
+                    let record = chain::seal(
+                        last.sequence + 1,
+                        Utc::now(),
+                        event_sequence,
+                        event_value(&message.payload),
+                        last.hash.clone(),
+                    );
+                    let id = record_id(&record);
+                    let ack = self
+                        .publish(&record, &id, last.sequence, last_id.as_deref())
+                        .instrument(span)
+                        .await?;
+                    in_flight.push_back(InFlight {
+                        ack,
+                        sequence: record.sequence,
+                        event_sequence,
+                    });
+                    last = Head::of(&record);
+                    last_id = Some(id);
+                }
+            }
+        }
+    }
+
+    /// Sends a record after the record `after` (and, when known, its id).
+    async fn publish(
+        &self,
+        record: &AuditRecord,
+        id: &str,
+        after: u64,
+        after_id: Option<&str>,
+    ) -> Result<Ack, Interrupted> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_KIND, "AuditRecord");
+        headers.insert(HEADER_SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_str());
+        headers.insert("Nats-Msg-Id", id);
+        headers.insert("Nats-Expected-Last-Sequence", after.to_string().as_str());
+        if let Some(after_id) = after_id {
+            headers.insert("Nats-Expected-Last-Msg-Id", after_id);
+        }
+        telemetry::inject(&mut headers);
+        let body = serde_json::to_vec(record).expect("a record serializes");
+        let ack = self
+            .bus
+            .js
+            .publish_with_headers(subject::AUDIT_LOG.to_owned(), headers, body.into())
+            .await
+            .map_err(|e| {
+                Interrupted::Failed(anyhow::anyhow!("cannot append to the audit chain: {e}"))
+            })?;
+        Ok(std::future::IntoFuture::into_future(ack))
+    }
+}
+
+/// The `Nats-Msg-Id` of a record: its event and its hash, so a retry of the very
+/// same record is dropped as a duplicate while another instance's record of the
+/// same event (recorded at another time, so with another hash) is not.
+fn record_id(record: &AuditRecord) -> String {
+    format!("audit-{}-{}", record.event_sequence, record.hash)
+}
+
+/// Whether the stream stored `sent` where it was meant to go.
+fn check_ack(acked: Result<PublishAck, PublishError>, sent: &InFlight) -> Result<(), Interrupted> {
+    match acked {
+        // A duplicate is this very record, sent before (its id holds its hash).
+        Ok(ack) if ack.sequence == sent.sequence => Ok(()),
+        Ok(ack) => Err(Interrupted::Failed(anyhow::anyhow!(
+            "record {} was stored at {}",
+            sent.sequence,
+            ack.sequence
+        ))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId
+            ) =>
+        {
+            Err(Interrupted::Lost)
+        }
+        Err(e) => Err(Interrupted::Failed(anyhow::anyhow!(
+            "cannot append to the audit chain: {e}"
+        ))),
     }
 }
 
@@ -214,22 +321,10 @@ pub fn event_value(payload: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
 }
 
-fn retry(delivery: &Delivery, error: &str) -> Ack {
-    let delay = backoff(delivery.delivered);
-    tracing::warn!(
-        event_sequence = delivery.stream_sequence,
-        delivered = delivery.delivered,
-        ?delay,
-        %error,
-        "event not recorded yet; retrying"
-    );
-    Ack::Retry(delay)
-}
-
-/// 500 ms, 1 s, 2 s ... up to 30 s: the chain waits for this event, so retry soon.
-fn backoff(delivered: i64) -> Duration {
-    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
-    (Duration::from_millis(500) * 2u32.pow(exponent)).min(Duration::from_secs(30))
+/// 500 ms, 1 s, 2 s ... up to 30 s.
+fn backoff(failures: u32) -> Duration {
+    let exponent = failures.clamp(1, 7) - 1;
+    (Duration::from_millis(500) * 2u32.pow(exponent)).min(MOST_BACKOFF)
 }
 
 #[cfg(test)]
@@ -248,5 +343,11 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_millis(500));
         assert_eq!(backoff(3), Duration::from_secs(2));
         assert_eq!(backoff(50), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_record_id_names_its_event_and_hash() {
+        let record = chain::seal(3, Utc::now(), 9, serde_json::json!({}), GENESIS_HASH.into());
+        assert_eq!(record_id(&record), format!("audit-9-{}", record.hash));
     }
 }

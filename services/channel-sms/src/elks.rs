@@ -1,10 +1,13 @@
 //! The 46elks provider: one form `POST {base}/a1/sms` per recipient with HTTP Basic
-//! auth, a few requests in flight at once.
+//! auth, paced by the provider's [`Pacer`], with `whendelivered` pointing at the
+//! channel's callback listener.
 //!
 //! A 2xx means 46elks accepted the message (`Sent`; its delivery report comes
 //! later), another 4xx is final (`Failed`, with 46elks's status and text), and 429,
-//! 5xx or a network error is transient, so the job is tried again later.
+//! 5xx or a network error is transient: tried again within the job's delivery, then
+//! the job is retried. 46elks has no idempotency key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -18,7 +21,8 @@ use krisbud_proto::template::SmsMessage;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use crate::provider::{Attempt, SmsProvider};
+use crate::callbacks::CallbackUrls;
+use crate::provider::{Attempt, Pacer, SmsProvider, Transient, is_transient, retry_after};
 
 /// How much of an error body goes into a failure reason.
 const REASON_BODY_LIMIT: usize = 200;
@@ -34,10 +38,8 @@ pub struct ElksSettings {
     pub password: Secret,
     /// The sender: alphanumeric (at most 11 characters) or E.164.
     pub from: String,
-    /// Sent as `whendelivered`, so 46elks reports delivery there.
+    /// Sent as `whendelivered` when the channel serves no callbacks itself.
     pub delivery_callback_url: Option<String>,
-    /// Requests in flight at once within one job.
-    pub parallel_requests: usize,
     /// How long one request may take.
     pub timeout: Duration,
 }
@@ -47,6 +49,8 @@ pub struct Elks46 {
     client: reqwest::Client,
     url: String,
     settings: ElksSettings,
+    pacer: Arc<Pacer>,
+    callbacks: Option<CallbackUrls>,
 }
 
 /// The part of 46elks's reply the channel uses.
@@ -58,29 +62,41 @@ struct SmsReply {
 
 impl Elks46 {
     /// A client for the configured account.
-    pub fn new(settings: ElksSettings) -> anyhow::Result<Elks46> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("krisbud-channel-sms/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    pub fn new(
+        settings: ElksSettings,
+        pacer: Arc<Pacer>,
+        callbacks: Option<CallbackUrls>,
+    ) -> anyhow::Result<Elks46> {
+        let client = crate::http_client(settings.timeout)?;
         let url = format!("{}/a1/sms", settings.base_url.trim_end_matches('/'));
         Ok(Elks46 {
             client,
             url,
             settings,
+            pacer,
+            callbacks,
         })
     }
 
-    async fn send_one(&self, message: &SmsMessage, recipient: &Recipient) -> Attempt {
+    async fn send_one(
+        &self,
+        job: &DispatchJob,
+        message: &SmsMessage,
+        recipient: &Recipient,
+    ) -> Result<RecipientOutcome, Transient> {
+        let callback = match &self.callbacks {
+            Some(c) => Some(c.elks(job, recipient)),
+            None => self.settings.delivery_callback_url.clone(),
+        };
         let mut form = vec![
             ("from", self.settings.from.as_str()),
             ("to", recipient.address.as_str()),
             ("message", message.text.as_str()),
         ];
-        if let Some(url) = &self.settings.delivery_callback_url {
+        if let Some(url) = &callback {
             form.push(("whendelivered", url.as_str()));
         }
+        let _permit = self.pacer.permit(1).await;
         let response = self
             .client
             .post(&self.url)
@@ -94,14 +110,24 @@ impl Elks46 {
         let response = match response {
             Ok(r) => r,
             Err(e) => {
-                return Attempt::Transient(format!("46elks unreachable: {}", error_chain(&e)));
+                return Err(Transient::new(format!(
+                    "46elks unreachable: {}",
+                    error_chain(&e)
+                )));
             }
         };
         let status = response.status();
+        let wait = retry_after(response.headers());
         // Reading the body can fail too; for a 2xx that must not turn into a retry
         // that would send the message twice.
         let body = response.text().await.unwrap_or_default();
-        classify(status, &body, recipient)
+        match classify(status, &body, recipient) {
+            Attempt::Settled(outcome) => Ok(outcome),
+            Attempt::Transient(reason) => Err(Transient {
+                reason,
+                retry_after: wait,
+            }),
+        }
     }
 }
 
@@ -125,10 +151,7 @@ fn classify(status: StatusCode, body: &str, recipient: &Recipient) -> Attempt {
     }
     let text = reason_text(body, recipient);
     let reason = format!("46elks {}: {text}", status.as_u16());
-    if status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error()
-    {
+    if is_transient(status) {
         return Attempt::Transient(reason);
     }
     Attempt::Settled(RecipientOutcome {
@@ -166,13 +189,22 @@ impl SmsProvider for Elks46 {
 
     fn send<'a>(
         &'a self,
-        _job: &'a DispatchJob,
+        job: &'a DispatchJob,
         message: &'a SmsMessage,
         recipients: &'a [Recipient],
     ) -> BoxFuture<'a, Vec<Attempt>> {
         futures::stream::iter(recipients)
-            .map(|recipient| self.send_one(message, recipient))
-            .buffered(self.settings.parallel_requests.max(1))
+            .map(move |recipient| async move {
+                match self
+                    .pacer
+                    .retrying(|| self.send_one(job, message, recipient))
+                    .await
+                {
+                    Ok(outcome) => Attempt::Settled(outcome),
+                    Err(t) => Attempt::Transient(t.reason),
+                }
+            })
+            .buffered(self.pacer.concurrency())
             .collect()
             .boxed()
     }

@@ -15,20 +15,22 @@ use krisbud_proto::template::TemplateRef;
 use krisbud_proto::{Actor, Channel, CommandRequest, Envelope, Event, Problem, Role, subject};
 use sha2::{Digest, Sha256};
 
-use crate::{projection, render, templates::TemplateStore};
+use crate::catalog::Catalog;
+use crate::{projection, render};
 
 /// Longest operator note accepted, in characters.
 const MAX_NOTE: usize = 500;
 
 /// What the command handlers share.
 pub struct Coordinator {
-    pub templates: TemplateStore,
+    pub templates: Catalog,
     pub bus: Bus,
     pub crises: kv::Store,
     pub audiences: kv::Store,
 }
 
-fn require(actor: &Actor, roles: &[Role]) -> Result<(), Problem> {
+/// Refuses an actor holding none of `roles`, naming them.
+pub(crate) fn require(actor: &Actor, roles: &[Role]) -> Result<(), Problem> {
     if roles.iter().any(|r| actor.has(*r)) {
         Ok(())
     } else {
@@ -54,9 +56,10 @@ impl Coordinator {
     ) -> Result<Declared, Problem> {
         require(&request.actor, &[Role::DutyOfficer])?;
         let body = request.body;
-        let template = self
+        let template = &self
             .templates
-            .declarable(&body.template, body.template_version)?;
+            .declarable(&body.template, body.template_version)
+            .await?;
         let mut channels = body
             .channels
             .clone()
@@ -93,6 +96,7 @@ impl Coordinator {
             audiences.push(audience);
         }
         let messages = render::render(template, &body.variables, body.status)?;
+        render::check_sms_segments(template, &messages, &body.variables)?;
         for channel in &channels {
             let count = match channel {
                 Channel::Sms => unique_addresses(&audiences, |m| m.phone.as_deref()),

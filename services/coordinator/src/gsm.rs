@@ -65,6 +65,22 @@ pub fn cost(text: &str) -> SmsCost {
     }
 }
 
+/// What a person calls a character that forces UCS-2, to name it in a warning.
+pub fn describe(c: char) -> String {
+    let kind = match c {
+        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{201C}' | '\u{201D}'
+        | '\u{201E}' | '\u{201F}' | '\u{00AB}' | '\u{00BB}' | '\u{2039}' | '\u{203A}' => {
+            "typographic quote"
+        }
+        '\u{2010}'..='\u{2015}' | '\u{2212}' => "typographic dash",
+        '\u{2026}' => "ellipsis",
+        '\u{00A0}' | '\u{2007}' | '\u{202F}' | '\u{2009}' => "special space",
+        c if (c as u32) >= 0x1F000 || ('\u{2600}'..='\u{27BF}').contains(&c) => "emoji",
+        _ => "character",
+    };
+    format!("{kind} {c} (U+{:04X})", c as u32)
+}
+
 fn segments(units: usize, single: usize, multi: usize) -> u32 {
     if units == 0 {
         0
@@ -127,5 +143,52 @@ mod tests {
         assert_eq!(cost(&"ب".repeat(135)).segments, 3);
         // Typographic quotes are outside GSM-7.
         assert_eq!(first_non_gsm("”Hej”"), Some('”'));
+        assert_eq!(cost("Det är ”viktigt”").encoding, Encoding::Ucs2);
+    }
+
+    #[test]
+    fn the_table_of_the_issue() {
+        // (text, encoding, units, segments), each counted by hand.
+        let cases: Vec<(String, Encoding, usize, u32)> = vec![
+            ("a".repeat(160), Encoding::Gsm7, 160, 1),
+            ("a".repeat(161), Encoding::Gsm7, 161, 2),
+            // "Pris: 5 €" is 9 characters, € costs two septets.
+            ("Pris: 5 €".to_owned(), Encoding::Gsm7, 10, 1),
+            // 159 a and one € make 161 septets: two segments.
+            (format!("{}€", "a".repeat(159)), Encoding::Gsm7, 161, 2),
+            // One emoji: two UTF-16 units, and the whole text becomes UCS-2.
+            ("Hej 👋".to_owned(), Encoding::Ucs2, 6, 1),
+            (format!("{}👋", "a".repeat(69)), Encoding::Ucs2, 71, 2),
+            // Arabic: 23 characters, one UTF-16 unit each.
+            ("انقطاع المياه في فارستا".to_owned(), Encoding::Ucs2, 23, 1),
+            // Swedish letters stay in GSM-7: 160 of them fit one segment.
+            ("åäöÅÄÖéÉ".repeat(20), Encoding::Gsm7, 160, 1),
+            ("åäöÅÄÖéÉ".repeat(20) + "å", Encoding::Gsm7, 161, 2),
+            // 3 × 153 = 459 septets fit three segments; 460 need four.
+            ("ö".repeat(459), Encoding::Gsm7, 459, 3),
+            ("ö".repeat(460), Encoding::Gsm7, 460, 4),
+            // 3 × 67 = 201 UTF-16 units fit three UCS-2 segments.
+            ("”".repeat(201), Encoding::Ucs2, 201, 3),
+            ("”".repeat(202), Encoding::Ucs2, 202, 4),
+        ];
+        for (text, encoding, units, segments) in cases {
+            assert_eq!(
+                cost(&text),
+                SmsCost {
+                    encoding,
+                    units,
+                    segments
+                },
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn characters_that_force_ucs2_are_named() {
+        assert_eq!(describe('”'), "typographic quote ” (U+201D)");
+        assert_eq!(describe('–'), "typographic dash – (U+2013)");
+        assert_eq!(describe('😀'), "emoji 😀 (U+1F600)");
+        assert_eq!(describe('ب'), "character ب (U+0628)");
     }
 }

@@ -1,47 +1,56 @@
 //! The coordinator: templates and rendering, declaration, the dispatch planner,
 //! operator confirmations and the crisis status projection.
 
+pub mod catalog;
 pub mod commands;
+pub mod diff;
 pub mod gsm;
 pub mod planner;
 pub mod projection;
 pub mod render;
+pub mod template_commands;
 pub mod templates;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use krisbud_kit::consumer::{self, Ack, ConsumerSpec};
 use krisbud_kit::{CancellationToken, Runtime, Started, command};
-use krisbud_proto::command::ListTemplates;
 use krisbud_proto::{Envelope, spec, subject};
 use serde::Deserialize;
 
+use crate::catalog::Catalog;
 use crate::commands::Coordinator;
 use crate::planner::Planner;
-use crate::templates::TemplateStore;
 
 /// `[coordinator]`.
+///
+/// Templates are not configured here: they are drafted and approved through the
+/// API (or `krisbud templates import`), and `krisbud up --demo` seeds the demo set.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// A directory of approved template files (`*.toml`, one per version).
-    pub templates_dir: Option<PathBuf>,
-    /// Whether the built-in demo templates are available.
-    pub demo_templates: bool,
     /// Recipients per SMS or email dispatch job.
     pub batch_size: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            templates_dir: None,
-            demo_templates: false,
-            batch_size: 500,
-        }
+        Config { batch_size: 500 }
     }
+}
+
+/// The template catalog on `rt`'s NATS connection, for seeding the demo set.
+pub async fn catalog(rt: &Runtime) -> anyhow::Result<Catalog> {
+    Ok(Catalog {
+        bus: rt.bus.clone(),
+        kv: rt
+            .bus
+            .js
+            .get_key_value(spec::TEMPLATES.name)
+            .await
+            .context("templates bucket")?,
+    })
 }
 
 /// Starts the command handlers, the planner and the projector.
@@ -51,7 +60,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Started> {
     let ready = rt.health.component("coordinator");
-    let templates = TemplateStore::load(config.demo_templates, config.templates_dir.as_deref())?;
+    let templates = catalog(&rt).await?;
     if rt.recipient_key.is_empty() {
         anyhow::bail!(
             "bad configuration: key `privacy.recipient_key` is required by the coordinator"
@@ -67,7 +76,7 @@ pub async fn start(
         .await
         .context("audiences bucket")?;
     let coordinator = Arc::new(Coordinator {
-        templates,
+        templates: templates.clone(),
         bus: rt.bus.clone(),
         crises: crises.clone(),
         audiences: audiences.clone(),
@@ -99,10 +108,27 @@ pub async fn start(
         let req: krisbud_proto::CommandRequest<krisbud_proto::command::ListCrises> = req;
         c.list(&req.actor).await
     });
-    serve!(subject::cmd::LIST_TEMPLATES, |c, req| {
-        let _: krisbud_proto::CommandRequest<ListTemplates> = req;
-        Ok::<_, krisbud_proto::Problem>(c.templates.summaries())
-    });
+    serve!(subject::cmd::LIST_TEMPLATES, |c, req| c
+        .list_templates(req)
+        .await);
+    serve!(subject::cmd::GET_TEMPLATE, |c, req| c
+        .get_template(req)
+        .await);
+    serve!(subject::cmd::GET_TEMPLATE_VERSION, |c, req| c
+        .get_template_version(req)
+        .await);
+    serve!(subject::cmd::DRAFT_TEMPLATE, |c, req| c
+        .draft_template(req)
+        .await);
+    serve!(subject::cmd::CHANGE_TEMPLATE_STATE, |c, req| c
+        .change_template_state(req)
+        .await);
+    serve!(subject::cmd::PREVIEW_TEMPLATE, |c, req| c
+        .preview_template(req)
+        .await);
+    serve!(subject::cmd::DIFF_TEMPLATE, |c, req| c
+        .diff_template(req)
+        .await);
 
     let planner_spec = ConsumerSpec {
         concurrency: 4,
@@ -116,6 +142,23 @@ pub async fn start(
         consumer::spawn(&rt.bus.js, planner_spec, shutdown.clone(), move |d| {
             let planner = planner.clone();
             async move { planner.handle(d).await }
+        })
+        .await?,
+    );
+    // The template read model follows the template events, so an append whose
+    // bucket write was lost (a crash in between) still shows up.
+    let templates_spec = ConsumerSpec {
+        concurrency: 1,
+        ..ConsumerSpec::new(
+            spec::EVENTS.name,
+            "coordinator-templates",
+            subject::ALL_TEMPLATE_EVENTS,
+        )
+    };
+    tasks.push(
+        consumer::spawn(&rt.bus.js, templates_spec, shutdown.clone(), move |d| {
+            let templates = templates.clone();
+            async move { templates.project(d).await }
         })
         .await?,
     );

@@ -113,12 +113,29 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
                     }
                 }
             }
-            if p.jobs.get(&e.job_id) == Some(&tally) {
+            // A job's own report has the id `<job>.outcome` and replaces that job's
+            // tally; any other report about the job is a provider's later delivery
+            // report settling recipients the job's report counted as sent, kept
+            // under its own event id so a redelivery does not count it twice.
+            let key = if envelope.id == format!("{}.outcome", e.job_id) {
+                e.job_id.clone()
+            } else {
+                tally.settles_sent = tally.delivered + tally.failed;
+                envelope.id.clone()
+            };
+            if p.jobs.get(&key) == Some(&tally) {
                 return false;
             }
             p.status.crisis_id = e.crisis_id.clone();
-            p.jobs.insert(e.job_id.clone(), tally);
+            p.jobs.insert(key, tally);
         }
+        Event::TemplateDrafted(_)
+        | Event::TemplateSubmitted(_)
+        | Event::TemplateApproved(_)
+        | Event::TemplateRejected(_)
+        | Event::TemplateRetired(_)
+        | Event::AuditKeyRotated(_)
+        | Event::RecipientLookedUp(_) => return false,
         Event::ChannelConfirmed(e) => {
             if !p.confirmation_events.insert(envelope.id.clone()) {
                 return false;
@@ -150,7 +167,9 @@ fn recount(p: &mut CrisisProjection) {
             confirmations: std::mem::take(&mut status.confirmations),
             ..ChannelStatus::default()
         };
+        let mut settled = 0;
         for tally in p.jobs.values().filter(|t| t.channel == Some(*channel)) {
+            settled += tally.settles_sent;
             fresh.sent += tally.sent;
             fresh.delivered += tally.delivered;
             fresh.failed += tally.failed;
@@ -158,8 +177,9 @@ fn recount(p: &mut CrisisProjection) {
                 *fresh.failed_by_reason.entry(reason.clone()).or_default() += n;
             }
             *fresh.providers.entry(tally.provider.clone()).or_default() +=
-                tally.sent + tally.delivered + tally.failed;
+                (tally.sent + tally.delivered + tally.failed).saturating_sub(tally.settles_sent);
         }
+        fresh.sent = fresh.sent.saturating_sub(settled);
         let done = fresh.sent + fresh.delivered + fresh.failed;
         fresh.pending = fresh.total.saturating_sub(done);
         fresh.state = if !fresh.planned || fresh.pending > 0 {
@@ -172,5 +192,79 @@ fn recount(p: &mut CrisisProjection) {
             ChannelState::PartlyFailed
         };
         *status = fresh;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use krisbud_proto::event::{
+        DeliveryReported, DispatchPlanned, PlannedChannel, RecipientOutcome,
+    };
+    use krisbud_proto::{Actor, Channel};
+
+    fn report(id: &str, states: &[DeliveryState]) -> Envelope {
+        let outcomes = states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| RecipientOutcome {
+                recipient: format!("rcp:{i}"),
+                state: *state,
+                provider_ref: None,
+                reason: None,
+            })
+            .collect();
+        Envelope::with_id(
+            id.to_owned(),
+            Actor::service("channel-sms"),
+            Event::DeliveryReported(DeliveryReported {
+                crisis_id: "c1".into(),
+                revision: 1,
+                channel: Channel::Sms,
+                job_id: "c1.r1.sms.sv.0".into(),
+                provider: "46elks".into(),
+                outcomes,
+            }),
+        )
+    }
+
+    #[test]
+    fn provider_delivery_reports_move_sent_recipients_once() {
+        let mut p = CrisisProjection::default();
+        let plan = Envelope::with_id(
+            "c1.r1.planned".into(),
+            Actor::service("coordinator"),
+            Event::DispatchPlanned(DispatchPlanned {
+                crisis_id: "c1".into(),
+                revision: 1,
+                channels: [(
+                    Channel::Sms,
+                    PlannedChannel {
+                        recipients: 3,
+                        jobs: 1,
+                        duplicates_removed: 0,
+                    },
+                )]
+                .into(),
+            }),
+        );
+        fold(&mut p, &plan);
+        fold(
+            &mut p,
+            &report("c1.r1.sms.sv.0.outcome", &[DeliveryState::Sent; 3]),
+        );
+        let dlr = report("c1.r1.sms.sv.0.dlr.a", &[DeliveryState::Delivered]);
+        assert!(fold(&mut p, &dlr));
+        assert!(!fold(&mut p, &dlr), "a redelivered report changes nothing");
+        fold(
+            &mut p,
+            &report("c1.r1.sms.sv.0.dlr.b", &[DeliveryState::Failed]),
+        );
+        let sms = &p.status.channels[&Channel::Sms];
+        assert_eq!(
+            (sms.total, sms.sent, sms.delivered, sms.failed, sms.pending),
+            (3, 1, 1, 1, 0)
+        );
+        assert_eq!(sms.providers["46elks"], 3);
     }
 }

@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use krisbud_proto::template::{
-    BannerMessage, CrisisParts, EmailMessage, IntranetMessage, LanguageTemplate, RenderedLanguage,
-    SmsMessage, TemplateVersion, VariableSpec, VariableType,
+    BannerMessage, CrisisParts, EmailMessage, IntranetMessage, LanguageTemplate, RenderWarning,
+    RenderedLanguage, SmsMessage, TemplateVersion, VariableSpec, VariableType,
 };
-use krisbud_proto::{AlertStatus, Problem};
+use krisbud_proto::{AlertStatus, Channel, Problem};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 use crate::gsm;
@@ -213,6 +213,153 @@ fn render_language(
     })
 }
 
+/// Every template text of one language, by field name.
+pub fn sources(wording: &LanguageTemplate) -> [(&'static str, &str); 15] {
+    let p = &wording.parts;
+    [
+        ("parts.what_happened", &p.what_happened),
+        ("parts.affects_me", &p.affects_me),
+        ("parts.city_actions", &p.city_actions),
+        ("parts.what_to_do", &p.what_to_do),
+        ("parts.learn_more", &p.learn_more),
+        ("sms", &wording.sms),
+        ("email_subject", &wording.email_subject),
+        ("email_text", &wording.email_text),
+        ("email_html", &wording.email_html),
+        ("banner_headline", &wording.banner_headline),
+        ("banner_body", &wording.banner_body),
+        ("banner_link_text", &wording.banner_link_text),
+        ("banner_link_url", &wording.banner_link_url),
+        ("intranet_title", &wording.intranet_title),
+        ("intranet_body", &wording.intranet_body),
+    ]
+}
+
+/// Checks that minijinja can parse a template text (variables are checked when
+/// rendering, where strict mode refuses unknown ones).
+pub fn parse_source(source: &str) -> Result<(), minijinja::Error> {
+    environment().template_from_str(source).map(|_| ())
+}
+
+/// Longest banner headline before a warning; longer ones wrap badly on phones.
+pub const BANNER_HEADLINE_MAX: usize = 120;
+/// Longest banner body before a warning.
+pub const BANNER_BODY_MAX: usize = 400;
+/// Longest email subject before a warning (RFC 5322's recommended line length).
+pub const EMAIL_SUBJECT_MAX: usize = 78;
+/// Longest intranet title before a warning.
+pub const INTRANET_TITLE_MAX: usize = 120;
+
+/// What a person should look at in one rendered language: a character that forces
+/// UCS-2 (and where it came from), an SMS over the template's segment limit, and
+/// banner, subject and title lengths that read badly.
+pub fn warnings(
+    template: &TemplateVersion,
+    rendered: &RenderedLanguage,
+    values: &BTreeMap<String, String>,
+) -> Vec<RenderWarning> {
+    let mut out = Vec::new();
+    let mut warn = |channel: Channel, message: String| {
+        out.push(RenderWarning {
+            channel: Some(channel),
+            message,
+        })
+    };
+    if let Some(c) = gsm::first_non_gsm(&rendered.sms.text) {
+        let origin = values
+            .iter()
+            .find(|(_, v)| v.contains(c))
+            .map(|(name, _)| format!(" (in the value of `{name}`)"))
+            .unwrap_or_default();
+        warn(
+            Channel::Sms,
+            format!(
+                "{} forces UCS-2{origin}: 70 characters per segment instead of 160",
+                gsm::describe(c)
+            ),
+        );
+    }
+    if rendered.sms.segments > template.max_sms_segments {
+        warn(
+            Channel::Sms,
+            format!(
+                "the SMS takes {} segments; the template allows {}",
+                rendered.sms.segments, template.max_sms_segments
+            ),
+        );
+    }
+    let long = |text: &str, max: usize| {
+        let n = text.chars().count();
+        (n > max).then_some(n)
+    };
+    if let Some(n) = long(&rendered.banner.headline, BANNER_HEADLINE_MAX) {
+        warn(
+            Channel::Banner,
+            format!("banner headline over {BANNER_HEADLINE_MAX} characters ({n})"),
+        );
+    }
+    if let Some(n) = long(&rendered.banner.body, BANNER_BODY_MAX) {
+        warn(
+            Channel::Banner,
+            format!("banner body over {BANNER_BODY_MAX} characters ({n})"),
+        );
+    }
+    if let Some(n) = long(&rendered.email.subject, EMAIL_SUBJECT_MAX) {
+        warn(
+            Channel::Email,
+            format!(
+                "email subject over {EMAIL_SUBJECT_MAX} characters ({n}); mail programs may cut it"
+            ),
+        );
+    }
+    if let Some(n) = long(&rendered.intranet.title, INTRANET_TITLE_MAX) {
+        warn(
+            Channel::Intranet,
+            format!("intranet title over {INTRANET_TITLE_MAX} characters ({n})"),
+        );
+    }
+    out
+}
+
+/// Refuses a declaration whose SMS would take more segments than the template
+/// allows (a value with a character outside GSM-7 can triple the cost), naming the
+/// character and the variable it came from.
+pub fn check_sms_segments(
+    template: &TemplateVersion,
+    rendered: &[RenderedLanguage],
+    values: &BTreeMap<String, String>,
+) -> Result<(), Problem> {
+    for language in rendered {
+        if language.sms.segments <= template.max_sms_segments {
+            continue;
+        }
+        let culprit = gsm::first_non_gsm(&language.sms.text).and_then(|c| {
+            values
+                .iter()
+                .find(|(_, v)| v.contains(c))
+                .map(|(name, _)| (name.clone(), c))
+        });
+        let (field, cause) = match &culprit {
+            Some((name, c)) => (
+                format!("variables.{name}"),
+                format!(
+                    "`{name}` contains the {}, which forces UCS-2 encoding; write it without that character",
+                    gsm::describe(*c)
+                ),
+            ),
+            None => ("variables".to_owned(), "shorten the values".to_owned()),
+        };
+        return Err(Problem::invalid(
+            field,
+            format!(
+                "the {} SMS would take {} segments and the template allows {}: {cause}",
+                language.language, language.sms.segments, template.max_sms_segments
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The word that marks practice messages, in the message's language.
 fn marker(status: AlertStatus, language: &str) -> Option<&'static str> {
     let swedish = language == "sv" || language.starts_with("sv-");
@@ -246,14 +393,9 @@ pub fn escape_markdown(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::templates::TemplateStore;
 
     fn water() -> TemplateVersion {
-        TemplateStore::load(true, None)
-            .unwrap()
-            .declarable("vattenlacka", None)
-            .unwrap()
-            .clone()
+        crate::templates::parse("vattenlacka.toml", crate::templates::DEMO[0].1).unwrap()
     }
 
     fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -356,5 +498,71 @@ mod tests {
         t.languages.get_mut("sv").unwrap().sms = "Hej {{ finns_inte }}".into();
         let p = render(&t, &good(), AlertStatus::Actual).unwrap_err();
         assert!(p.detail.contains("sms"), "{}", p.detail);
+    }
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+
+    fn water() -> TemplateVersion {
+        crate::templates::parse("vattenlacka.toml", crate::templates::DEMO[0].1).unwrap()
+    }
+
+    fn values(omrade: &str) -> BTreeMap<String, String> {
+        [
+            ("omrade", omrade),
+            ("beraknat_klart", "i kväll kl. 20"),
+            (
+                "vattenpunkt",
+                "Farsta centrum, vid ingången mot Farstavägen",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn a_typographic_quote_in_a_value_is_named_with_its_variable() {
+        let t = water();
+        let v = values("”Farsta” och ”Hökarängen”");
+        let out = render(&t, &v, AlertStatus::Actual).unwrap();
+        let sv = out.iter().find(|l| l.language == "sv").unwrap();
+        let w = warnings(&t, sv, &v);
+        assert!(
+            w.iter().any(|w| w.channel == Some(Channel::Sms)
+                && w.message.starts_with(
+                    "typographic quote ” (U+201D) forces UCS-2 (in the value of `omrade`)"
+                )),
+            "{w:?}"
+        );
+        // The UCS-2 text takes more segments than the template allows: declaring
+        // it is refused, naming the variable and the character.
+        let p = check_sms_segments(&t, &out, &v).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("variables.omrade"));
+        assert!(p.detail.contains("typographic quote"), "{}", p.detail);
+    }
+
+    #[test]
+    fn a_long_banner_headline_is_flagged() {
+        let mut t = water();
+        t.languages.get_mut("sv").unwrap().banner_headline =
+            format!("{} {{{{ omrade }}}}", "Vattnet är avstängt ".repeat(6));
+        let v = values("Farsta");
+        let out = render(&t, &v, AlertStatus::Actual).unwrap();
+        let sv = out.iter().find(|l| l.language == "sv").unwrap();
+        let w = warnings(&t, sv, &v);
+        assert!(
+            w.iter().any(|w| w.channel == Some(Channel::Banner)
+                && w.message.starts_with("banner headline over 120 characters")),
+            "{w:?}"
+        );
+        let plain = warnings(
+            &water(),
+            &render(&water(), &v, AlertStatus::Actual).unwrap()[1],
+            &v,
+        );
+        assert!(plain.is_empty(), "{plain:?}");
     }
 }

@@ -48,6 +48,24 @@ impl Allowed for CrisisReaders {
     ];
 }
 
+/// Template editors: draft and submit template versions.
+pub struct TemplateEditors;
+impl Allowed for TemplateEditors {
+    const ROLES: &'static [Role] = &[Role::TemplateEditor];
+}
+
+/// Template approvers: approve or reject submitted versions (never their own).
+pub struct TemplateApprovers;
+impl Allowed for TemplateApprovers {
+    const ROLES: &'static [Role] = &[Role::TemplateApprover];
+}
+
+/// Those who may retire an approved template version.
+pub struct TemplateRetirers;
+impl Allowed for TemplateRetirers {
+    const ROLES: &'static [Role] = &[Role::TemplateApprover, Role::Admin];
+}
+
 /// Auditors and admins: read, export and verify the audit log.
 pub struct Auditors;
 impl Allowed for Auditors {

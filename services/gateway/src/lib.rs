@@ -5,6 +5,7 @@
 //! [`start`] binds the listener and serves `/api/v1` plus `/healthz` and `/readyz`
 //! until the shutdown token is cancelled.
 
+mod audit_routes;
 mod auth;
 mod body;
 mod config;
@@ -13,6 +14,7 @@ pub mod openapi;
 mod problem;
 mod routes;
 mod state;
+mod template_routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +97,43 @@ async fn console() -> axum::response::Html<&'static str> {
 /// The API routes, with the body limit and the edge middleware (span, problem+json).
 fn router(state: AppState, body_limit_bytes: usize) -> Router {
     Router::new()
-        .route("/api/v1/templates", get(routes::list_templates))
+        .route(
+            "/api/v1/templates",
+            get(template_routes::list).post(template_routes::create),
+        )
+        .route("/api/v1/templates/{id}", get(template_routes::show))
+        .route(
+            "/api/v1/templates/{id}/versions",
+            post(template_routes::new_version),
+        )
+        .route(
+            "/api/v1/templates/{id}/versions/{version}",
+            get(template_routes::show_version),
+        )
+        .route(
+            "/api/v1/templates/{id}/versions/{version}/submit",
+            post(template_routes::submit),
+        )
+        .route(
+            "/api/v1/templates/{id}/versions/{version}/approve",
+            post(template_routes::approve),
+        )
+        .route(
+            "/api/v1/templates/{id}/versions/{version}/reject",
+            post(template_routes::reject),
+        )
+        .route(
+            "/api/v1/templates/{id}/versions/{version}/retire",
+            post(template_routes::retire),
+        )
+        .route(
+            "/api/v1/templates/{id}/versions/{version}/preview",
+            post(template_routes::preview),
+        )
+        .route(
+            "/api/v1/templates/{id}/versions/{version}/diff",
+            get(template_routes::diff),
+        )
         .route(
             "/api/v1/crises",
             get(routes::list_crises).post(routes::declare),
@@ -105,8 +143,16 @@ fn router(state: AppState, body_limit_bytes: usize) -> Router {
             "/api/v1/crises/{id}/channels/{channel}/confirm",
             post(routes::confirm),
         )
-        .route("/api/v1/audit", get(routes::audit))
-        .route("/api/v1/audit/verify", get(routes::audit_verify))
+        .route("/api/v1/audit", get(audit_routes::query))
+        .route("/api/v1/audit/verify", get(audit_routes::verify))
+        .route("/api/v1/audit/checkpoints", get(audit_routes::checkpoints))
+        .route("/api/v1/audit/public-key", get(audit_routes::public_key))
+        .route("/api/v1/audit/export", get(audit_routes::export))
+        .route(
+            "/api/v1/audit/crises/{id}/report",
+            get(audit_routes::report),
+        )
+        .route("/api/v1/audit/lookup", post(audit_routes::lookup))
         .route("/api/v1/openapi.json", get(routes::openapi))
         .route("/", get(console))
         .fallback(edge::not_found)

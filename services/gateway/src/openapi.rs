@@ -8,10 +8,16 @@
 //! `tests/openapi.rs` fails when it drifts.
 
 use krisbud_proto::Channel;
-use krisbud_proto::audit::{AuditPage, AuditRecord, VerifyReport};
+use krisbud_proto::audit::{
+    AuditKeys, AuditPage, AuditRecord, CheckpointPage, CrisisReport, RecipientLookup,
+    RecipientLookupAnswer, VerifyReport,
+};
+use krisbud_proto::command::DraftResult;
 use krisbud_proto::command::{DeclareCrisis, Declared};
 use krisbud_proto::status::CrisisStatus;
-use krisbud_proto::template::TemplateSummary;
+use krisbud_proto::template::{
+    TemplateDiff, TemplatePreview, TemplateRecord, TemplateSummary, TemplateVersion, VersionInfo,
+};
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::Value;
@@ -26,9 +32,14 @@ use utoipa::openapi::{
     Required, ResponseBuilder, Schema,
 };
 
-use crate::auth::{Allowed, AnyUser, Auditors, CrisisReaders, DutyOfficers, Operators, role_list};
+use crate::audit_routes::{CSV, NDJSON};
+use crate::auth::{
+    Allowed, AnyUser, Auditors, CrisisReaders, DutyOfficers, Operators, TemplateApprovers,
+    TemplateEditors, TemplateRetirers, role_list,
+};
 use crate::problem::{PROBLEM_JSON, ProblemDetails};
-use crate::routes::{ConfirmBody, NDJSON};
+use crate::routes::ConfirmBody;
+use crate::template_routes::{PreviewBody, ReasonBody};
 
 const BEARER: &str = "bearer";
 
@@ -51,18 +62,277 @@ pub fn document() -> Value {
     let declare_text = "Renders the approved template version and appends the declaration; a 2xx \
                         means it is stored and will be delivered. An `Idempotency-Key` makes a \
                         retry safe.";
-    let audit_text = "`format=json` answers one page with `next_sequence`; `format=jsonl` exports \
-                      every matching record, one per line, across pages, for offline \
-                      verification.";
 
-    let list_templates =
-        secured::<AnyUser>(op("listTemplates", "Declarable templates"), None, &problem).response(
+    let list_templates = secured::<AnyUser>(
+        op("listTemplates", "Templates"),
+        Some(
+            "The declarable templates: the newest approved version of each. With \
+             `all=true`, every version of every template in any state.",
+        ),
+        &problem,
+    )
+    .parameter(query_param(
+        "all",
+        "`true` lists every version in any state",
+        ObjectBuilder::new().schema_type(Type::Boolean).into(),
+    ))
+    .response(
+        "200",
+        json_response("The templates", array(schemas.of::<TemplateSummary>())),
+    )
+    .response(
+        "400",
+        problem_response("A query parameter is wrong; `field` names it", &problem),
+    );
+    let draft_text = "The wording of a template version (the shape of a template file). The \
+                      coordinator numbers the version one past the newest and makes the caller \
+                      its author; `version`, `state`, `author` and `approved_by` are ignored, so \
+                      an approved version is never changed. When a draft, submitted or approved \
+                      version already has the same wording, it is answered with 200 and nothing \
+                      is created, so a retried draft is safe.";
+    let drafted = |op: OperationBuilder, schemas: &mut Schemas| {
+        op.request_body(Some(json_body(schemas.of::<TemplateVersion>(), true)))
+            .response(
+                "201",
+                ResponseBuilder::new()
+                    .description("Drafted; `Location` names the new version")
+                    .header(
+                        "Location",
+                        utoipa::openapi::header::HeaderBuilder::new()
+                            .schema(string())
+                            .description(Some("/api/v1/templates/{id}/versions/{version}"))
+                            .build(),
+                    )
+                    .content("application/json", content(schemas.of::<DraftResult>()))
+                    .build(),
+            )
+            .response(
+                "200",
+                json_response(
+                    "A live version already had this wording; nothing was created",
+                    schemas.of::<DraftResult>(),
+                ),
+            )
+            .response(
+                "400",
+                problem_response("Malformed JSON, named with its position", &problem),
+            )
+            .response(
+                "413",
+                problem_response("The body is over the size limit", &problem),
+            )
+            .response(
+                "415",
+                problem_response("The body is not application/json", &problem),
+            )
+            .response(
+                "422",
+                problem_response("A field is wrong; `field` names it", &problem),
+            )
+    };
+    let create_template = drafted(
+        secured::<TemplateEditors>(
+            op("createTemplate", "Start a template with its first draft"),
+            Some(draft_text),
+            &problem,
+        ),
+        &mut schemas,
+    )
+    .response(
+        "409",
+        problem_response("A template with this id exists", &problem),
+    );
+    let draft_version = drafted(
+        secured::<TemplateEditors>(
+            op("draftTemplateVersion", "Draft a new version of a template"),
+            Some(draft_text),
+            &problem,
+        ),
+        &mut schemas,
+    )
+    .parameter(path_param("id", "The template id", string()))
+    .response("404", problem_response("No such template", &problem));
+    let get_template = secured::<AnyUser>(
+        op("getTemplate", "A template's versions and their history"),
+        None,
+        &problem,
+    )
+    .parameter(path_param("id", "The template id", string()))
+    .response(
+        "200",
+        json_response(
+            "Every version with its state and history",
+            schemas.of::<TemplateRecord>(),
+        ),
+    )
+    .response("404", problem_response("No such template", &problem));
+    let version_params = |op: OperationBuilder| {
+        op.parameter(path_param("id", "The template id", string()))
+            .parameter(path_param("version", "The version number", positive()))
+    };
+    let get_version = version_params(secured::<AnyUser>(
+        op(
+            "getTemplateVersion",
+            "One template version with its wording",
+        ),
+        None,
+        &problem,
+    ))
+    .response(
+        "200",
+        json_response("The version", schemas.of::<TemplateVersion>()),
+    )
+    .response(
+        "404",
+        problem_response("No such template or version", &problem),
+    );
+    let lifecycle = |op: OperationBuilder, schemas: &mut Schemas, body: bool| {
+        let op = version_params(op);
+        let op = if body {
+            op.request_body(Some(json_body(schemas.of::<ReasonBody>(), false)))
+                .response(
+                    "400",
+                    problem_response("Malformed JSON, named with its position", &problem),
+                )
+                .response(
+                    "415",
+                    problem_response("The body is not application/json", &problem),
+                )
+        } else {
+            op
+        };
+        op.response(
             "200",
             json_response(
-                "The approved templates",
-                array(schemas.of::<TemplateSummary>()),
+                "The version's state and history after the step",
+                schemas.of::<VersionInfo>(),
             ),
-        );
+        )
+        .response(
+            "404",
+            problem_response("No such template or version", &problem),
+        )
+        .response(
+            "409",
+            problem_response(
+                "The version is not in the state this step starts from",
+                &problem,
+            ),
+        )
+        .response(
+            "422",
+            problem_response(
+                "The version fails the approval checks, or the reason is missing",
+                &problem,
+            ),
+        )
+    };
+    let submit = lifecycle(
+        secured::<TemplateEditors>(
+            op("submitTemplateVersion", "Hand a draft in for approval"),
+            Some(
+                "The version must pass the approval checks: Swedish present, the five \
+                 crisis questions answered, every channel renders with every variable at its \
+                 maximum length, and every language's SMS within `max_sms_segments`.",
+            ),
+            &problem,
+        ),
+        &mut schemas,
+        false,
+    );
+    let approve = lifecycle(
+        secured::<TemplateApprovers>(
+            op("approveTemplateVersion", "Approve a submitted version"),
+            Some(
+                "Four eyes: the author cannot approve their own version (403). The approval \
+                 checks run again; an approved version never changes.",
+            ),
+            &problem,
+        ),
+        &mut schemas,
+        false,
+    );
+    let reject = lifecycle(
+        secured::<TemplateApprovers>(
+            op("rejectTemplateVersion", "Reject a submitted version"),
+            Some("A reason is required. The author cannot reject their own version."),
+            &problem,
+        ),
+        &mut schemas,
+        true,
+    );
+    let retire = lifecycle(
+        secured::<TemplateRetirers>(
+            op(
+                "retireTemplateVersion",
+                "Take an approved version out of use",
+            ),
+            Some("A retired version can no longer be declared; the reason is optional."),
+            &problem,
+        ),
+        &mut schemas,
+        true,
+    );
+    let preview = version_params(secured::<AnyUser>(
+        op(
+            "previewTemplateVersion",
+            "Render a version with sample values",
+        ),
+        Some(
+            "Every channel × language with the SMS encoding and segment count, warnings \
+             (a character that forces UCS-2, a banner headline over 120 characters ...), \
+             the worst-case SMS cost and what would stop approval. Values are checked as a \
+             declaration checks them: a missing, unknown or too long variable is a 422 \
+             naming it.",
+        ),
+        &problem,
+    ))
+    .request_body(Some(json_body(schemas.of::<PreviewBody>(), false)))
+    .response(
+        "200",
+        json_response("The renderings", schemas.of::<TemplatePreview>()),
+    )
+    .response(
+        "400",
+        problem_response("Malformed JSON, named with its position", &problem),
+    )
+    .response(
+        "404",
+        problem_response("No such template or version", &problem),
+    )
+    .response(
+        "415",
+        problem_response("The body is not application/json", &problem),
+    )
+    .response(
+        "422",
+        problem_response("A value is wrong; `field` names the variable", &problem),
+    );
+    let diff = version_params(secured::<AnyUser>(
+        op(
+            "diffTemplateVersion",
+            "What a version changes against the last approved one",
+        ),
+        Some("Field by field, with a line diff of each changed text."),
+        &problem,
+    ))
+    .parameter(query_param(
+        "against",
+        "The version to compare with; the last approved one when left out",
+        positive(),
+    ))
+    .response(
+        "200",
+        json_response("The changed fields", schemas.of::<TemplateDiff>()),
+    )
+    .response(
+        "400",
+        problem_response("A query parameter is wrong; `field` names it", &problem),
+    )
+    .response(
+        "404",
+        problem_response("No such template or version", &problem),
+    );
     let declare = secured::<DutyOfficers>(
         op("declareCrisis", "Declare a crisis"),
         Some(declare_text),
@@ -165,52 +435,6 @@ pub fn document() -> Value {
         "422",
         problem_response("A field is wrong; `field` names it", &problem),
     );
-    let audit = secured::<Auditors>(
-        op("queryAudit", "Audit records, filtered"),
-        Some(audit_text),
-        &problem,
-    )
-    .parameter(query_param("crisis", "Only this crisis", string()))
-    .parameter(query_param("actor", "Only this actor", string()))
-    .parameter(query_param("kind", "Only this event kind", string()))
-    .parameter(query_param(
-        "from_sequence",
-        "First audit sequence (1 when left out)",
-        positive(),
-    ))
-    .parameter(query_param("limit", "Most records to return", positive()))
-    .parameter(query_param(
-        "format",
-        "`json` (default) or `jsonl`",
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(["json", "jsonl"]))
-            .into(),
-    ))
-    .response(
-        "200",
-        ResponseBuilder::new()
-            .description("A page (json) or every record, one per line (jsonl)")
-            .content("application/json", content(schemas.of::<AuditPage>()))
-            .content(NDJSON, content(schemas.of::<AuditRecord>()))
-            .build(),
-    )
-    .response(
-        "400",
-        problem_response("A filter is wrong; `field` names it", &problem),
-    );
-    let verify = secured::<Auditors>(
-        op("verifyAudit", "Recompute the audit chain"),
-        None,
-        &problem,
-    )
-    .response(
-        "200",
-        json_response(
-            "What verification found (also when the chain is broken)",
-            schemas.of::<VerifyReport>(),
-        ),
-    );
     let public = |id: &str, summary: &str, media: &str| {
         op(id, summary)
             .securities(Some(Vec::<SecurityRequirement>::new()))
@@ -229,6 +453,46 @@ pub fn document() -> Value {
             PathItem::new(HttpMethod::Get, list_templates),
         )
         .path(
+            "/api/v1/templates",
+            PathItem::new(HttpMethod::Post, create_template),
+        )
+        .path(
+            "/api/v1/templates/{id}",
+            PathItem::new(HttpMethod::Get, get_template),
+        )
+        .path(
+            "/api/v1/templates/{id}/versions",
+            PathItem::new(HttpMethod::Post, draft_version),
+        )
+        .path(
+            "/api/v1/templates/{id}/versions/{version}",
+            PathItem::new(HttpMethod::Get, get_version),
+        )
+        .path(
+            "/api/v1/templates/{id}/versions/{version}/submit",
+            PathItem::new(HttpMethod::Post, submit),
+        )
+        .path(
+            "/api/v1/templates/{id}/versions/{version}/approve",
+            PathItem::new(HttpMethod::Post, approve),
+        )
+        .path(
+            "/api/v1/templates/{id}/versions/{version}/reject",
+            PathItem::new(HttpMethod::Post, reject),
+        )
+        .path(
+            "/api/v1/templates/{id}/versions/{version}/retire",
+            PathItem::new(HttpMethod::Post, retire),
+        )
+        .path(
+            "/api/v1/templates/{id}/versions/{version}/preview",
+            PathItem::new(HttpMethod::Post, preview),
+        )
+        .path(
+            "/api/v1/templates/{id}/versions/{version}/diff",
+            PathItem::new(HttpMethod::Get, diff),
+        )
+        .path(
             "/api/v1/crises",
             PathItem::new(HttpMethod::Get, list_crises),
         )
@@ -240,11 +504,6 @@ pub fn document() -> Value {
         .path(
             "/api/v1/crises/{id}/channels/{channel}/confirm",
             PathItem::new(HttpMethod::Post, confirm),
-        )
-        .path("/api/v1/audit", PathItem::new(HttpMethod::Get, audit))
-        .path(
-            "/api/v1/audit/verify",
-            PathItem::new(HttpMethod::Get, verify),
         )
         .path(
             "/api/v1/openapi.json",
@@ -271,6 +530,7 @@ pub fn document() -> Value {
                 ),
             ),
         );
+    let paths = audit_paths(paths, &mut schemas, &problem);
 
     let components = ComponentsBuilder::new()
         .security_scheme(
@@ -292,9 +552,9 @@ pub fn document() -> Value {
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(
                     "Krisbud skickar godkända krismeddelanden via SMS, e-post, webbanner och \
-                     intranät. The HTTP API: declare crises, follow their delivery, confirm \
-                     channels, read and verify the audit log. Every error is RFC 9457 \
-                     application/problem+json.",
+                     intranät. The HTTP API: draft, review and approve templates, declare \
+                     crises, follow their delivery, confirm channels, read and verify the \
+                     audit log. Every error is RFC 9457 application/problem+json.",
                 )),
         )
         .paths(paths)
@@ -445,4 +705,226 @@ fn query_param(
         .description(Some(description))
         .schema(Some(schema))
         .build()
+}
+
+/// The audit operations (`/api/v1/audit...`), added to `paths`.
+fn audit_paths(
+    paths: PathsBuilder,
+    schemas: &mut Schemas,
+    problem: &RefOr<Schema>,
+) -> PathsBuilder {
+    let op = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .operation_id(Some(id))
+            .summary(Some(summary))
+    };
+    let bad_query = || problem_response("A parameter is wrong; `field` names it", problem);
+    let time = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::DateTime,
+            )))
+            .into()
+    };
+    let formats = |values: &[&str]| -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(values.iter().copied()))
+            .into()
+    };
+    let query = secured::<Auditors>(
+        op("queryAudit", "Audit records, filtered"),
+        Some(
+            "`format=json` answers one page with `next_sequence`; `format=jsonl` and \
+             `format=csv` export every matching record across pages (CSV columns: sequence, \
+             recorded_at, event_sequence, occurred_at, kind, crisis_id, actor, event_id, \
+             payload, prev_hash, hash). The time range is on the event's `occurred_at`. For \
+             offline verification use `/api/v1/audit/export`.",
+        ),
+        problem,
+    )
+    .parameter(query_param("crisis", "Only this crisis", string()))
+    .parameter(query_param("actor", "Only this actor", string()))
+    .parameter(query_param("kind", "Only this event kind", string()))
+    .parameter(query_param(
+        "from",
+        "Only events that occurred at or after this time (RFC 3339)",
+        time(),
+    ))
+    .parameter(query_param(
+        "to",
+        "Only events that occurred before this time (RFC 3339)",
+        time(),
+    ))
+    .parameter(query_param(
+        "from_sequence",
+        "First audit sequence (1 when left out)",
+        positive(),
+    ))
+    .parameter(query_param("limit", "Most records to return", positive()))
+    .parameter(query_param(
+        "format",
+        "`json` (default), `jsonl` or `csv`",
+        formats(&["json", "jsonl", "csv"]),
+    ))
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("A page (json), or every record: one per line (jsonl) or row (csv)")
+            .content("application/json", content(schemas.of::<AuditPage>()))
+            .content(NDJSON, content(schemas.of::<AuditRecord>()))
+            .content(CSV, ContentBuilder::new().build())
+            .build(),
+    )
+    .response("400", bad_query());
+    let verify = secured::<Auditors>(
+        op("verifyAudit", "Verify the live audit chain"),
+        Some(
+            "Recomputes every record's hash and link, checks every signed checkpoint against \
+             the key the chain registers for it, and compares the chain with KRISBUD_EVENTS: \
+             every event has its record and every record its unchanged event.",
+        ),
+        problem,
+    )
+    .response(
+        "200",
+        json_response(
+            "What verification found (also when the chain is broken)",
+            schemas.of::<VerifyReport>(),
+        ),
+    );
+    let checkpoints = secured::<Auditors>(
+        op("listAuditCheckpoints", "Signed checkpoints of the chain"),
+        Some("Oldest first, paged like the records."),
+        problem,
+    )
+    .parameter(query_param(
+        "from_sequence",
+        "First covered record (1 when left out)",
+        positive(),
+    ))
+    .parameter(query_param(
+        "limit",
+        "Most checkpoints to return",
+        positive(),
+    ))
+    .response(
+        "200",
+        json_response("One page of checkpoints", schemas.of::<CheckpointPage>()),
+    )
+    .response("400", bad_query());
+    let public_key = secured::<AnyUser>(
+        op("getAuditPublicKey", "The key that signs the checkpoints"),
+        Some(
+            "The current Ed25519 public key and every key the chain registered. Publish the \
+             key outside krisbud too: that copy is what an auditor trusts.",
+        ),
+        problem,
+    )
+    .response("200", json_response("The keys", schemas.of::<AuditKeys>()));
+    let export = secured::<Auditors>(
+        op("exportAudit", "The export bundle for offline verification"),
+        Some(
+            "JSON lines: a `bundle` header, the `public_key`s, the `checkpoint`s, then every \
+             record in order. `krisbud audit verify --file` checks it without a server.",
+        ),
+        problem,
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("The bundle")
+            .content(NDJSON, ContentBuilder::new().build())
+            .build(),
+    );
+    let report = secured::<Auditors>(
+        op("getCrisisReport", "A crisis's report from the audit chain"),
+        Some(
+            "The timeline, per channel how many were sent, delivered and failed, the \
+             confirmations with who and when, and escalations; every line names its record.",
+        ),
+        problem,
+    )
+    .parameter(path_param("id", "The crisis id", string()))
+    .parameter(query_param(
+        "format",
+        "`json` (default), `markdown` or `html`",
+        formats(&["json", "markdown", "html"]),
+    ))
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("The report")
+            .content("application/json", content(schemas.of::<CrisisReport>()))
+            .content(
+                "text/markdown; charset=utf-8",
+                ContentBuilder::new().build(),
+            )
+            .content("text/html; charset=utf-8", ContentBuilder::new().build())
+            .build(),
+    )
+    .response("400", bad_query())
+    .response(
+        "404",
+        problem_response("The chain holds nothing of this crisis", problem),
+    );
+    let lookup = secured::<Auditors>(
+        op("lookupRecipient", "Was this person notified?"),
+        Some(
+            "The address (a phone number or an email address) is normalised and turned into \
+             the keyed hash the outcomes are recorded under. The lookup is itself recorded, \
+             with the hash and never the address.",
+        ),
+        problem,
+    )
+    .request_body(Some(json_body(schemas.of::<RecipientLookup>(), true)))
+    .response(
+        "200",
+        json_response(
+            "Every recorded outcome for the recipient",
+            schemas.of::<RecipientLookupAnswer>(),
+        ),
+    )
+    .response(
+        "400",
+        problem_response("Malformed JSON, named with its position", problem),
+    )
+    .response(
+        "415",
+        problem_response("The body is not application/json", problem),
+    )
+    .response(
+        "422",
+        problem_response(
+            "The address is neither a phone number nor an email address",
+            problem,
+        ),
+    );
+    paths
+        .path("/api/v1/audit", PathItem::new(HttpMethod::Get, query))
+        .path(
+            "/api/v1/audit/verify",
+            PathItem::new(HttpMethod::Get, verify),
+        )
+        .path(
+            "/api/v1/audit/checkpoints",
+            PathItem::new(HttpMethod::Get, checkpoints),
+        )
+        .path(
+            "/api/v1/audit/public-key",
+            PathItem::new(HttpMethod::Get, public_key),
+        )
+        .path(
+            "/api/v1/audit/export",
+            PathItem::new(HttpMethod::Get, export),
+        )
+        .path(
+            "/api/v1/audit/crises/{id}/report",
+            PathItem::new(HttpMethod::Get, report),
+        )
+        .path(
+            "/api/v1/audit/lookup",
+            PathItem::new(HttpMethod::Post, lookup),
+        )
 }

@@ -418,6 +418,7 @@ fn audit_pages(subject: &str, request: &Value) -> krisbud_proto::CommandReply<Va
             let page = AuditPage {
                 records: (from..=last).map(record).collect(),
                 next_sequence: (last < 5).then_some(last + 1),
+                last_sequence: Some(5),
             };
             ok(serde_json::to_value(page).unwrap())
         }
@@ -525,6 +526,52 @@ async fn an_export_cut_short_is_a_broken_transfer_not_a_short_file() {
 /// concrete path to call.
 const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/templates", "/api/v1/templates"),
+    ("post", "/api/v1/templates", "/api/v1/templates"),
+    (
+        "get",
+        "/api/v1/templates/{id}",
+        "/api/v1/templates/vattenlacka",
+    ),
+    (
+        "post",
+        "/api/v1/templates/{id}/versions",
+        "/api/v1/templates/vattenlacka/versions",
+    ),
+    (
+        "get",
+        "/api/v1/templates/{id}/versions/{version}",
+        "/api/v1/templates/vattenlacka/versions/1",
+    ),
+    (
+        "post",
+        "/api/v1/templates/{id}/versions/{version}/submit",
+        "/api/v1/templates/vattenlacka/versions/1/submit",
+    ),
+    (
+        "post",
+        "/api/v1/templates/{id}/versions/{version}/approve",
+        "/api/v1/templates/vattenlacka/versions/1/approve",
+    ),
+    (
+        "post",
+        "/api/v1/templates/{id}/versions/{version}/reject",
+        "/api/v1/templates/vattenlacka/versions/1/reject",
+    ),
+    (
+        "post",
+        "/api/v1/templates/{id}/versions/{version}/retire",
+        "/api/v1/templates/vattenlacka/versions/1/retire",
+    ),
+    (
+        "post",
+        "/api/v1/templates/{id}/versions/{version}/preview",
+        "/api/v1/templates/vattenlacka/versions/1/preview",
+    ),
+    (
+        "get",
+        "/api/v1/templates/{id}/versions/{version}/diff",
+        "/api/v1/templates/vattenlacka/versions/1/diff",
+    ),
     ("get", "/api/v1/crises", "/api/v1/crises"),
     ("post", "/api/v1/crises", "/api/v1/crises"),
     ("get", "/api/v1/crises/{id}", "/api/v1/crises/c-1"),
@@ -535,6 +582,23 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("get", "/api/v1/audit", "/api/v1/audit"),
     ("get", "/api/v1/audit/verify", "/api/v1/audit/verify"),
+    (
+        "get",
+        "/api/v1/audit/checkpoints",
+        "/api/v1/audit/checkpoints",
+    ),
+    (
+        "get",
+        "/api/v1/audit/public-key",
+        "/api/v1/audit/public-key",
+    ),
+    ("get", "/api/v1/audit/export", "/api/v1/audit/export"),
+    (
+        "get",
+        "/api/v1/audit/crises/{id}/report",
+        "/api/v1/audit/crises/c-1/report",
+    ),
+    ("post", "/api/v1/audit/lookup", "/api/v1/audit/lookup"),
     ("get", "/api/v1/openapi.json", "/api/v1/openapi.json"),
     ("get", "/healthz", "/healthz"),
     ("get", "/readyz", "/readyz"),

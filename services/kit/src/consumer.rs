@@ -90,7 +90,7 @@ pub async fn run<F, Fut>(
 ) -> anyhow::Result<()>
 where
     F: Fn(Delivery) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Ack> + Send,
+    Fut: Future<Output = Ack> + Send + 'static,
 {
     let consumer = ensure(js, &spec).await?;
     consume(consumer, spec, shutdown, handler).await
@@ -146,16 +146,27 @@ async fn consume<F, Fut>(
 ) -> anyhow::Result<()>
 where
     F: Fn(Delivery) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Ack> + Send,
+    Fut: Future<Output = Ack> + Send + 'static,
 {
-    // Fetch-style batches rather than one endless pull: a batch is read to its end,
-    // so a graceful shutdown leaves no message handed to this instance unanswered
-    // (which would otherwise wait out the whole ack wait before redelivery).
-    let batch_size = spec.concurrency.max(1) * 4;
+    // Fetch-style pulls for exactly as many messages as there are free slots: a
+    // message is only ever asked for when a handler can start on it at once, so none
+    // waits in a local buffer without progress acks until its ack wait runs out, and
+    // a graceful shutdown leaves nothing handed to this instance unanswered.
+    let spec = std::sync::Arc::new(spec);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(spec.concurrency.max(1)));
+    let mut running = tokio::task::JoinSet::new();
     while !shutdown.is_cancelled() {
-        let messages = match consumer
+        // Wait for at least one free slot (or shutdown), then ask for that many.
+        let first = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let wanted = 1 + slots.available_permits();
+        drop(first);
+        while running.try_join_next().is_some() {}
+        let mut messages = match consumer
             .batch()
-            .max_messages(batch_size)
+            .max_messages(wanted)
             .expires(PULL_EXPIRY)
             .messages()
             .await
@@ -169,30 +180,37 @@ where
                 }
             }
         };
-        messages
-            .for_each_concurrent(spec.concurrency, |message| {
-                let handler = handler.clone();
-                let spec = &spec;
-                let shutdown = &shutdown;
-                async move {
-                    match message {
-                        // Arrived after shutdown began: hand it back, delayed past the
-                        // end of this pull so it is not redelivered into it.
-                        Ok(message) if shutdown.is_cancelled() => {
-                            tracing::debug!(consumer = %spec.durable, subject = %message.subject, "handing back a message after shutdown");
-                            let delay = PULL_EXPIRY + Duration::from_secs(1);
-                            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-                        }
-                        Ok(message) => handle(spec, message, handler).await,
-                        Err(e) => {
-                            tracing::debug!(consumer = %spec.durable, error = %e, "pull interrupted");
-                        }
-                    }
+        // The pull is read to its end even after shutdown, so the server has no
+        // open request left that would swallow redeliveries.
+        while let Some(message) = messages.next().await {
+            match message {
+                // Arrived after shutdown began: hand it back, delayed past the end of
+                // this pull so it is not redelivered into it.
+                Ok(message) if shutdown.is_cancelled() => {
+                    tracing::debug!(consumer = %spec.durable, subject = %message.subject, "handing back a message after shutdown");
+                    let delay = PULL_EXPIRY + Duration::from_secs(1);
+                    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                 }
-            })
-            .await;
-        tracing::trace!(consumer = %spec.durable, "batch done");
+                Ok(message) => {
+                    let permit = slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed");
+                    let (spec, handler) = (spec.clone(), handler.clone());
+                    running.spawn(async move {
+                        handle(&spec, message, handler).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(consumer = %spec.durable, error = %e, "pull interrupted");
+                }
+            }
+        }
     }
+    // Let the messages in hand finish; the caller bounds how long that may take.
+    while running.join_next().await.is_some() {}
     tracing::debug!(consumer = %spec.durable, "consumer stopped");
     Ok(())
 }

@@ -1,12 +1,16 @@
-//! The CLI as a client of the HTTP API: declare, status, confirm, audit.
+//! The CLI as a client of the HTTP API: templates, declare, status, confirm, audit.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use krisbud_proto::audit::{AuditPage, VerifyReport};
-use krisbud_proto::command::{DeclareCrisis, Declared};
+use krisbud_proto::command::{DeclareCrisis, Declared, DraftResult, TemplateAction};
 use krisbud_proto::status::CrisisStatus;
-use krisbud_proto::template::TemplateSummary;
+use krisbud_proto::template::{
+    ChangeKind, TemplateDiff, TemplatePreview, TemplateRecord, TemplateSummary, TemplateVersion,
+    VersionInfo,
+};
+use krisbud_proto::{AlertStatus, Channel};
 use serde::de::DeserializeOwned;
 
 /// An authenticated API client.
@@ -73,9 +77,115 @@ impl Client {
         serde_json::from_slice(&body).context("unreadable answer from the API")
     }
 
-    /// `GET /templates`.
-    pub async fn templates(&self) -> anyhow::Result<Vec<TemplateSummary>> {
-        self.send(self.http.get(self.url("/templates"))).await
+    /// `GET /templates`: the declarable templates, or with `all` every version.
+    pub async fn templates(&self, all: bool) -> anyhow::Result<Vec<TemplateSummary>> {
+        let mut request = self.http.get(self.url("/templates"));
+        if all {
+            request = request.query(&[("all", "true")]);
+        }
+        self.send(request).await
+    }
+
+    /// `GET /templates/{id}`.
+    pub async fn template(&self, id: &str) -> anyhow::Result<TemplateRecord> {
+        self.send(self.http.get(self.url(&format!("/templates/{id}"))))
+            .await
+    }
+
+    /// Whether a template with this id exists.
+    pub async fn template_exists(&self, id: &str) -> anyhow::Result<bool> {
+        let response = self
+            .http
+            .get(self.url(&format!("/templates/{id}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+        match response.status().as_u16() {
+            404 => Ok(false),
+            s if (200..300).contains(&s) => Ok(true),
+            _ => self
+                .send::<TemplateRecord>(self.http.get(self.url(&format!("/templates/{id}"))))
+                .await
+                .map(|_| true),
+        }
+    }
+
+    /// `GET /templates/{id}/versions/{version}`.
+    pub async fn template_version(
+        &self,
+        id: &str,
+        version: u32,
+    ) -> anyhow::Result<TemplateVersion> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/templates/{id}/versions/{version}"))),
+        )
+        .await
+    }
+
+    /// Drafts a new version: `POST /templates` for a new template, otherwise
+    /// `POST /templates/{id}/versions`.
+    pub async fn draft(&self, draft: &TemplateVersion) -> anyhow::Result<DraftResult> {
+        anyhow::ensure!(!draft.id.is_empty(), "the template has no id");
+        let url = if self.template_exists(&draft.id).await? {
+            self.url(&format!("/templates/{}/versions", draft.id))
+        } else {
+            self.url("/templates")
+        };
+        self.send(self.http.post(url).json(draft)).await
+    }
+
+    /// `POST /templates/{id}/versions/{version}/{action}`.
+    pub async fn template_step(
+        &self,
+        id: &str,
+        version: u32,
+        action: TemplateAction,
+        reason: Option<&str>,
+    ) -> anyhow::Result<VersionInfo> {
+        let url = self.url(&format!(
+            "/templates/{id}/versions/{version}/{}",
+            action.as_str()
+        ));
+        let mut request = self.http.post(url);
+        if let Some(reason) = reason {
+            request = request.json(&serde_json::json!({ "reason": reason }));
+        }
+        self.send(request).await
+    }
+
+    /// `POST /templates/{id}/versions/{version}/preview`.
+    pub async fn preview(
+        &self,
+        id: &str,
+        version: u32,
+        variables: &BTreeMap<String, String>,
+        status: AlertStatus,
+    ) -> anyhow::Result<TemplatePreview> {
+        let body = serde_json::json!({ "variables": variables, "status": status });
+        self.send(
+            self.http
+                .post(self.url(&format!("/templates/{id}/versions/{version}/preview")))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `GET /templates/{id}/versions/{version}/diff`.
+    pub async fn diff(
+        &self,
+        id: &str,
+        version: u32,
+        against: Option<u32>,
+    ) -> anyhow::Result<TemplateDiff> {
+        let mut request = self
+            .http
+            .get(self.url(&format!("/templates/{id}/versions/{version}/diff")));
+        if let Some(against) = against {
+            request = request.query(&[("against", against.to_string())]);
+        }
+        self.send(request).await
     }
 
     /// `POST /crises`.
@@ -206,4 +316,99 @@ pub fn format_report(report: &VerifyReport) -> String {
             bad.sequence, bad.problem, bad.detail, report.checked
         ),
     }
+}
+
+/// A template's versions and their history, for the terminal.
+pub fn format_record(record: &TemplateRecord) -> String {
+    let mut out = format!("{}  {}\n", record.id, record.name);
+    for v in &record.versions {
+        out.push_str(&format!(
+            "  v{:<3} {:<10} {}\n",
+            v.version, v.state, v.author
+        ));
+        for step in &v.history {
+            out.push_str(&format!(
+                "         {}  {:<10} {}{}\n",
+                step.at.format("%Y-%m-%d %H:%M"),
+                step.state,
+                step.by,
+                step.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+/// A preview, channel by channel and language by language, for the terminal.
+pub fn format_preview(preview: &TemplatePreview) -> String {
+    let mut out = format!(
+        "{} v{} ({})\n",
+        preview.template, preview.version, preview.state
+    );
+    for l in &preview.languages {
+        let r = &l.rendered;
+        out.push_str(&format!("\n== {} ==\n", r.language));
+        out.push_str(&format!(
+            "[sms] {}, {} segment(s)\n{}\n",
+            r.sms.encoding, r.sms.segments, r.sms.text
+        ));
+        out.push_str(&format!("[email] {}\n{}\n", r.email.subject, r.email.text));
+        out.push_str(&format!(
+            "[banner] {:?}: {}\n{}\n{} <{}>\n",
+            r.banner.level, r.banner.headline, r.banner.body, r.banner.link_text, r.banner.link_url
+        ));
+        out.push_str(&format!(
+            "[intranet] {}\n{}\n",
+            r.intranet.title, r.intranet.body
+        ));
+        for w in &l.warnings {
+            let channel = w.channel.map(Channel::as_str).unwrap_or("all");
+            out.push_str(&format!("VARNING [{channel}] {}\n", w.message));
+        }
+    }
+    out.push_str("\nSMS with every variable at its maximum length:\n");
+    for w in &preview.worst_case_sms {
+        out.push_str(&format!(
+            "  {:<14} {} {} of {} segments\n",
+            w.language, w.encoding, w.segments, w.limit
+        ));
+    }
+    if preview.approval_problems.is_empty() {
+        out.push_str("Can be approved.\n");
+    } else {
+        out.push_str("Cannot be approved:\n");
+        for p in &preview.approval_problems {
+            out.push_str(&format!("  - {p}\n"));
+        }
+    }
+    out
+}
+
+/// A diff for the approver, field by field.
+pub fn format_diff(diff: &TemplateDiff) -> String {
+    let mut out = match diff.against {
+        Some(v) => format!("{} v{} against v{}\n", diff.template, diff.version, v),
+        None => format!(
+            "{} v{} (no approved version to compare with: all is new)\n",
+            diff.template, diff.version
+        ),
+    };
+    if diff.changes.is_empty() {
+        out.push_str("  no changes\n");
+    }
+    for change in &diff.changes {
+        let kind = match change.change {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Changed => "changed",
+        };
+        out.push_str(&format!("\n{} ({kind})\n", change.field));
+        for line in &change.lines {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
 }

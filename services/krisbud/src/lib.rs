@@ -1,8 +1,11 @@
 //! The krisbud binary's library: `krisbud up` (every service in one process) and
 //! the API client behind the other subcommands.
 
+pub mod audit_cli;
 pub mod client;
 pub mod config;
 pub mod demo;
 pub mod local_nats;
 pub mod system;
+pub mod template_files;
+pub mod templates_cli;

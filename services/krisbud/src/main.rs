@@ -1,13 +1,14 @@
 //! `krisbud`: run the whole system, or talk to its API.
 
-use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use krisbud::audit_cli::AuditCommand;
 use krisbud::client::{self, Client};
 use krisbud::system::{self, UpOptions};
+use krisbud::templates_cli::TemplatesCommand;
 use krisbud_proto::command::DeclareCrisis;
 use krisbud_proto::{AlertStatus, Channel};
 
@@ -46,10 +47,18 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// List the templates you can declare from, with their variables.
+    /// Templates: list, show, draft, submit, approve, reject, retire, preview, diff,
+    /// export and import. Without a subcommand, lists the declarable templates.
+    #[command(args_conflicts_with_subcommands = true)]
     Templates {
-        #[command(flatten)]
-        api: Api,
+        #[command(subcommand)]
+        command: Option<TemplatesCommand>,
+        /// The API's base URL.
+        #[arg(long, env = "KRISBUD_API", default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// Your bearer token.
+        #[arg(long, env = "KRISBUD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Declare a crisis from an approved template.
     Declare {
@@ -99,39 +108,10 @@ enum Command {
         #[arg(long)]
         note: Option<String>,
     },
-    /// Read, export and verify the audit log.
+    /// Read, export and verify the audit log; crisis reports; recipient lookups.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// List records, in order, with their actor.
-    List {
-        #[command(flatten)]
-        api: Api,
-        #[arg(long)]
-        crisis: Option<String>,
-    },
-    /// Write the whole chain as JSON lines.
-    Export {
-        #[command(flatten)]
-        api: Api,
-        /// Output file; standard output when left out.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Verify the chain on the server, or an export offline with --file.
-    Verify {
-        /// An exported JSON-lines file to verify without a server.
-        #[arg(long)]
-        file: Option<PathBuf>,
-        #[arg(long, env = "KRISBUD_API", default_value = "http://127.0.0.1:8080")]
-        api: String,
-        #[arg(long, env = "KRISBUD_TOKEN", hide_env_values = true)]
-        token: Option<String>,
     },
 }
 
@@ -191,22 +171,12 @@ async fn up(demo: bool, config_path: Option<PathBuf>, data_dir: Option<PathBuf>)
 async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Up { .. } => unreachable!("handled in main"),
-        Command::Templates { api } => {
-            for t in Client::new(&api.api, &api.token).templates().await? {
-                println!(
-                    "{} v{}  {}  [{}]",
-                    t.id,
-                    t.version,
-                    t.name,
-                    t.languages.join(", ")
-                );
-                for v in t.variables {
-                    println!(
-                        "    --var {}=…   {} (max {} tecken)",
-                        v.name, v.label, v.max_length
-                    );
-                }
-            }
+        Command::Templates {
+            command,
+            api,
+            token,
+        } => {
+            return krisbud::templates_cli::run(command, api, token).await;
         }
         Command::Declare {
             api,
@@ -278,89 +248,7 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
                 .await?;
             print!("{}", client::format_status(&status));
         }
-        Command::Audit { command } => return audit(command).await,
+        Command::Audit { command } => return krisbud::audit_cli::run(command).await,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        AuditCommand::List { api, crisis } => {
-            let client = Client::new(&api.api, &api.token);
-            let mut from = 1u64;
-            loop {
-                let mut query = vec![("from_sequence", from.to_string())];
-                if let Some(c) = &crisis {
-                    query.push(("crisis", c.clone()));
-                }
-                let page = client.audit_page(&query).await?;
-                for r in &page.records {
-                    let kind = r.event.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
-                    let actor = r
-                        .event
-                        .pointer("/actor/user")
-                        .and_then(|k| k.as_str())
-                        .unwrap_or("?");
-                    println!(
-                        "{:>6}  {}  {:<18} {}",
-                        r.sequence,
-                        r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
-                        kind,
-                        actor
-                    );
-                }
-                match page.next_sequence {
-                    Some(next) => from = next,
-                    None => break,
-                }
-            }
-        }
-        AuditCommand::Export { api, out } => {
-            let bytes = Client::new(&api.api, &api.token).audit_export().await?;
-            match out {
-                Some(path) => std::fs::write(&path, &bytes)
-                    .with_context(|| format!("cannot write {}", path.display()))?,
-                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
-            }
-        }
-        AuditCommand::Verify { file, api, token } => {
-            let report = match file {
-                Some(path) => verify_file(&path)?,
-                None => {
-                    let token = token
-                        .context("--token or KRISBUD_TOKEN is needed to verify on the server")?;
-                    Client::new(&api, &token).audit_verify().await?
-                }
-            };
-            println!("{}", client::format_report(&report));
-            if report.first_bad.is_some() || !report.ok {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Verifies an export offline, with a progress bar on large files.
-fn verify_file(path: &std::path::Path) -> anyhow::Result<krisbud_proto::audit::VerifyReport> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let size = file.metadata()?.len();
-    let bar = indicatif::ProgressBar::new(size);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {per_sec} {eta}")
-            .expect("a valid progress template"),
-    );
-    if size < 4 << 20 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let reader = std::io::BufReader::new(bar.wrap_read(file));
-    let records = reader.lines().filter_map(|line| match line {
-        Ok(l) if l.trim().is_empty() => None,
-        Ok(l) => Some(serde_json::from_str(&l).map_err(|e| e.to_string())),
-        Err(e) => Some(Err(e.to_string())),
-    });
-    let report = krisbud_audit::chain::verify(records);
-    bar.finish_and_clear();
-    Ok(report)
 }

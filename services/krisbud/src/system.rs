@@ -97,6 +97,12 @@ async fn start_all(
     if config.common.privacy.recipient_key.is_empty() {
         config.common.privacy.recipient_key = local_recipient_key(&data_dir)?;
     }
+    if config.audit.signing_key_file.is_none() {
+        // A local installation signs its audit checkpoints with a key of its own.
+        let path = data_dir.join("audit-signing.key");
+        krisbud_audit::signing::load_or_create(&path)?;
+        config.audit.signing_key_file = Some(path);
+    }
     let rt = Runtime::connect("krisbud", &config.common, &shutdown).await?;
 
     let mut demo_tokens = None;
@@ -104,7 +110,13 @@ async fn start_all(
     if options.demo {
         let tokens = DemoTokens::generate();
         config.gateway.users.extend(tokens.users());
-        config.coordinator.demo_templates = true;
+        // Through the lifecycle events, drafted and approved by two demo people,
+        // idempotently: a restart finds them and appends nothing.
+        krisbud_coordinator::catalog(&rt)
+            .await?
+            .seed_demo()
+            .await
+            .context("cannot seed the demo templates")?;
         let audiences = rt.bus.js.get_key_value(spec::AUDIENCES.name).await?;
         for audience in demo::audiences() {
             audiences

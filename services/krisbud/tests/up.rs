@@ -263,16 +263,21 @@ fn up_demo_and_the_cli_tour() {
     );
     assert!(offline.status.success(), "{}", stdout(&offline));
 
-    // Change one character inside the third record's payload.
+    // Change one character inside the third record's payload (the bundle's
+    // header, keys and checkpoints come first).
     let text = std::fs::read_to_string(&export).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    assert!(lines.len() >= 5);
-    let record: Value = serde_json::from_str(&lines[2]).unwrap();
+    assert!(lines[0].starts_with("{\"bundle\":"), "{}", lines[0]);
+    let third = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("{\"sequence\":"))
+        .nth(2)
+        .expect("three records");
+    let record: Value = serde_json::from_str(&lines[third]).unwrap();
     let sequence = record["sequence"].as_u64().unwrap();
-    let at = lines[2].find("\"kind\":\"").unwrap() + 8;
-    let mut bytes = lines[2].clone().into_bytes();
+    let at = lines[third].find("\"kind\":\"").unwrap() + 8;
+    let mut bytes = lines[third].clone().into_bytes();
     bytes[at] = if bytes[at] == b'X' { b'Y' } else { b'X' };
-    lines[2] = String::from_utf8(bytes).unwrap();
+    lines[third] = String::from_utf8(bytes).unwrap();
     let tampered = data.path().join("tampered.jsonl");
     std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
     let caught = cli(

@@ -1,6 +1,9 @@
 //! A gateway on a real nats-server, real HTTP through reqwest, and a small stand-in
 //! for the services that answer `krisbud.cmd.*` requests.
 
+// Each test binary uses its own part of the harness.
+#![allow(dead_code)]
+
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -18,6 +21,9 @@ pub const TIB: &str = "tib-token";
 pub const OPERATOR: &str = "operator-token";
 pub const AUDITOR: &str = "auditor-token";
 pub const NOBODY: &str = "nobody-token";
+pub const EDITOR: &str = "editor-token";
+pub const APPROVER: &str = "approver-token";
+pub const ADMIN: &str = "admin-token";
 
 /// The body limit the test gateway runs with.
 pub const BODY_LIMIT: usize = 2048;
@@ -33,7 +39,7 @@ pub struct App {
 }
 
 impl App {
-    /// Starts a nats-server and a gateway with four users.
+    /// Starts a nats-server and a gateway with seven users.
     pub async fn spawn() -> App {
         init_tracing();
         let nats = NatsServer::start();
@@ -57,6 +63,9 @@ impl App {
                 User::with_token("olle", vec![Role::Operator], OPERATOR),
                 User::with_token("anna", vec![Role::Auditor], AUDITOR),
                 User::with_token("nils", vec![], NOBODY),
+                User::with_token("redaktor", vec![Role::TemplateEditor], EDITOR),
+                User::with_token("granskare", vec![Role::TemplateApprover], APPROVER),
+                User::with_token("admin", vec![Role::Admin], ADMIN),
             ],
         };
         let shutdown = CancellationToken::new();

@@ -1,0 +1,581 @@
+//! `krisbud audit …`: read, export and verify the audit log; the crisis report;
+//! the recipient lookup; and the signing key. `verify --file` and `keygen` need
+//! no server.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use krisbud_proto::audit::{
+    AuditKeys, AuditPage, CheckpointPage, CrisisReport, RecipientLookup, RecipientLookupAnswer,
+    VerifyReport,
+};
+use serde::de::DeserializeOwned;
+
+/// Where the API is and who asks.
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// The API's base URL.
+    #[arg(long, env = "KRISBUD_API", default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Your bearer token.
+    #[arg(long, env = "KRISBUD_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+/// Record filters, as `GET /api/v1/audit` takes them.
+#[derive(Args, Clone, Default)]
+pub struct Filters {
+    /// Only this crisis.
+    #[arg(long)]
+    crisis: Option<String>,
+    /// Only this actor (user name or `service:<name>`).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only this event kind, e.g. CrisisDeclared.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only events at or after this time (RFC 3339, e.g. 2026-11-26T08:00:00Z).
+    #[arg(long)]
+    from: Option<String>,
+    /// Only events before this time (RFC 3339).
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl Filters {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("crisis", &self.crisis),
+            ("actor", &self.actor),
+            ("kind", &self.kind),
+            ("from", &self.from),
+            ("to", &self.to),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// What `krisbud audit export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// The bundle: keys, signed checkpoints and every record, for `verify --file`.
+    Bundle,
+    /// Matching records as JSON lines.
+    Jsonl,
+    /// Matching records as CSV.
+    Csv,
+}
+
+/// The formats of the crisis report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Markdown,
+    Html,
+    Json,
+}
+
+/// `krisbud audit …`
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// List records, in order, with their actor.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        filters: Filters,
+    },
+    /// Write the export bundle (default) for `verify --file`, or matching records
+    /// as JSON lines or CSV.
+    Export {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Output file; standard output when left out.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "bundle")]
+        format: ExportFormat,
+        #[command(flatten)]
+        filters: Filters,
+    },
+    /// Verify the chain on the server (with completeness), or an export bundle
+    /// offline with --file.
+    Verify {
+        /// An export bundle (or plain JSON-lines export) to verify without a server.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// A public key you trust (64 hex digits, from a source other than the
+        /// bundle); every signing key must be it or endorsed by it. Repeatable.
+        #[arg(long = "trust-key")]
+        trust_keys: Vec<String>,
+        #[arg(long, env = "KRISBUD_API", default_value = "http://127.0.0.1:8080")]
+        api: String,
+        #[arg(long, env = "KRISBUD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// The signed checkpoints.
+    Checkpoints {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The public key that signs the checkpoints, and the keys before it.
+    PublicKey {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A crisis's report from the audit chain: timeline, deliveries per channel,
+    /// confirmations, escalations.
+    Report {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The crisis id.
+        crisis: String,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: ReportFormat,
+        /// Output file; standard output when left out.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Was this person notified? Give a phone number or an email address; the
+    /// lookup is recorded in the audit log (with a keyed hash, never the address).
+    Lookup {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Phone number (070-123 45 67, +46701234567) or email address.
+        address: String,
+        /// Only this crisis.
+        #[arg(long)]
+        crisis: Option<String>,
+    },
+    /// Create a new checkpoint signing key file (offline); prints its public key.
+    Keygen {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs one `krisbud audit` command; failure of a verification is exit code 1.
+pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::List { api, filters } => {
+            let client = Api::new(&api);
+            let mut from = 1u64;
+            loop {
+                let mut query = filters.pairs();
+                query.push(("from_sequence", from.to_string()));
+                let page: AuditPage = client.get("/audit", &query).await?;
+                for r in &page.records {
+                    let text = |pointer: &str| {
+                        r.event
+                            .pointer(pointer)
+                            .and_then(|k| k.as_str())
+                            .unwrap_or("?")
+                            .to_owned()
+                    };
+                    println!(
+                        "{:>6}  {}  {:<18} {}",
+                        r.sequence,
+                        r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                        text("/kind"),
+                        text("/actor/user")
+                    );
+                }
+                match page.next_sequence {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+        }
+        AuditCommand::Export {
+            api,
+            out,
+            format,
+            filters,
+        } => {
+            let client = Api::new(&api);
+            let (path, query) = match format {
+                ExportFormat::Bundle => {
+                    anyhow::ensure!(
+                        filters.pairs().is_empty(),
+                        "a bundle holds the whole chain; filters go with --format jsonl or csv"
+                    );
+                    ("/audit/export", Vec::new())
+                }
+                ExportFormat::Jsonl | ExportFormat::Csv => {
+                    let mut query = filters.pairs();
+                    let name = if format == ExportFormat::Csv {
+                        "csv"
+                    } else {
+                        "jsonl"
+                    };
+                    query.push(("format", name.to_owned()));
+                    ("/audit", query)
+                }
+            };
+            let bytes = client.download(path, &query, out.as_deref()).await?;
+            if let Some(out) = &out {
+                eprintln!("wrote {bytes} bytes to {}", out.display());
+            }
+        }
+        AuditCommand::Verify {
+            file,
+            trust_keys,
+            api,
+            token,
+        } => {
+            let trusted = trust_keys
+                .iter()
+                .map(|k| {
+                    krisbud_audit::signing::parse_public_key(k)
+                        .map_err(|e| anyhow::anyhow!("--trust-key {k}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report = match file {
+                Some(path) => verify_file(&path, &trusted)?,
+                None => {
+                    anyhow::ensure!(
+                        trusted.is_empty(),
+                        "--trust-key checks a bundle offline; use it with --file"
+                    );
+                    let token = token
+                        .context("--token or KRISBUD_TOKEN is needed to verify on the server")?;
+                    Api {
+                        http: reqwest::Client::new(),
+                        base: base(&api),
+                        token,
+                    }
+                    .get("/audit/verify", &[])
+                    .await?
+                }
+            };
+            print!("{}", format_report(&report));
+            if !report.ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        AuditCommand::Checkpoints { api } => {
+            let client = Api::new(&api);
+            let mut from = 1u64;
+            loop {
+                let page: CheckpointPage = client
+                    .get("/audit/checkpoints", &[("from_sequence", from.to_string())])
+                    .await?;
+                for c in &page.checkpoints {
+                    println!(
+                        "{:>8}  {}  key {}  {}",
+                        c.sequence,
+                        c.signed_at.format("%Y-%m-%d %H:%M:%S"),
+                        c.key_id,
+                        c.hash
+                    );
+                }
+                match page.next_sequence {
+                    Some(next) if next > from => from = next,
+                    _ => break,
+                }
+            }
+        }
+        AuditCommand::PublicKey { api } => {
+            let keys: AuditKeys = Api::new(&api).get("/audit/public-key", &[]).await?;
+            println!(
+                "{} {} (key {})",
+                keys.current.algorithm, keys.current.public_key, keys.current.key_id
+            );
+            for k in &keys.history {
+                println!(
+                    "  registered {}  key {}  {}",
+                    k.since
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    k.key_id,
+                    k.public_key
+                );
+            }
+        }
+        AuditCommand::Report {
+            api,
+            crisis,
+            format,
+            out,
+        } => {
+            let client = Api::new(&api);
+            let path = format!("/audit/crises/{crisis}/report");
+            let text = match format {
+                ReportFormat::Json => {
+                    let report: CrisisReport = client.get(&path, &[]).await?;
+                    serde_json::to_string_pretty(&report)? + "\n"
+                }
+                ReportFormat::Markdown | ReportFormat::Html => {
+                    let name = if format == ReportFormat::Html {
+                        "html"
+                    } else {
+                        "markdown"
+                    };
+                    client.text(&path, &[("format", name.to_owned())]).await?
+                }
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+        }
+        AuditCommand::Lookup {
+            api,
+            address,
+            crisis,
+        } => {
+            let answer: RecipientLookupAnswer = Api::new(&api)
+                .post("/audit/lookup", &RecipientLookup { address, crisis })
+                .await?;
+            print!("{}", format_lookup(&answer));
+        }
+        AuditCommand::Keygen { out } => {
+            let key = krisbud_audit::signing::create_key_file(&out)?;
+            let public = krisbud_audit::signing::public_key(&key.verifying_key());
+            println!(
+                "wrote {} (keep it secret; readable by you only)",
+                out.display()
+            );
+            println!(
+                "public key {} (key {}): publish it where auditors can find it",
+                public.public_key, public.key_id
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies a bundle offline, with a progress bar on large files.
+pub fn verify_file(
+    path: &Path,
+    trusted: &[krisbud_audit::signing::VerifyingKey],
+) -> anyhow::Result<VerifyReport> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata()?.len();
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("a valid progress template"),
+    );
+    if size < 4 << 20 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let reader = std::io::BufReader::with_capacity(1 << 20, bar.wrap_read(file));
+    let report = krisbud_audit::bundle::verify_reader(reader, trusted);
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// What a verification found, as lines for the terminal. The first line keeps
+/// the form scripts look for: `audit chain ok: …` or `audit chain BROKEN at
+/// record N: problem: detail`.
+pub fn format_report(report: &VerifyReport) -> String {
+    let mut out = match &report.first_bad {
+        None if report.ok => format!("audit chain ok: {} records verified\n", report.checked),
+        None => format!("audit chain NOT ok ({} records checked)\n", report.checked),
+        Some(bad) => format!(
+            "audit chain BROKEN at record {}: {}: {} ({} records checked)\n",
+            bad.sequence, bad.problem, bad.detail, report.checked
+        ),
+    };
+    if report.checkpoints > 0 {
+        out.push_str(&format!(
+            "  {} signed checkpoints verified, the last over record {}, by key {}\n",
+            report.checkpoints,
+            report.signed_up_to.unwrap_or_default(),
+            report.keys.join(", ")
+        ));
+        if report.ok
+            && let Some(signed) = report.signed_up_to
+            && signed < report.checked
+        {
+            out.push_str(&format!(
+                "  records {} to {} are hash-chained but not yet covered by a signature\n",
+                signed + 1,
+                report.checked
+            ));
+        }
+    } else if report.ok {
+        out.push_str("  no signed checkpoints were checked\n");
+    }
+    if let Some(c) = &report.completeness {
+        out.push_str(&format!(
+            "  completeness: {} events compared, {} without a record, {} records without their event, {} not yet recorded\n",
+            c.events, c.missing_count, c.orphan_count, c.pending
+        ));
+        if !c.missing.is_empty() {
+            let listed: Vec<String> = c.missing.iter().map(u64::to_string).collect();
+            out.push_str(&format!(
+                "    events without a record: {}\n",
+                listed.join(", ")
+            ));
+        }
+        for o in &c.orphans {
+            out.push_str(&format!(
+                "    record {} (event {}): {}\n",
+                o.sequence, o.event_sequence, o.problem
+            ));
+        }
+    }
+    for warning in &report.warnings {
+        out.push_str(&format!("  note: {warning}\n"));
+    }
+    out
+}
+
+fn format_lookup(answer: &RecipientLookupAnswer) -> String {
+    let mut out = format!(
+        "{} ({:?}): {} outcomes; this lookup is recorded in the audit log\n",
+        answer.recipient,
+        answer.address_kind,
+        answer.outcomes.len()
+    );
+    for o in &answer.outcomes {
+        out.push_str(&format!(
+            "  {}  {:<16} {:<8} {:<9} via {} (record {}, job {}){}\n",
+            o.occurred_at.format("%Y-%m-%d %H:%M:%S"),
+            o.crisis_id,
+            o.channel,
+            format!("{:?}", o.state).to_lowercase(),
+            o.provider,
+            o.sequence,
+            o.job_id,
+            o.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+fn base(api: &str) -> String {
+    api.trim_end_matches('/')
+        .trim_end_matches("/api/v1")
+        .to_owned()
+}
+
+/// The few HTTP calls the audit commands make.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(args: &ApiArgs) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: base(&args.api),
+            token: args.token.clone(),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let text = |k: &str| problem[k].as_str().unwrap_or_default().to_owned();
+        if problem.is_object() {
+            let mut message = format!(
+                "{} ({}): {}",
+                text("title"),
+                status.as_u16(),
+                text("detail")
+            );
+            if !text("field").is_empty() {
+                message.push_str(&format!(" [field: {}]", text("field")));
+            }
+            anyhow::bail!(message);
+        }
+        anyhow::bail!(
+            "the API answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let response = self
+            .send(self.http.get(self.url(path)).query(query))
+            .await?;
+        response
+            .json()
+            .await
+            .context("unreadable answer from the API")
+    }
+
+    async fn text(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<String> {
+        let response = self
+            .send(self.http.get(self.url(path)).query(query))
+            .await?;
+        Ok(response.text().await?)
+    }
+
+    async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let response = self.send(self.http.post(self.url(path)).json(body)).await?;
+        response
+            .json()
+            .await
+            .context("unreadable answer from the API")
+    }
+
+    /// Streams a download to `out` (or standard output); the byte count. A
+    /// transfer that breaks off is an error, never a short file taken as whole.
+    async fn download(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        out: Option<&Path>,
+    ) -> anyhow::Result<u64> {
+        let mut response = self
+            .send(self.http.get(self.url(path)).query(query))
+            .await?;
+        let mut sink: Box<dyn std::io::Write> = match out {
+            Some(path) => Box::new(std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+            )),
+            None => Box::new(std::io::stdout()),
+        };
+        let mut written = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .context("the export broke off; the file is incomplete")?
+        {
+            sink.write_all(&chunk)?;
+            written += chunk.len() as u64;
+        }
+        sink.flush()?;
+        Ok(written)
+    }
+}

@@ -1,0 +1,228 @@
+//! `krisbud templates ...` as a person at a terminal would use it, against the
+//! whole system running in this process on a real nats-server: list, show, draft
+//! from a file, preview, submit, diff, four eyes, approve, retire, export, import.
+
+use std::path::Path;
+use std::process::Output;
+
+use krisbud::config::Config;
+use krisbud::system::{self, UpOptions};
+use krisbud_kit::CancellationToken;
+use krisbud_proto::Role;
+use krisbud_tests::NatsServer;
+
+const KRISBUD: &str = env!("CARGO_BIN_EXE_krisbud");
+
+async fn cli(api: &str, token: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(KRISBUD)
+        .args(args)
+        .env("KRISBUD_API", api)
+        .env("KRISBUD_TOKEN", token)
+        .output()
+        .await
+        .expect("the CLI runs")
+}
+
+/// Runs the CLI and returns its standard output, asserting success.
+async fn ok(api: &str, token: &str, args: &[&str]) -> String {
+    let out = cli(api, token, args).await;
+    assert!(
+        out.status.success(),
+        "krisbud {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the CLI and returns its standard error, asserting failure.
+async fn fails(api: &str, token: &str, args: &[&str]) -> String {
+    let out = cli(api, token, args).await;
+    assert!(
+        !out.status.success(),
+        "krisbud {args:?} should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_lifecycle_from_the_command_line() {
+    krisbud_tests::init_test_log();
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(&format!(
+        r#"
+data_dir = "{dir}"
+[nats]
+url = "{url}"
+[privacy]
+recipient_key = "cli-test"
+[gateway]
+listen = "127.0.0.1:0"
+[banner]
+listen = "127.0.0.1:0"
+"#,
+        dir = data.path().display(),
+        url = nats.url()
+    ))
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = system::up(config, UpOptions { demo: true }, shutdown.clone())
+        .await
+        .expect("the system starts");
+    let api = format!("http://{}", running.api);
+    let tokens = running.demo_tokens.clone().unwrap();
+    let duty = tokens.token_for(Role::DutyOfficer).to_owned();
+    let editor = tokens.token_for(Role::TemplateEditor).to_owned();
+    let approver = tokens.token_for(Role::TemplateApprover).to_owned();
+    let admin = tokens.token_for(Role::Admin).to_owned();
+    let system = tokio::spawn(running.wait());
+    let api = api.as_str();
+
+    // The duty officer's list, then every version.
+    let listed = ok(api, &duty, &["templates"]).await;
+    for id in [
+        "vattenlacka",
+        "varmebolja",
+        "it-storning",
+        "evakuering-aldreboende",
+    ] {
+        assert!(listed.contains(id), "{listed}");
+    }
+    assert!(listed.contains("--var datum="), "{listed}");
+    let all = ok(api, &editor, &["templates", "list", "--all"]).await;
+    assert!(all.contains("approved"), "{all}");
+
+    // The editor takes version 1 as a file, changes it and drafts version 2.
+    let file = data.path().join("vattenlacka.toml");
+    let toml = ok(api, &editor, &["templates", "show", "vattenlacka", "1"]).await;
+    assert!(toml.contains("state = \"approved\""), "{toml}");
+    std::fs::write(
+        &file,
+        toml.replace(
+            "Vattenläcka – avstängt vatten i ett område",
+            "Vattenläcka – vattnet är avstängt",
+        ),
+    )
+    .unwrap();
+    let drafted = ok(api, &editor, &["templates", "draft", path(&file)]).await;
+    assert_eq!(drafted.trim(), "vattenlacka v2 draft");
+
+    let preview = ok(
+        api,
+        &editor,
+        &[
+            "templates",
+            "preview",
+            "vattenlacka",
+            "2",
+            "--var",
+            "omrade=Farsta",
+            "--var",
+            "beraknat_klart=i kväll kl. 20",
+            "--var",
+            "vattenpunkt=“Farsta centrum”",
+        ],
+    )
+    .await;
+    assert!(preview.contains("== sv =="), "{preview}");
+    assert!(preview.contains("[sms] ucs2"), "{preview}");
+    assert!(
+        preview.contains("VARNING [sms] typographic quote “ (U+201C) forces UCS-2"),
+        "{preview}"
+    );
+    assert!(preview.contains("Can be approved."), "{preview}");
+    let missing = fails(
+        api,
+        &editor,
+        &[
+            "templates",
+            "preview",
+            "vattenlacka",
+            "2",
+            "--var",
+            "omrade=Farsta",
+        ],
+    )
+    .await;
+    assert!(
+        missing.contains("[field: variables.beraknat_klart]"),
+        "{missing}"
+    );
+
+    let submitted = ok(api, &editor, &["templates", "submit", "vattenlacka", "2"]).await;
+    assert_eq!(submitted.trim(), "vattenlacka v2 submitted");
+
+    // The approver reads the diff, the author cannot approve, the approver can.
+    let diff = ok(api, &approver, &["templates", "diff", "vattenlacka", "2"]).await;
+    assert!(diff.contains("vattenlacka v2 against v1"), "{diff}");
+    assert!(diff.contains("name (changed)"), "{diff}");
+    assert!(
+        diff.contains("+Vattenläcka – vattnet är avstängt"),
+        "{diff}"
+    );
+    let refused = fails(api, &editor, &["templates", "approve", "vattenlacka", "2"]).await;
+    assert!(refused.contains("403"), "{refused}");
+    let approved = ok(
+        api,
+        &approver,
+        &["templates", "approve", "vattenlacka", "2"],
+    )
+    .await;
+    assert_eq!(approved.trim(), "vattenlacka v2 approved");
+    let retired = ok(
+        api,
+        &admin,
+        &[
+            "templates",
+            "retire",
+            "vattenlacka",
+            "1",
+            "--reason",
+            "ersatt av version 2",
+        ],
+    )
+    .await;
+    assert_eq!(retired.trim(), "vattenlacka v1 retired");
+    let history = ok(api, &duty, &["templates", "show", "vattenlacka"]).await;
+    assert!(
+        history.contains("retired    admin.olle: ersatt av version 2"),
+        "{history}"
+    );
+    assert!(history.contains("approved   granskare.erik"), "{history}");
+
+    // Export, and import back: nothing new, since every version is there.
+    let out = data.path().join("mallar");
+    let exported = ok(api, &editor, &["templates", "export", path(&out)]).await;
+    assert_eq!(exported.lines().count(), 5, "{exported}");
+    assert!(out.join("vattenlacka.v2.toml").exists());
+    let imported = ok(api, &editor, &["templates", "import", path(&out)]).await;
+    assert_eq!(
+        imported.lines().filter(|l| l.contains("unchanged")).count(),
+        4,
+        "the retired v1 comes back as a draft; the rest is unchanged: {imported}"
+    );
+    assert!(
+        imported.contains("drafted vattenlacka v3 (needs submitting and approval)"),
+        "{imported}"
+    );
+
+    // A malformed file stops the import before anything is sent, naming path and line.
+    std::fs::write(
+        out.join("trasig.toml"),
+        "id = \"trasig\"\nname = \"Trasig\"\n[cap]\ncategory = \"Väder\"\n",
+    )
+    .unwrap();
+    let err = fails(api, &editor, &["templates", "import", path(&out)]).await;
+    assert!(
+        err.contains("trasig.toml") && err.contains("line 4"),
+        "{err}"
+    );
+
+    shutdown.cancel();
+    system.await.unwrap().unwrap();
+}
