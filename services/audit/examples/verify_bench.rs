@@ -35,7 +35,7 @@ fn arg(name: &str, default: u64) -> u64 {
 
 fn event(i: u64, outcomes: u64) -> serde_json::Value {
     let at = Utc::now();
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         return json!({
             "id": format!("0190-{i:012}"), "schema_version": 1, "occurred_at": at,
             "actor": {"user": "operator.ali", "roles": ["operator"]}, "crisis_id": "20261126-7f3a9c",
@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         let mut prev = GENESIS_HASH.to_owned();
         for sequence in 1..=records {
             let record = make(sequence, outcomes, &prev);
-            if sequence % every == 0 || sequence == records {
+            if sequence.is_multiple_of(every) || sequence == records {
                 let checkpoint = signing::sign_checkpoint(&key, sequence, &record.hash, Utc::now());
                 out.write_all(&bundle::line(&BundleLine::Checkpoint(checkpoint)))?;
             }

@@ -110,17 +110,15 @@ pub fn verify_reader<R: BufRead>(mut reader: R, trusted: &[VerifyingKey]) -> Ver
     };
     let mut verifier = start(&mut checkpoints, trusted);
     match first_record {
-        Some(Ok(text)) => {
-            if verifier.check_line(&text, number) {
-                records(&mut reader, number, &mut verifier);
-            }
+        Some(Ok(text)) if verifier.check_line(&text, number) => {
+            records(&mut reader, number, &mut verifier);
         }
         Some(Err(e)) => verifier.fail(
             1,
             chain::UNREADABLE,
             format!("the file cannot be read after line {number}: {e}"),
         ),
-        None => {}
+        Some(Ok(_)) | None => {}
     }
     match &header {
         Some(h) if h.format != BUNDLE_FORMAT || h.version != VERSION => verifier.fail(

@@ -350,7 +350,7 @@ impl Verifier {
         };
         let digest = record_digest(&record, &mut self.buffer);
         let rotation = rotation_payload(&record.event);
-        self.accept(Entry {
+        self.accept(&Entry {
             sequence: record.sequence,
             prev_hash: &record.prev_hash,
             hash: &record.hash,
@@ -387,7 +387,7 @@ impl Verifier {
             return false;
         }
         self.checked += 1;
-        self.accept(Entry {
+        self.accept(&Entry {
             sequence: digested.sequence,
             prev_hash: &digested.prev_hash,
             hash: &digested.hash,
@@ -467,8 +467,8 @@ impl Verifier {
         false
     }
 
-    fn accept(&mut self, entry: Entry<'_>) -> bool {
-        match self.examine(&entry) {
+    fn accept(&mut self, entry: &Entry<'_>) -> bool {
+        match self.examine(entry) {
             Ok(()) => {
                 self.last = entry.sequence;
                 self.last_hash.clear();

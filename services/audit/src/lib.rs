@@ -185,7 +185,7 @@ pub async fn start(
 pub async fn verify_live(
     js: &async_nats::jetstream::Context,
 ) -> anyhow::Result<krisbud_proto::audit::VerifyReport> {
-    verify::live(js).await
+    Box::pin(verify::live(js)).await
 }
 
 /// A problem for a chain that cannot be read now; the cause goes to the log.

@@ -92,7 +92,7 @@ impl Reader {
         request: CommandRequest<AuditVerify>,
     ) -> Result<VerifyReport, Problem> {
         authorize(&request.actor)?;
-        let report = verify::live(&self.bus.js)
+        let report = Box::pin(verify::live(&self.bus.js))
             .await
             .map_err(|e| unavailable(&e))?;
         if let Some(bad) = &report.first_bad {

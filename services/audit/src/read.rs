@@ -52,13 +52,13 @@ pub fn messages(
                 .await
                 .with_context(|| format!("cannot read stream {stream}"))?;
             // Nothing to wait for when nothing matches (a filter without messages).
-            let empty = reader.cached_info().num_pending == 0;
+            let mut waiting = reader.cached_info().num_pending > 0;
             let mut delivered = reader
                 .messages()
                 .await
                 .with_context(|| format!("cannot read stream {stream}"))?;
             let mut expected = from;
-            while !empty {
+            while waiting {
                 let Ok(next) = tokio::time::timeout(READ_IDLE, delivered.next()).await else {
                     // Nothing more arrives: whatever is still missing is asked
                     // for below.
@@ -83,9 +83,7 @@ pub fn messages(
                 }
                 yield (sequence, Ok(message.payload.clone()));
                 expected = sequence + 1;
-                if sequence >= to || pending == 0 {
-                    break;
-                }
+                waiting = sequence < to && pending > 0;
             }
             if filter == subject_of(stream) {
                 while expected <= to {

@@ -135,7 +135,20 @@ impl Recorder {
     /// One run: from the head, every event after it, until stopped or interrupted.
     async fn record(&self, stop: &CancellationToken) -> Result<(), Interrupted> {
         let failed = |e: anyhow::Error| Interrupted::Failed(e);
+        // The stream's end first: records appended meanwhile only move the head on.
+        let stored = crate::read::last_sequence(&self.bus.js, spec::AUDIT.name)
+            .await
+            .map_err(failed)?;
         let head = load_head(&self.bus).await.map_err(failed)?;
+        if stored > head.sequence {
+            // Messages after the last readable record were lost (a damaged file
+            // store comes back like this): appending would only ever conflict.
+            return Err(failed(anyhow::anyhow!(
+                "KRISBUD_AUDIT ends at message {stored} but its last readable record is {}; \
+                 nothing is recorded until the chain is repaired (run `krisbud audit verify`)",
+                head.sequence
+            )));
+        }
         let events = self
             .bus
             .js

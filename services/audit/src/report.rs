@@ -617,7 +617,7 @@ mod tests {
     }
 
     fn records() -> Vec<AuditRecord> {
-        let events = vec![
+        let events = [
             Envelope::new(
                 person("tib.maria"),
                 Event::CrisisDeclared(CrisisDeclared {

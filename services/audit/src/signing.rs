@@ -12,15 +12,15 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
-use ed25519_dalek::{Signature, Signer as _, SigningKey};
+use ed25519_dalek::{Signature, Signer as _};
 use krisbud_proto::audit::{AuditKeyRotated, AuditPublicKey, Checkpoint, SIGNATURE_ALGORITHM};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::chain::canonical_json;
 
-/// The public key type of checkpoint signatures.
-pub use ed25519_dalek::VerifyingKey;
+/// The key types of checkpoint signatures.
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
 /// Why a signature does not check out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -259,7 +259,7 @@ mod tests {
             verify_checkpoint(&cp, &key(2).verifying_key()),
             Err(SignatureProblem::Invalid)
         );
-        let mut garbled = cp.clone();
+        let mut garbled = cp;
         garbled.signature.pop();
         assert_eq!(
             verify_checkpoint(&garbled, &public),

@@ -133,7 +133,7 @@ async fn checkpoints_are_signed_and_tampering_with_an_export_is_named() {
     );
 
     // The last records cut off: the header and the last checkpoint both know.
-    let mut cut = original.clone();
+    let mut cut = original;
     cut.truncate(record_line(&cut, 8));
     assert_eq!(problem(&check(&cut)), (8, chain::GAP.into()));
 }

@@ -579,3 +579,159 @@ impl Api {
         Ok(written)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use krisbud_audit::{bundle, chain, signing};
+    use krisbud_proto::audit::{BUNDLE_FORMAT, BundleHeader, GENESIS_HASH};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: AuditCommand,
+    }
+
+    fn parse(args: &[&str]) -> AuditCommand {
+        Cli::try_parse_from(std::iter::once("audit").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    #[test]
+    fn the_commands_parse() {
+        assert!(matches!(
+            parse(&["report", "c1", "--format", "html", "--token", "t"]),
+            AuditCommand::Report {
+                format: ReportFormat::Html,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["lookup", "070-123 45 67", "--crisis", "c1", "--token", "t"]),
+            AuditCommand::Lookup { .. }
+        ));
+        let AuditCommand::Export {
+            format, filters, ..
+        } = parse(&[
+            "export",
+            "--format",
+            "csv",
+            "--crisis",
+            "c1",
+            "--from",
+            "2026-11-26T00:00:00Z",
+            "--token",
+            "t",
+        ])
+        else {
+            panic!("export");
+        };
+        assert_eq!(format, ExportFormat::Csv);
+        assert_eq!(
+            filters.pairs(),
+            [
+                ("crisis", "c1".to_owned()),
+                ("from", "2026-11-26T00:00:00Z".to_owned())
+            ]
+        );
+        assert!(matches!(
+            parse(&["verify", "--file", "b.jsonl", "--trust-key", "ab", "--trust-key", "cd"]),
+            AuditCommand::Verify { trust_keys, .. } if trust_keys.len() == 2
+        ));
+        assert!(
+            Cli::try_parse_from(["audit", "export", "--format", "xml", "--token", "t"]).is_err()
+        );
+    }
+
+    /// A bundle of `n` records signed by `key`, the key registered at record 1.
+    fn signed_bundle(key: &signing::SigningKey, n: u64) -> Vec<u8> {
+        let at = "2026-11-26T10:00:00Z".parse().unwrap();
+        let rotation = signing::rotation(&key.verifying_key(), None, None);
+        let mut records: Vec<krisbud_proto::audit::AuditRecord> = Vec::new();
+        for i in 1..=n {
+            let event = if i == 1 {
+                serde_json::json!({"kind": "AuditKeyRotated", "payload": rotation})
+            } else {
+                serde_json::json!({"kind": "ChannelConfirmed", "payload": {"note": i}})
+            };
+            let prev = records
+                .last()
+                .map_or(GENESIS_HASH.to_owned(), |r| r.hash.clone());
+            records.push(chain::seal(i, at, i, event, prev));
+        }
+        let checkpoint = signing::sign_checkpoint(key, n, &records[n as usize - 1].hash, at);
+        let mut out = Vec::new();
+        bundle::write(
+            &mut out,
+            BundleHeader {
+                format: BUNDLE_FORMAT.into(),
+                version: bundle::VERSION,
+                exported_at: at,
+                last_sequence: n,
+            },
+            &[signing::public_key(&key.verifying_key())],
+            &[checkpoint],
+            &records,
+        )
+        .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_generated_key_signs_a_bundle_that_verifies_offline_and_tampering_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("audit.key");
+        let code = run(parse(&["keygen", "--out", key_file.to_str().unwrap()]))
+            .await
+            .unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert!(
+            run(parse(&["keygen", "--out", key_file.to_str().unwrap()]))
+                .await
+                .is_err(),
+            "never overwritten"
+        );
+        let key = signing::read_key_file(&key_file).unwrap();
+        let public = hex::encode(key.verifying_key().as_bytes());
+
+        let path = dir.path().join("bundle.jsonl");
+        std::fs::write(&path, signed_bundle(&key, 5)).unwrap();
+        let report = verify_file(&path, &[key.verifying_key()]).unwrap();
+        assert!(report.ok, "{report:?}");
+        let text = format_report(&report);
+        assert!(
+            text.starts_with("audit chain ok: 5 records verified\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 signed checkpoints verified, the last over record 5"),
+            "{text}"
+        );
+        let file = path.to_str().unwrap();
+        let code = run(parse(&["verify", "--file", file, "--trust-key", &public]))
+            .await
+            .unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+
+        let tampered = String::from_utf8(std::fs::read(&path).unwrap())
+            .unwrap()
+            .replace("\"note\":3", "\"note\":4");
+        std::fs::write(&path, tampered).unwrap();
+        let report = verify_file(&path, &[]).unwrap();
+        assert!(
+            format_report(&report).starts_with("audit chain BROKEN at record 3: hash mismatch")
+        );
+        let code = run(parse(&["verify", "--file", file])).await.unwrap();
+        assert_eq!(code, ExitCode::FAILURE);
+        let other = signing::SigningKey::from_bytes(&[5; 32]);
+        let stranger = hex::encode(other.verifying_key().as_bytes());
+        std::fs::write(&path, signed_bundle(&key, 5)).unwrap();
+        let code = run(parse(&["verify", "--file", file, "--trust-key", &stranger]))
+            .await
+            .unwrap();
+        assert_eq!(code, ExitCode::FAILURE);
+    }
+}

@@ -135,8 +135,15 @@ fn main() -> ExitCode {
 }
 
 async fn up(demo: bool, config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
-    let mut config: krisbud::config::Config =
-        krisbud_kit::config::load_or_exit(config_path.as_deref());
+    // The common sections are read on their own (see `Config::load`), so an error
+    // still names its key.
+    let mut config = match krisbud::config::Config::load(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("krisbud: {e}");
+            return ExitCode::from(krisbud_kit::config::EXIT_BAD_CONFIG as u8);
+        }
+    };
     if let Some(dir) = data_dir {
         config.common.data_dir = dir;
     }
