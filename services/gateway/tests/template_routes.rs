@@ -25,7 +25,7 @@ fn draft_body(id: Option<&str>) -> String {
     body.to_string()
 }
 
-fn version(id: Value) -> Value {
+fn version(id: &Value) -> Value {
     json!({
         "id": id, "version": 1, "name": "Provlarm", "state": "draft",
         "author": "redaktor",
@@ -45,7 +45,7 @@ fn answer(subject: &str, request: &Value) -> krisbud_proto::CommandReply<Value> 
         subject::cmd::GET_TEMPLATE => {
             json!({ "id": "provlarm", "name": "Provlarm", "last_sequence": 3, "versions": [info] })
         }
-        subject::cmd::GET_TEMPLATE_VERSION => version(json!("provlarm")),
+        subject::cmd::GET_TEMPLATE_VERSION => version(&json!("provlarm")),
         subject::cmd::DIFF_TEMPLATE => {
             json!({ "template": "provlarm", "version": 1, "changes": [] })
         }
@@ -55,7 +55,7 @@ fn answer(subject: &str, request: &Value) -> krisbud_proto::CommandReply<Value> 
         }),
         subject::cmd::DRAFT_TEMPLATE => json!({
             "created": request["body"]["new_template"] == true,
-            "template": version(request["body"]["draft"]["id"].clone())
+            "template": version(&request["body"]["draft"]["id"])
         }),
         _ => info,
     })
