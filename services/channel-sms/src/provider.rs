@@ -152,6 +152,31 @@ impl Pacer {
         self.pacing.concurrent_requests.max(1)
     }
 
+    /// Sends to each recipient with one request apiece (46elks, Twilio), paced and
+    /// retried, at most [`Pacer::concurrency`] at once; attempts come back in
+    /// recipient order.
+    pub fn send_each<'a, F, Fut>(
+        &'a self,
+        recipients: &'a [Recipient],
+        send_one: F,
+    ) -> BoxFuture<'a, Vec<Attempt>>
+    where
+        F: Fn(&'a Recipient) -> Fut + Send + Sync + Copy + 'a,
+        Fut: Future<Output = Result<krisbud_proto::event::RecipientOutcome, Transient>> + Send + 'a,
+    {
+        use futures::{FutureExt as _, StreamExt as _};
+        futures::stream::iter(recipients)
+            .map(move |recipient| async move {
+                match self.retrying(|| send_one(recipient)).await {
+                    Ok(outcome) => Attempt::Settled(outcome),
+                    Err(t) => Attempt::Transient(t.reason),
+                }
+            })
+            .buffered(self.concurrency())
+            .collect()
+            .boxed()
+    }
+
     /// Holds every request of this provider back for `delay`.
     pub fn pause(&self, delay: Duration) {
         let until = Instant::now() + delay.min(MAX_RETRY_AFTER);

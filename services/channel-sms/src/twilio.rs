@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt as _, StreamExt as _};
 use krisbud_kit::Secret;
 use krisbud_kit::channel::error_chain;
 use krisbud_proto::event::{DeliveryState, RecipientOutcome};
@@ -162,19 +161,8 @@ impl SmsProvider for Twilio {
         message: &'a SmsMessage,
         recipients: &'a [Recipient],
     ) -> BoxFuture<'a, Vec<Attempt>> {
-        futures::stream::iter(recipients)
-            .map(move |recipient| async move {
-                match self
-                    .pacer
-                    .retrying(|| self.send_one(job, message, recipient))
-                    .await
-                {
-                    Ok(outcome) => Attempt::Settled(outcome),
-                    Err(t) => Attempt::Transient(t.reason),
-                }
-            })
-            .buffered(self.pacer.concurrency())
-            .collect()
-            .boxed()
+        self.pacer.send_each(recipients, move |recipient| {
+            self.send_one(job, message, recipient)
+        })
     }
 }
