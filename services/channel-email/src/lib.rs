@@ -2,10 +2,12 @@
 //! reports each recipient's outcome as a `DeliveryReported` event.
 //!
 //! Every recipient gets their own message (their address alone in `To`) with a
-//! Message-ID derived from the job and their keyed reference. A job is acknowledged
-//! only after its outcome event is stored; when some recipients hit a transient
-//! failure the job is retried with a growing delay, and recipients already settled
-//! are remembered so the retry does not mail them again.
+//! Message-ID derived from the crisis, its revision and their keyed reference, so it
+//! is the same whichever job (batch) carries them and however often it is tried.
+//! At most `connections` SMTP sessions are open at once, shared by all the jobs in
+//! hand. A job is acknowledged only after its outcome event is stored; when some
+//! recipients hit a transient failure the job is retried with a growing delay, and
+//! recipients already settled are remembered so the retry does not mail them again.
 
 pub mod message;
 pub mod transport;
@@ -76,10 +78,13 @@ pub struct Config {
     pub smtp_password: Secret,
     /// Jobs handled at once by this instance. Default 4.
     pub concurrency: usize,
-    /// Messages in flight at once within one job (and SMTP connections kept).
-    /// Default 4.
-    pub parallel_sends: usize,
-    /// Seconds an SMTP command may take. Default 30.
+    /// SMTP sessions open at once by this instance, at most, shared by the jobs in
+    /// hand (and kept open between messages); with the outbox, messages written at
+    /// once per job. Default 4. (`parallel_sends` is its former name.)
+    #[serde(alias = "parallel_sends")]
+    pub connections: usize,
+    /// Seconds opening an SMTP session, or one message's transaction, may take.
+    /// Default 30.
     pub timeout_secs: u64,
 }
 
@@ -94,7 +99,7 @@ impl Default for Config {
             smtp_username: String::new(),
             smtp_password: Secret::default(),
             concurrency: 4,
-            parallel_sends: 4,
+            connections: 4,
             timeout_secs: 30,
         }
     }
@@ -107,8 +112,11 @@ impl Config {
             .from
             .parse()
             .map_err(|e| anyhow::anyhow!("email.from is not a mailbox ({e}): {:?}", self.from))?;
-        if self.concurrency == 0 || self.parallel_sends == 0 {
-            anyhow::bail!("email.concurrency and email.parallel_sends must be at least 1");
+        if self.concurrency == 0 {
+            anyhow::bail!("email.concurrency must be at least 1");
+        }
+        if self.connections == 0 {
+            anyhow::bail!("email.connections must be at least 1");
         }
         if self.timeout_secs == 0 {
             anyhow::bail!("email.timeout_secs must be at least 1");
@@ -138,7 +146,7 @@ impl Config {
                     username: (!self.smtp_username.is_empty()).then(|| self.smtp_username.clone()),
                     password: self.smtp_password.clone(),
                     timeout: Duration::from_secs(self.timeout_secs),
-                    connections: u32::try_from(self.parallel_sends).unwrap_or(u32::MAX),
+                    connections: self.connections,
                 })
                 .context("email smtp transport")
             }
@@ -160,7 +168,7 @@ pub async fn start(
         jobs: Jobs::new(rt.bus.clone(), Channel::Email, SERVICE),
         mailer,
         from,
-        parallel_sends: config.parallel_sends,
+        connections: config.connections,
     };
     let started = channel::consume(
         &rt,
@@ -179,7 +187,7 @@ struct EmailChannel {
     jobs: Jobs,
     mailer: Mailer,
     from: Mailbox,
-    parallel_sends: usize,
+    connections: usize,
 }
 
 impl JobHandler for EmailChannel {
@@ -197,7 +205,8 @@ impl JobHandler for EmailChannel {
             Ok(address) => Ok(Mailbox::new(None, address)),
             Err(_) => Err("the address is not a valid email address"),
         };
-        // Every recipient gets their own message, a few at a time.
+        // Every recipient gets their own message, a few at a time; with SMTP the
+        // pool's permits bound the sends of all jobs in hand together.
         let send = async |open: Vec<(Recipient, Mailbox)>| {
             let job = &job;
             futures::stream::iter(open)
@@ -205,7 +214,7 @@ impl JobHandler for EmailChannel {
                     let attempt = self.send_one(job, email, &recipient, to).await;
                     (recipient, attempt)
                 })
-                .buffer_unordered(self.parallel_sends.max(1))
+                .buffer_unordered(self.connections.max(1))
                 .collect()
                 .await
         };
@@ -224,7 +233,7 @@ impl EmailChannel {
         recipient: &Recipient,
         to: Mailbox,
     ) -> Attempt {
-        let id = message::message_id(&job.job_id, recipient);
+        let id = message::message_id(&job.crisis_id, job.revision, recipient);
         match message::build(&self.from, to, job, email, recipient) {
             Ok(message) => self.mailer.send(message, recipient, &id).await,
             // Building fails the same way every time, so it is final.
@@ -252,6 +261,21 @@ mod tests {
         };
         let err = bad_from.validate().unwrap_err().to_string();
         assert!(err.contains("email.from"), "{err}");
+    }
+
+    #[test]
+    fn connections_are_checked_and_keep_their_former_name() {
+        let none = Config {
+            connections: 0,
+            ..Config::default()
+        };
+        let err = none.validate().unwrap_err().to_string();
+        assert!(err.contains("email.connections"), "{err}");
+        let config: Config = serde_json::from_value(serde_json::json!({"connections": 8})).unwrap();
+        assert_eq!(config.connections, 8);
+        let config: Config =
+            serde_json::from_value(serde_json::json!({"parallel_sends": 6})).unwrap();
+        assert_eq!(config.connections, 6);
     }
 
     #[test]

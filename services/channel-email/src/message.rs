@@ -45,10 +45,13 @@ impl Header for AutoSubmitted {
     }
 }
 
-/// The Message-ID of one recipient's copy: `<job_id.hash@krisbud>`, where `hash` is
-/// the hex part of the recipient's keyed reference. A retried job sends the same
-/// id, so receiving systems can drop the duplicate, and no address shows in it.
-pub fn message_id(job_id: &str, recipient: &Recipient) -> String {
+/// The Message-ID of one recipient's copy of a crisis revision:
+/// `<crisis.r<revision>.hash@krisbud>`, where `hash` is the hex part of the
+/// recipient's keyed reference (never the address). It does not depend on the job,
+/// so it stays the same on a retry and whichever batch the planner puts the
+/// recipient in, and receiving systems can drop a duplicate; the next revision (an
+/// update, the all-clear) is a new message.
+pub fn message_id(crisis_id: &str, revision: u32, recipient: &Recipient) -> String {
     let hash: String = recipient
         .reference
         .strip_prefix("rcp:")
@@ -56,11 +59,11 @@ pub fn message_id(job_id: &str, recipient: &Recipient) -> String {
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .collect();
-    let job: String = job_id
+    let crisis: String = crisis_id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         .collect();
-    format!("<{job}.{hash}@krisbud>")
+    format!("<{crisis}.r{revision}.{hash}@krisbud>")
 }
 
 /// Whether `tag` looks like a BCP 47 language tag (`sv`, `en`, `sv-x-lattlast`).
@@ -85,7 +88,7 @@ pub fn build(
         .to(to)
         .subject(email.subject.clone())
         .date_now()
-        .message_id(Some(message_id(&job.job_id, recipient)))
+        .message_id(Some(message_id(&job.crisis_id, job.revision, recipient)))
         .header(AutoSubmitted);
     if is_language_tag(&job.language) {
         builder = builder.header(ContentLanguage(job.language.clone()));
@@ -100,18 +103,68 @@ pub fn build(
 mod tests {
     use super::*;
 
-    #[test]
-    fn message_ids_are_stable_and_carry_no_address() {
-        let recipient = Recipient {
+    fn anna() -> Recipient {
+        Recipient {
             reference: "rcp:0123456789abcdef0123456789abcdef".into(),
             address: "anna@example.se".into(),
-        };
-        let id = message_id("farsta.r1.email.sv.0", &recipient);
+        }
+    }
+
+    #[test]
+    fn message_ids_are_per_crisis_revision_and_recipient_and_carry_no_address() {
+        let id = message_id("vattenlacka-farsta", 1, &anna());
         assert_eq!(
             id,
-            "<farsta.r1.email.sv.0.0123456789abcdef0123456789abcdef@krisbud>"
+            "<vattenlacka-farsta.r1.0123456789abcdef0123456789abcdef@krisbud>"
         );
         assert!(!id.contains("anna"));
+        assert_ne!(id, message_id("vattenlacka-farsta", 2, &anna()));
+        assert_ne!(id, message_id("vattenlacka-kista", 1, &anna()));
+        // Nothing from the crisis id can break out of the header.
+        assert_eq!(
+            message_id("x>\r\nBcc: y@z", 1, &anna()),
+            "<xBccyz.r1.0123456789abcdef0123456789abcdef@krisbud>"
+        );
+    }
+
+    #[test]
+    fn a_recipient_gets_the_same_message_id_in_whichever_batch() {
+        let email = EmailMessage {
+            subject: "Vattenläcka".into(),
+            text: "Koka vattnet.".into(),
+            html: "<p>Koka vattnet.</p>".into(),
+        };
+        let from: Mailbox = "Stockholms stad <krisinformation@stockholm.se>"
+            .parse()
+            .unwrap();
+        let to: Mailbox = "anna@example.se".parse().unwrap();
+        let header = |job_id: &str, revision: u32| {
+            let job = DispatchJob {
+                job_id: job_id.into(),
+                revision,
+                ..krisbud_tests::service::dispatch_job(
+                    krisbud_proto::Channel::Email,
+                    "vattenlacka-farsta",
+                    revision,
+                    "sv",
+                    krisbud_proto::job::ChannelMessage::Email(email.clone()),
+                )
+            };
+            let message = build(&from, to.clone(), &job, &email, &anna()).unwrap();
+            message
+                .headers()
+                .get_raw("Message-ID")
+                .expect("a Message-ID")
+                .to_owned()
+        };
+        let first = header("vattenlacka-farsta.r1.email.sv.0", 1);
+        assert_eq!(
+            first,
+            "<vattenlacka-farsta.r1.0123456789abcdef0123456789abcdef@krisbud>"
+        );
+        assert_eq!(header("vattenlacka-farsta.r1.email.sv.7", 1), first);
+        assert_eq!(header("vattenlacka-farsta.r1.email.en.0", 1), first);
+        assert_ne!(header("vattenlacka-farsta.r2.email.sv.0", 2), first);
     }
 
     #[test]

@@ -1,25 +1,46 @@
-//! The ways an email leaves: SMTP through lettre (no TLS, STARTTLS or implicit TLS,
-//! optional authentication) or lettre's file transport writing `.eml` files to
-//! `<data_dir>/outbox/email/`.
+//! The ways an email leaves: SMTP through lettre's SMTP client (no TLS, STARTTLS or
+//! implicit TLS, optional authentication) or lettre's file transport writing `.eml`
+//! files to `<data_dir>/outbox/email/`.
 //!
-//! SMTP 250 means the relay took the message (`Sent`); a 5xx is final (`Failed`);
-//! a 4xx, a lost connection or a timeout is transient and the job is tried again.
-//! A written `.eml` is where it is read, so it is `Delivered`.
+//! SMTP 250 means the relay took the message (`Sent`); a 5xx, or a message the
+//! relay cannot take at all (a non-ASCII address without SMTPUTF8), is final
+//! (`Failed`, with the relay's code and text, the address masked); a 4xx, a lost
+//! session, a timeout or a relay that cannot be reached or logged in to is transient
+//! and the job is tried again. A written `.eml` is where it is read, so it is
+//! `Delivered`.
+//!
+//! The SMTP sessions are this module's own small pool, [`SmtpPool`], over lettre's
+//! `AsyncSmtpConnection`, instead of lettre's pooled transport: that one bounds only
+//! the sessions it keeps idle (under load it opens a new session whenever none is
+//! idle, and hands finished ones back on a task of its own), applies its timeout to
+//! connecting only, and leaves Nagle's algorithm on, which delays the end of every
+//! message by the relay's delayed ACK.
 
+use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use futures::io::{AsyncRead as _, AsyncWrite as _};
 use krisbud_kit::Secret;
 pub use krisbud_kit::channel::Attempt;
 use krisbud_kit::channel::error_chain;
 use krisbud_kit::privacy::mask;
 use krisbud_proto::event::{DeliveryState, RecipientOutcome};
 use krisbud_proto::job::Recipient;
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{
-    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
-};
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+#[allow(deprecated)] // the only public way to run lettre's TLS over a socket of our own
+use lettre::transport::smtp::client::AsyncNetworkStream;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
+use lettre::{AsyncFileTransport, AsyncTransport as _, Message, Tokio1Executor};
+use tokio::io::ReadBuf;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 /// How much of an SMTP reply goes into a failure reason.
 const REASON_LIMIT: usize = 300;
@@ -59,17 +80,17 @@ pub struct SmtpSettings {
     pub username: Option<String>,
     /// The password, used with `username`.
     pub password: Secret,
-    /// How long one SMTP command may take.
+    /// How long opening a session, or one message's transaction, may take.
     pub timeout: Duration,
-    /// Connections kept open to the relay.
-    pub connections: u32,
+    /// SMTP sessions open at once, at most.
+    pub connections: usize,
 }
 
 /// Where emails go.
 #[derive(Clone)]
 pub enum Mailer {
     /// An SMTP relay.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(Arc<SmtpPool>),
     /// `.eml` files in a directory.
     Outbox {
         /// lettre's file transport, naming each file after a fresh id.
@@ -80,25 +101,9 @@ pub enum Mailer {
 }
 
 impl Mailer {
-    /// An SMTP mailer; connections are opened when the first message goes.
+    /// An SMTP mailer; sessions are opened when the first message goes.
     pub fn smtp(settings: &SmtpSettings) -> anyhow::Result<Mailer> {
-        type Smtp = AsyncSmtpTransport<Tokio1Executor>;
-        let builder = match settings.tls {
-            SmtpTls::None => Smtp::builder_dangerous(&settings.host),
-            SmtpTls::Starttls => Smtp::starttls_relay(&settings.host)?,
-            SmtpTls::Tls => Smtp::relay(&settings.host)?,
-        };
-        let mut builder = builder
-            .port(settings.port)
-            .timeout(Some(settings.timeout))
-            .pool_config(PoolConfig::new().max_size(settings.connections.max(1)));
-        if let Some(username) = &settings.username {
-            builder = builder.credentials(Credentials::new(
-                username.clone(),
-                settings.password.expose().to_owned(),
-            ));
-        }
-        Ok(Mailer::Smtp(builder.build()))
+        Ok(Mailer::Smtp(SmtpPool::new(settings)?))
     }
 
     /// An outbox in `<data_dir>/outbox/email`, creating the directory readable by
@@ -132,16 +137,13 @@ impl Mailer {
     /// Sends one recipient's message.
     pub async fn send(&self, message: Message, recipient: &Recipient, message_id: &str) -> Attempt {
         match self {
-            Mailer::Smtp(smtp) => match smtp.send(message).await {
+            Mailer::Smtp(pool) => match pool.send(message.envelope(), &message.formatted()).await {
                 Ok(_) => settled(recipient, DeliveryState::Sent, Some(message_id), None),
-                Err(e) if e.is_permanent() => {
-                    let reason = scrub(&format!("smtp {}", error_chain(&e)), &recipient.address);
+                Err(e) if e.is_final() => {
+                    let reason = scrub(&e.to_string(), &recipient.address);
                     settled(recipient, DeliveryState::Failed, None, Some(reason))
                 }
-                Err(e) => Attempt::Transient(scrub(
-                    &format!("smtp {}", error_chain(&e)),
-                    &recipient.address,
-                )),
+                Err(e) => Attempt::Transient(scrub(&e.to_string(), &recipient.address)),
             },
             Mailer::Outbox { transport, dir } => match transport.send(message).await {
                 Ok(id) => match sync(&dir.join(format!("{id}.eml"))).await {
@@ -154,6 +156,297 @@ impl Mailer {
                 )),
             },
         }
+    }
+}
+
+/// Sessions idle this long are checked with `NOOP` before they carry a message
+/// (RFC 5321 has relays wait at least five minutes, but some close sooner).
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// Sessions idle this long are closed.
+const CLOSE_IDLE_AFTER: Duration = Duration::from_secs(60);
+
+/// The SMTP sessions with one relay: at most `connections` open at once (the ones
+/// carrying a message and the idle ones together), kept open between messages.
+///
+/// A message first takes one of `connections` permits, then an idle session or,
+/// when there is none, a new one; it puts the session back (or closes it) before it
+/// gives the permit back. So a session is only opened when none is idle and fewer
+/// than `connections` are in use, and the sessions never outnumber the permits.
+pub struct SmtpPool {
+    relay: Relay,
+    permits: Semaphore,
+    idle: Mutex<Vec<IdleSession>>,
+}
+
+/// How to open a session with the relay.
+struct Relay {
+    host: String,
+    port: u16,
+    tls: SmtpTls,
+    tls_parameters: Option<TlsParameters>,
+    hello: ClientId,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+}
+
+struct IdleSession {
+    session: AsyncSmtpConnection,
+    since: Instant,
+}
+
+/// Why a message did not reach the relay.
+#[derive(Debug)]
+pub enum SendError {
+    /// No session could be opened: the relay is unreachable, refuses us, or TLS or
+    /// authentication failed. Nothing about the message; tried again later.
+    Connect(String),
+    /// The relay did not answer within the timeout; the session is closed.
+    Timeout(Duration),
+    /// The relay refused the transaction, or the session broke during it.
+    Smtp(lettre::transport::smtp::Error),
+}
+
+impl SendError {
+    /// Whether trying again can never help: the relay refused the message for good
+    /// (5xx), or the message cannot be sent to this relay at all.
+    pub fn is_final(&self) -> bool {
+        matches!(self, SendError::Smtp(e) if e.is_permanent() || e.is_client())
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(why) => write!(f, "smtp cannot open a session: {why}"),
+            SendError::Timeout(after) => {
+                write!(f, "smtp relay did not answer within {} s", after.as_secs())
+            }
+            // `permanent error (550): 5.1.1 <...>: Recipient address rejected`
+            SendError::Smtp(e) => write!(f, "smtp {}", error_chain(e)),
+        }
+    }
+}
+
+impl SmtpPool {
+    /// A pool for the relay in `settings`; no session is opened yet. Within a Tokio
+    /// runtime, a task closes the sessions left idle for a minute.
+    pub fn new(settings: &SmtpSettings) -> anyhow::Result<Arc<SmtpPool>> {
+        let tls_parameters = match settings.tls {
+            SmtpTls::None => None,
+            SmtpTls::Starttls | SmtpTls::Tls => Some(TlsParameters::new(settings.host.clone())?),
+        };
+        let pool = Arc::new(SmtpPool {
+            relay: Relay {
+                host: settings.host.clone(),
+                port: settings.port,
+                tls: settings.tls,
+                tls_parameters,
+                hello: ClientId::default(),
+                credentials: settings.username.as_ref().map(|username| {
+                    Credentials::new(username.clone(), settings.password.expose().to_owned())
+                }),
+                timeout: settings.timeout,
+            },
+            permits: Semaphore::new(settings.connections.max(1)),
+            idle: Mutex::default(),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(close_idle_sessions(Arc::downgrade(&pool)));
+        }
+        Ok(pool)
+    }
+
+    /// Sends one message over a session of the pool and answers the relay's reply.
+    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Response, SendError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the pool's semaphore is never closed");
+        let mut session = self.checkout().await?;
+        match tokio::time::timeout(self.relay.timeout, session.send(envelope, message)).await {
+            Ok(Ok(response)) => {
+                self.park(session);
+                Ok(response)
+            }
+            Ok(Err(e)) => {
+                // lettre ends the session (QUIT) on a refusal or a broken stream; it
+                // keeps it only for a message it would not send at all.
+                if !session.has_broken() {
+                    self.park(session);
+                }
+                Err(SendError::Smtp(e))
+            }
+            // Dropping the session closes its socket: a relay that stops answering
+            // mid-transaction is not asked again on it.
+            Err(_) => Err(SendError::Timeout(self.relay.timeout)),
+        }
+    }
+
+    /// An idle session that still answers, or a new one.
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, SendError> {
+        while let Some(IdleSession { mut session, since }) = self.take_idle() {
+            let idle_for = since.elapsed();
+            if idle_for < CHECK_IDLE_AFTER {
+                return Ok(session);
+            }
+            if idle_for < CLOSE_IDLE_AFTER
+                && tokio::time::timeout(self.relay.timeout, session.test_connected()).await
+                    == Ok(true)
+            {
+                return Ok(session);
+            }
+            // Stale or dead: close it (politely when it still listens) and look on.
+            let _ = tokio::time::timeout(self.relay.timeout, session.abort()).await;
+        }
+        match tokio::time::timeout(self.relay.timeout, self.relay.open()).await {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(e)) => Err(SendError::Connect(format!("{e:#}"))),
+            Err(_) => Err(SendError::Connect(format!(
+                "no answer within {} s",
+                self.relay.timeout.as_secs()
+            ))),
+        }
+    }
+
+    fn take_idle(&self) -> Option<IdleSession> {
+        self.lock_idle().pop()
+    }
+
+    fn park(&self, session: AsyncSmtpConnection) {
+        self.lock_idle().push(IdleSession {
+            session,
+            since: Instant::now(),
+        });
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleSession>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes out the sessions idle for [`CLOSE_IDLE_AFTER`] or longer.
+    fn take_stale(&self) -> Vec<AsyncSmtpConnection> {
+        let mut idle = self.lock_idle();
+        let (stale, fresh) = std::mem::take(&mut *idle)
+            .into_iter()
+            .partition::<Vec<_>, _>(|s| s.since.elapsed() >= CLOSE_IDLE_AFTER);
+        *idle = fresh;
+        stale.into_iter().map(|s| s.session).collect()
+    }
+}
+
+impl Drop for SmtpPool {
+    /// Says goodbye (`QUIT`) on the idle sessions, on a task of its own when a
+    /// runtime is there; otherwise their sockets are just closed.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.lock_idle());
+        if idle.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let timeout = self.relay.timeout;
+            runtime.spawn(async move {
+                for IdleSession { mut session, .. } in idle {
+                    let _ = tokio::time::timeout(timeout, session.abort()).await;
+                }
+            });
+        }
+    }
+}
+
+/// Closes the sessions left idle too long, until the pool is dropped.
+async fn close_idle_sessions(pool: Weak<SmtpPool>) {
+    let mut every = tokio::time::interval(CLOSE_IDLE_AFTER / 2);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let timeout = pool.relay.timeout;
+        let stale = pool.take_stale();
+        drop(pool);
+        for mut session in stale {
+            let _ = tokio::time::timeout(timeout, session.abort()).await;
+        }
+    }
+}
+
+impl Relay {
+    /// Opens a session: TCP, (TLS,) greeting, EHLO, (STARTTLS, EHLO,) (AUTH).
+    async fn open(&self) -> anyhow::Result<AsyncSmtpConnection> {
+        use anyhow::Context as _;
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .with_context(|| format!("cannot connect to {}:{}", self.host, self.port))?;
+        // lettre writes a message's body and its final `.` line in two writes; with
+        // Nagle's algorithm the second waits for the relay to acknowledge the first,
+        // which a relay delays (40 ms on Linux) as it has nothing to answer yet.
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn AsyncTokioStream> = match (&self.tls, &self.tls_parameters) {
+            (SmtpTls::Tls, Some(parameters)) => {
+                Box::new(ImplicitTls::handshake(tcp, parameters.clone()).await?)
+            }
+            _ => Box::new(tcp),
+        };
+        let mut session = AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await?;
+        if let (SmtpTls::Starttls, Some(parameters)) = (&self.tls, &self.tls_parameters) {
+            session.starttls(parameters.clone(), &self.hello).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            session.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(session)
+    }
+}
+
+/// A socket of our own with lettre's TLS on it from the first byte (SMTPS), seen
+/// as a Tokio stream, so lettre's SMTP client can run over it. lettre opens such
+/// sockets itself only without `TCP_NODELAY`.
+#[allow(deprecated)]
+#[derive(Debug)]
+struct ImplicitTls(AsyncNetworkStream);
+
+#[allow(deprecated)]
+impl ImplicitTls {
+    async fn handshake(tcp: TcpStream, parameters: TlsParameters) -> anyhow::Result<ImplicitTls> {
+        let mut stream = AsyncNetworkStream::use_existing_tokio1(Box::new(tcp));
+        stream.upgrade_tls(parameters).await?;
+        Ok(ImplicitTls(stream))
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.0.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let read = Pin::new(&mut self.0).poll_read(cx, buf.initialize_unfilled());
+        read.map_ok(|n| buf.advance(n))
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
     }
 }
 
@@ -174,6 +467,7 @@ fn settled(
         state,
         provider_ref: provider_ref.map(str::to_owned),
         reason,
+        possible_duplicate: false,
     })
 }
 
@@ -225,5 +519,34 @@ mod tests {
         assert!(!reason.to_lowercase().contains("anna.lind"), "{reason}");
         assert!(reason.contains("a***@example.se"), "{reason}");
         assert!(reason.starts_with("smtp permanent error (550)"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn the_implicit_tls_adapter_carries_an_smtp_session() {
+        // Over plain TCP (the sink speaks no TLS): what is checked is the adapter's
+        // reading and writing; the TLS handshake itself is lettre's.
+        let sink = krisbud_tests::SmtpSink::start();
+        let tcp = TcpStream::connect(sink.addr()).await.unwrap();
+        #[allow(deprecated)]
+        let stream = ImplicitTls(AsyncNetworkStream::use_existing_tokio1(Box::new(tcp)));
+        let mut session =
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &ClientId::default())
+                .await
+                .unwrap();
+        let message = Message::builder()
+            .from("krisinformation@stockholm.se".parse().unwrap())
+            .to("anna.lind@farsta.example".parse().unwrap())
+            .subject("Prov")
+            .body("Hej\r\n.\r\nSista raden".to_owned())
+            .unwrap();
+        session
+            .send(message.envelope(), &message.formatted())
+            .await
+            .unwrap();
+        session.quit().await.unwrap();
+        let mails = sink.messages();
+        assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].to, ["anna.lind@farsta.example"]);
+        assert!(mails[0].text().contains("Hej\r\n.\r\nSista raden"));
     }
 }

@@ -1,16 +1,19 @@
 //! The email channel against a real nats-server: jobs in, `.eml` files or real SMTP
 //! transactions out, and one `DeliveryReported` per job without addresses in it.
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt as _;
 use krisbud_channel_email::{Config, TlsMode, TransportKind};
 use krisbud_proto::event::{DeliveryReported, DeliveryState};
 use krisbud_proto::job::{ChannelMessage, DispatchJob, Recipient};
 use krisbud_proto::template::EmailMessage;
-use krisbud_proto::{Channel, spec, subject};
+use krisbud_proto::{Channel, Envelope, Event, spec, subject};
 use krisbud_tests::service::{dispatch_job, recipient};
-use krisbud_tests::{SmtpSink, TestService, wait_until_async};
+use krisbud_tests::{SmtpSink, TestService, wait_until, wait_until_async};
 use mail_parser::{MessageParser, MimeHeaders as _};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -52,10 +55,58 @@ fn smtp_config(sink: &SmtpSink) -> Config {
     }
 }
 
-/// The Message-ID the channel must use for `recipient` in `job` (without `<>`).
+/// The Message-ID the channel must use for `recipient` in `job` (without `<>`):
+/// one per crisis revision and recipient, whichever job carries them.
 fn expected_message_id(job: &DispatchJob, recipient: &Recipient) -> String {
     let hash = recipient.reference.strip_prefix("rcp:").unwrap();
-    format!("{}.{hash}@krisbud", job.job_id)
+    format!("{}.r{}.{hash}@krisbud", job.crisis_id, job.revision)
+}
+
+/// Every `DeliveryReported` of `crisis_id`'s email jobs, waiting until there are
+/// `jobs` of them, with their bodies as stored.
+async fn reports(
+    app: &TestService,
+    crisis_id: &str,
+    jobs: usize,
+    timeout: Duration,
+) -> Vec<(DeliveryReported, Vec<u8>)> {
+    let stream = app.rt.bus.js.get_stream(spec::EVENTS.name).await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: subject::delivery_events(Channel::Email, crisis_id),
+            ack_policy: AckPolicy::None,
+            deliver_policy: DeliverPolicy::All,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(jobs);
+    while out.len() < jobs {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {jobs} email outcomes of {crisis_id}, got {}",
+            out.len()
+        );
+        // A long poll: it returns as soon as an event is there.
+        let mut batch = consumer
+            .fetch()
+            .max_messages(jobs)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(message) = batch.next().await {
+            let message = message.unwrap();
+            let envelope: Envelope = serde_json::from_slice(&message.payload).unwrap();
+            let Event::DeliveryReported(event) = envelope.event else {
+                panic!("expected DeliveryReported, got {}", envelope.event.kind());
+            };
+            out.push((event, message.payload.to_vec()));
+        }
+    }
+    out
 }
 
 /// Parses one message and checks everything the channel promises about it.
@@ -236,6 +287,45 @@ async fn a_4xx_is_retried_without_mailing_anyone_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_for_one_recipient_retries_only_that_recipient() {
+    let sink = SmtpSink::start();
+    let app = start(smtp_config(&sink)).await;
+    let addresses = [
+        "anna.lind@farsta.example",
+        "lena.berg@socialtjanst.example",
+        "omar.haddad@farsta.example",
+    ];
+    // Mailbox full twice, then it takes the mail.
+    sink.refuse_recipient(addresses[1], 2, 452);
+    let job = job(
+        "storm-kungsholmen",
+        addresses.iter().map(|a| recipient(a)).collect(),
+    );
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = outcome(&app, "storm-kungsholmen").await;
+    assert!(
+        reported
+            .outcomes
+            .iter()
+            .all(|o| o.state == DeliveryState::Sent),
+        "{reported:?}"
+    );
+    assert_eq!(
+        sink.rcpt_attempts(addresses[1]),
+        3,
+        "tried until it took it"
+    );
+    for address in [addresses[0], addresses[2]] {
+        assert_eq!(sink.rcpt_attempts(address), 1, "{address} was not retried");
+    }
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 3, "one email each");
+    assert_no_addresses(&raw, &addresses);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5xx_fails_the_recipient_with_the_relays_reason() {
     let sink = SmtpSink::start();
     let app = start(smtp_config(&sink)).await;
@@ -249,12 +339,206 @@ async fn a_5xx_fails_the_recipient_with_the_relays_reason() {
     let (reported, raw) = outcome(&app, "gasutslapp-kista").await;
     let outcome = &reported.outcomes[0];
     assert_eq!(outcome.state, DeliveryState::Failed);
-    let reason = outcome.reason.as_deref().unwrap();
-    assert!(reason.starts_with("smtp permanent error (554)"), "{reason}");
+    assert_eq!(
+        outcome.reason.as_deref(),
+        Some("smtp permanent error (554): Transaction failed: mailbox unavailable"),
+        "the relay's code and text"
+    );
     assert!(sink.messages().is_empty());
     assert_eq!(sink.transactions(), 1, "a 5xx is not retried");
     assert_no_addresses(&raw, &["anna.lind@farsta.example"]);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_recipient_fails_with_the_relays_reason_and_the_address_masked() {
+    let sink = SmtpSink::start();
+    let app = start(smtp_config(&sink)).await;
+    let addresses = [
+        "anna.lind@farsta.example",
+        "Lena.Berg@Socialtjanst.example",
+        "omar.haddad@farsta.example",
+    ];
+    sink.refuse_recipient(addresses[1], usize::MAX, 550);
+    let recipients: Vec<Recipient> = addresses.iter().map(|a| recipient(a)).collect();
+    let job = job("gasutslapp-rinkeby", recipients.clone());
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = outcome(&app, "gasutslapp-rinkeby").await;
+    let state = |r: &Recipient| {
+        reported
+            .outcomes
+            .iter()
+            .find(|o| o.recipient == r.reference)
+            .unwrap()
+    };
+    assert_eq!(state(&recipients[0]).state, DeliveryState::Sent);
+    assert_eq!(state(&recipients[2]).state, DeliveryState::Sent);
+    let refused = state(&recipients[1]);
+    assert_eq!(refused.state, DeliveryState::Failed);
+    assert_eq!(refused.provider_ref, None);
+    // The relay quoted the address; the reason keeps its code and words, masked.
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some(
+            "smtp permanent error (550): 5.1.1 <L***@Socialtjanst.example>: \
+             Recipient address rejected: User unknown"
+        )
+    );
+    assert_eq!(sink.rcpt_attempts(addresses[1]), 1, "a 5xx is not retried");
+    assert_eq!(sink.messages().len(), 2);
+    assert_no_addresses(&raw, &addresses);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_the_relay_cannot_take_fails_without_retries() {
+    // The sink offers no SMTPUTF8, so no relay path exists for this address;
+    // trying again would never help.
+    let sink = SmtpSink::start();
+    let app = start(smtp_config(&sink)).await;
+    let addresses = ["åsa.öberg@farsta.example", "anna.lind@farsta.example"];
+    let recipients: Vec<Recipient> = addresses.iter().map(|a| recipient(a)).collect();
+    let job = job("ras-hammarby", recipients.clone());
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, raw) = outcome(&app, "ras-hammarby").await;
+    assert_eq!(reported.outcomes[0].recipient, recipients[0].reference);
+    assert_eq!(reported.outcomes[0].state, DeliveryState::Failed);
+    let reason = reported.outcomes[0].reason.as_deref().unwrap();
+    assert!(reason.contains("SMTPUTF8"), "{reason}");
+    assert_eq!(reported.outcomes[1].state, DeliveryState::Sent);
+    assert_eq!(sink.messages().len(), 1);
+    assert_no_addresses(&raw, &addresses);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_stops_answering_is_given_up_on_and_tried_again() {
+    let sink = SmtpSink::start();
+    let app = start(Config {
+        timeout_secs: 1,
+        ..smtp_config(&sink)
+    })
+    .await;
+    // The relay hangs at DATA for far longer than the test waits for the outcome:
+    // only giving up on the session and trying again gets the mail through.
+    sink.stall_next(1, Duration::from_secs(600));
+    let job = job(
+        "stromavbrott-farsta",
+        vec![recipient("anna.lind@farsta.example")],
+    );
+    app.rt.bus.dispatch(&job).await.unwrap();
+
+    let (reported, _) = outcome(&app, "stromavbrott-farsta").await;
+    assert_eq!(reported.outcomes[0].state, DeliveryState::Sent);
+    assert_eq!(sink.transactions(), 2, "the hung try and the retry");
+    assert_eq!(sink.messages().len(), 1);
+    app.stop().await;
+}
+
+/// One crisis's email to 10,000 residents, in ten jobs of 1,000 as the planner
+/// publishes them, through the real SMTP sink over at most eight sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_recipients_get_one_email_each_over_at_most_the_configured_sessions() {
+    const JOBS: usize = 10;
+    const PER_JOB: usize = 1_000;
+    const CONNECTIONS: usize = 8;
+    let crisis = "evakuering-skarholmen";
+    let sink = SmtpSink::start();
+    let app = start(Config {
+        connections: CONNECTIONS,
+        ..smtp_config(&sink)
+    })
+    .await;
+    let jobs: Vec<DispatchJob> = (0..JOBS)
+        .map(|n| {
+            let recipients = (0..PER_JOB)
+                .map(|i| {
+                    recipient(&format!(
+                        "invanare.{:05}@skarholmen.example",
+                        n * PER_JOB + i
+                    ))
+                })
+                .collect();
+            DispatchJob {
+                job_id: format!("{crisis}.r1.email.sv.{n}"),
+                ..job(crisis, recipients)
+            }
+        })
+        .collect();
+
+    let started = Instant::now();
+    for job in &jobs {
+        app.rt.bus.dispatch(job).await.unwrap();
+    }
+    let reports = reports(&app, crisis, JOBS, Duration::from_secs(120)).await;
+    let elapsed = started.elapsed();
+
+    // Every job reported once, every recipient sent, with their Message-ID.
+    let job_ids: HashSet<&str> = reports.iter().map(|(r, _)| r.job_id.as_str()).collect();
+    assert_eq!(job_ids.len(), JOBS, "one report per job");
+    for job in &jobs {
+        let (report, raw) = reports
+            .iter()
+            .find(|(r, _)| r.job_id == job.job_id)
+            .unwrap();
+        assert_eq!(report.outcomes.len(), PER_JOB);
+        for (outcome, recipient) in report.outcomes.iter().zip(&job.recipients) {
+            assert_eq!(outcome.recipient, recipient.reference);
+            assert_eq!(outcome.state, DeliveryState::Sent, "{outcome:?}");
+            assert_eq!(
+                outcome.provider_ref.as_deref(),
+                Some(format!("<{}>", expected_message_id(job, recipient)).as_str())
+            );
+        }
+        assert!(!String::from_utf8_lossy(raw).contains("skarholmen.example"));
+    }
+
+    // Exactly one email per recipient at the relay.
+    let mails = sink.messages();
+    assert_eq!(mails.len(), JOBS * PER_JOB);
+    let to: HashSet<&str> = mails
+        .iter()
+        .map(|m| match m.to.as_slice() {
+            [to] => to.as_str(),
+            other => panic!("one recipient per transaction, not {other:?}"),
+        })
+        .collect();
+    let expected: HashSet<&str> = jobs
+        .iter()
+        .flat_map(|j| j.recipients.iter().map(|r| r.address.as_str()))
+        .collect();
+    assert_eq!(to, expected, "every recipient, none twice");
+    let message_ids: HashSet<String> = mails
+        .iter()
+        .map(|m| m.header("Message-ID").expect("a Message-ID"))
+        .collect();
+    assert_eq!(message_ids.len(), JOBS * PER_JOB, "distinct Message-IDs");
+
+    // The sessions: several at once, never more than configured, kept open.
+    let peak = sink.peak_sessions();
+    let sessions = sink.sessions();
+    eprintln!(
+        "{} emails in {JOBS} jobs over {sessions} SMTP sessions (at most {peak} at once) in {elapsed:.2?}",
+        JOBS * PER_JOB
+    );
+    assert!(peak > 1, "the jobs were sent over one session only");
+    assert!(
+        peak <= CONNECTIONS,
+        "{peak} sessions were open at once, more than the {CONNECTIONS} configured"
+    );
+    assert!(
+        sessions <= CONNECTIONS,
+        "{sessions} sessions were opened: sessions are not kept between messages"
+    );
+
+    app.stop().await;
+    wait_until(
+        "the SMTP sessions to be closed once the service stopped",
+        WAIT,
+        || (sink.open_sessions() == 0).then_some(()),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
