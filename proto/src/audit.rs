@@ -284,6 +284,10 @@ pub struct ChannelReport {
     /// Failed recipients by reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed_by_reason: BTreeMap<String, u64>,
+    /// Recipients with an outcome flagged `possible_duplicate`: their batch was
+    /// sent again after a crash, so they may have got the message twice.
+    #[serde(default)]
+    pub possible_duplicates: u64,
     /// `DeliveryReported` events counted.
     pub reports: u64,
 }

@@ -112,7 +112,8 @@ pub struct DeclareCrisis {
 pub struct Declared {
     pub crisis_id: String,
     pub revision: u32,
-    /// Recipients planned per channel.
+    /// Recipients per channel as the audiences count them; an address that
+    /// several audiences share is counted once by the plan (see the status).
     pub recipients: BTreeMap<Channel, u64>,
 }
 

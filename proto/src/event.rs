@@ -37,6 +37,12 @@ pub enum Event {
     AuditKeyRotated(crate::audit::AuditKeyRotated),
     /// An auditor looked up whether a recipient was notified.
     RecipientLookedUp(crate::audit::RecipientLookedUp),
+    /// An admin created an audience.
+    AudienceCreated(AudienceCreated),
+    /// An admin replaced an audience's members from a file.
+    AudienceMembersImported(AudienceMembersImported),
+    /// An admin deleted an audience and its members.
+    AudienceDeleted(AudienceDeleted),
 }
 
 impl Event {
@@ -54,6 +60,9 @@ impl Event {
             Event::TemplateRetired(_) => "TemplateRetired",
             Event::AuditKeyRotated(_) => "AuditKeyRotated",
             Event::RecipientLookedUp(_) => "RecipientLookedUp",
+            Event::AudienceCreated(_) => "AudienceCreated",
+            Event::AudienceMembersImported(_) => "AudienceMembersImported",
+            Event::AudienceDeleted(_) => "AudienceDeleted",
         }
     }
 
@@ -66,6 +75,9 @@ impl Event {
             Event::ChannelConfirmed(e) => Some(&e.crisis_id),
             Event::RecipientLookedUp(e) => e.crisis_id.as_deref(),
             Event::AuditKeyRotated(_)
+            | Event::AudienceCreated(_)
+            | Event::AudienceMembersImported(_)
+            | Event::AudienceDeleted(_)
             | Event::TemplateDrafted(_)
             | Event::TemplateSubmitted(_)
             | Event::TemplateApproved(_)
@@ -87,6 +99,9 @@ impl Event {
             | Event::DeliveryReported(_)
             | Event::ChannelConfirmed(_)
             | Event::AuditKeyRotated(_)
+            | Event::AudienceCreated(_)
+            | Event::AudienceMembersImported(_)
+            | Event::AudienceDeleted(_)
             | Event::RecipientLookedUp(_) => None,
         }
     }
@@ -105,6 +120,9 @@ impl Event {
             Event::TemplateRetired(e) => subject::template_events(&e.template_id),
             Event::AuditKeyRotated(_) => subject::AUDIT_KEY_EVENTS.to_owned(),
             Event::RecipientLookedUp(_) => subject::AUDIT_LOOKUP_EVENTS.to_owned(),
+            Event::AudienceCreated(e) => subject::audience_events(&e.audience_id),
+            Event::AudienceMembersImported(e) => subject::audience_events(&e.audience_id),
+            Event::AudienceDeleted(e) => subject::audience_events(&e.audience_id),
         }
     }
 }
@@ -126,6 +144,10 @@ pub struct CrisisDeclared {
     pub variables: BTreeMap<String, String>,
     /// The audiences addressed on the person-to-person channels.
     pub audiences: Vec<String>,
+    /// The member generation of each audience at the declaration, so the plan
+    /// reads the members as they were then, whatever is imported later.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audience_generations: BTreeMap<String, u32>,
     /// The channels the crisis goes out on.
     pub channels: Vec<Channel>,
     /// Every language's rendered messages.
@@ -133,6 +155,34 @@ pub struct CrisisDeclared {
     /// When the crisis stops being shown, if ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An audience was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AudienceCreated {
+    pub audience_id: String,
+    pub name: String,
+    pub exercise: bool,
+}
+
+/// An audience's members were replaced by an import. Counts only: the members
+/// themselves are personal data and stay in the members bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AudienceMembersImported {
+    pub audience_id: String,
+    pub generation: u32,
+    pub rows: u64,
+    pub members: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub with_phone: u64,
+    pub with_email: u64,
+}
+
+/// An audience and its members were deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AudienceDeleted {
+    pub audience_id: String,
 }
 
 /// The dispatch jobs planned for one crisis revision: how many recipients each
@@ -183,6 +233,10 @@ pub struct RecipientOutcome {
     /// Why it failed, or the provider's own status word.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The recipient's batch was sent again after a crash while it was in flight,
+    /// so the recipient may have got the message twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub possible_duplicate: bool,
 }
 
 /// The state of one recipient's message.

@@ -20,6 +20,8 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         one::<audit::Checkpoint>("audit-checkpoint"),
         one::<audit::BundleLine>("audit-bundle-line"),
         one::<audience::Audience>("audience"),
+        one::<audience::Member>("audience-member"),
+        one::<audience::ImportReport>("audience-import-report"),
         one::<template::TemplateVersion>("template-version"),
         one::<template::TemplateRecord>("template-record"),
         one::<template::TemplatePreview>("template-preview"),

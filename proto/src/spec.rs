@@ -97,11 +97,18 @@ pub const BANNERS: BucketSpec = BucketSpec {
     description: "banners shown on the public site",
 };
 
-/// Audiences: one key per audience with its members.
+/// Audiences: one key per audience with its name, marks and member counts.
 pub const AUDIENCES: BucketSpec = BucketSpec {
     name: "KRISBUD_AUDIENCES",
     history: 1,
-    description: "audiences and their members",
+    description: "audiences: names, exercise marks, member counts and current generation",
+};
+
+/// Audience members in chunks of JSON lines, `<audience>.<generation>.<chunk>`.
+pub const AUDIENCE_MEMBERS: BucketSpec = BucketSpec {
+    name: "KRISBUD_AUDIENCE_MEMBERS",
+    history: 1,
+    description: "audience members (personal data) in chunks per import generation",
 };
 
 /// The template read model: one key per template (`<id>`, its versions' lifecycle)
@@ -124,4 +131,11 @@ pub const SEND_CLAIMS: BucketSpec = BucketSpec {
 /// Every stream.
 pub const STREAMS: [&StreamSpec; 4] = [&EVENTS, &DISPATCH, &AUDIT, &AUDIT_CHECKPOINTS];
 /// Every bucket.
-pub const BUCKETS: [&BucketSpec; 5] = [&CRISES, &BANNERS, &AUDIENCES, &TEMPLATES, &SEND_CLAIMS];
+pub const BUCKETS: [&BucketSpec; 6] = [
+    &CRISES,
+    &BANNERS,
+    &AUDIENCES,
+    &AUDIENCE_MEMBERS,
+    &TEMPLATES,
+    &SEND_CLAIMS,
+];

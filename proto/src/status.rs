@@ -36,6 +36,10 @@ pub struct JobTally {
     /// `sent` by their job's report it settles as delivered or failed.
     #[serde(default)]
     pub settles_sent: u64,
+    /// Recipients of the job's own report flagged as possibly sent twice (their
+    /// batch was in flight when an instance died and was sent again).
+    #[serde(default)]
+    pub possible_duplicates: u64,
 }
 
 /// A crisis as the duty officer sees it.
@@ -70,6 +74,11 @@ pub struct ChannelStatus {
     pub delivered: u64,
     pub failed: u64,
     pub pending: u64,
+    /// Recipients who may have got the message twice: their batch was in flight
+    /// when a channel instance died and was sent again. They are also counted in
+    /// `sent`, `delivered` or `failed`.
+    #[serde(default)]
+    pub possible_duplicates: u64,
     /// Failures counted by reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed_by_reason: BTreeMap<String, u64>,

@@ -28,6 +28,14 @@ pub fn crisis_events(crisis_id: &str) -> String {
     format!("krisbud.evt.crisis.{crisis_id}")
 }
 
+/// Every audience aggregate's events.
+pub const ALL_AUDIENCE_EVENTS: &str = "krisbud.evt.audience.*";
+
+/// The subject of one audience's events.
+pub fn audience_events(audience_id: &str) -> String {
+    format!("krisbud.evt.audience.{audience_id}")
+}
+
 /// The subject of one template's events.
 pub fn template_events(template_id: &str) -> String {
     format!("krisbud.evt.template.{template_id}")
@@ -84,6 +92,18 @@ pub mod cmd {
     pub const AUDIT_REPORT: &str = "krisbud.cmd.audit.report";
     /// Was this person notified? (audit).
     pub const AUDIT_LOOKUP: &str = "krisbud.cmd.audit.lookup";
+    /// List the audiences (coordinator).
+    pub const LIST_AUDIENCES: &str = "krisbud.cmd.audience.list";
+    /// One audience (coordinator).
+    pub const GET_AUDIENCE: &str = "krisbud.cmd.audience.get";
+    /// Create an audience (coordinator).
+    pub const CREATE_AUDIENCE: &str = "krisbud.cmd.audience.create";
+    /// Delete an audience and its members (coordinator).
+    pub const DELETE_AUDIENCE: &str = "krisbud.cmd.audience.delete";
+    /// Store one piece of a member import (coordinator).
+    pub const IMPORT_PART: &str = "krisbud.cmd.audience.import.part";
+    /// Finish a member import: dedupe and make it current (coordinator).
+    pub const IMPORT_COMMIT: &str = "krisbud.cmd.audience.import.commit";
 }
 
 /// Whether `s` can be one token of a subject: crisis and template ids must be.

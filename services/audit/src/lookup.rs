@@ -11,7 +11,7 @@
 use futures::StreamExt;
 use krisbud_kit::Bus;
 use krisbud_kit::bus::Expect;
-use krisbud_kit::privacy::recipient_ref;
+use krisbud_kit::privacy::{self, recipient_ref};
 use krisbud_proto::audit::{
     AddressKind, AuditRecord, RecipientDelivery, RecipientLookedUp, RecipientLookup,
     RecipientLookupAnswer,
@@ -24,59 +24,13 @@ use crate::read;
 /// An address in the form audiences hold it, with its kind; the error says what
 /// is wrong without repeating the address.
 pub fn normalise(address: &str) -> Result<(String, AddressKind), &'static str> {
-    let address = address.trim();
-    if address.is_empty() {
-        return Err("give a phone number or an email address");
-    }
-    if address.contains('@') {
-        let email = address.to_lowercase();
-        let valid = matches!(email.split_once('@'), Some((local, domain))
-            if !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@'))
-            && !email.chars().any(char::is_whitespace);
-        return if valid {
-            Ok((email, AddressKind::Email))
-        } else {
-            Err("the email address is not of the form namn@exempel.se")
+    privacy::normalise_address(address).map(|(address, kind)| {
+        let kind = match kind {
+            privacy::AddressKind::Phone => AddressKind::Phone,
+            privacy::AddressKind::Email => AddressKind::Email,
         };
-    }
-    let mut digits = String::with_capacity(address.len());
-    for (i, c) in address.chars().enumerate() {
-        match c {
-            '0'..='9' => digits.push(c),
-            '+' if i == 0 => digits.push(c),
-            ' ' | '-' | '(' | ')' | '.' | '/' | '\u{a0}' => {}
-            _ => {
-                return Err(
-                    "a phone number may hold only digits, spaces, dashes, parentheses and a leading +",
-                );
-            }
-        }
-    }
-    let international = if let Some(rest) = digits.strip_prefix('+') {
-        rest.to_owned()
-    } else if let Some(rest) = digits.strip_prefix("00") {
-        rest.to_owned()
-    } else if let Some(rest) = digits.strip_prefix('0') {
-        // A Swedish number in national form: 070-123 45 67.
-        format!("46{rest}")
-    } else {
-        return Err(
-            "write the phone number with its leading 0 (070-123 45 67) or with + and the country code",
-        );
-    };
-    // A Swedish number written +46 (0)70 … keeps its trunk 0 by mistake.
-    let international = match international.strip_prefix("460") {
-        Some(rest) => format!("46{rest}"),
-        None => international,
-    };
-    if !(8..=15).contains(&international.len()) || international.starts_with('0') {
-        return Err("the phone number has too few or too many digits");
-    }
-    Ok((format!("+{international}"), AddressKind::Phone))
+        (address, kind)
+    })
 }
 
 /// Answers a lookup and records it. The answer is only sent once the

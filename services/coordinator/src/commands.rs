@@ -7,7 +7,6 @@ use chrono::Utc;
 use futures::StreamExt;
 use krisbud_kit::Bus;
 use krisbud_kit::bus::{AppendError, Expect};
-use krisbud_proto::audience::Audience;
 use krisbud_proto::command::{ConfirmChannel, DeclareCrisis, Declared, GetCrisis};
 use krisbud_proto::event::{ChannelConfirmed, CrisisDeclared};
 use krisbud_proto::status::CrisisStatus;
@@ -15,6 +14,7 @@ use krisbud_proto::template::TemplateRef;
 use krisbud_proto::{Actor, Channel, CommandRequest, Envelope, Event, Problem, Role, subject};
 use sha2::{Digest, Sha256};
 
+use crate::audiences::Audiences;
 use crate::catalog::Catalog;
 use crate::{projection, render};
 
@@ -26,7 +26,7 @@ pub struct Coordinator {
     pub templates: Catalog,
     pub bus: Bus,
     pub crises: kv::Store,
-    pub audiences: kv::Store,
+    pub audiences: Audiences,
 }
 
 /// Refuses an actor holding none of `roles`, naming them.
@@ -87,7 +87,7 @@ impl Coordinator {
         let mut recipients: BTreeMap<Channel, u64> = BTreeMap::new();
         let mut audiences = Vec::new();
         for (i, id) in body.audiences.iter().enumerate() {
-            let audience = self.audience(id).await?.ok_or_else(|| {
+            let audience = self.audiences.get(id).await?.ok_or_else(|| {
                 Problem::invalid(
                     format!("audiences[{i}]"),
                     format!("there is no audience `{id}`"),
@@ -95,12 +95,17 @@ impl Coordinator {
             })?;
             audiences.push(audience);
         }
+        let audience_generations: BTreeMap<String, u32> = audiences
+            .iter()
+            .map(|a| (a.id.clone(), a.generation))
+            .collect();
         let messages = render::render(template, &body.variables, body.status)?;
         render::check_sms_segments(template, &messages, &body.variables)?;
         for channel in &channels {
             let count = match channel {
-                Channel::Sms => unique_addresses(&audiences, |m| m.phone.as_deref()),
-                Channel::Email => unique_addresses(&audiences, |m| m.email.as_deref()),
+                // At most: the plan drops addresses that several audiences share.
+                Channel::Sms => audiences.iter().map(|a| a.with_phone).sum(),
+                Channel::Email => audiences.iter().map(|a| a.with_email).sum(),
                 Channel::Banner | Channel::Intranet => messages.len() as u64,
             };
             recipients.insert(*channel, count);
@@ -123,6 +128,7 @@ impl Coordinator {
                 cap: template.cap.clone(),
                 variables: body.variables.clone(),
                 audiences: body.audiences.clone(),
+                audience_generations: audience_generations.clone(),
                 channels: channels.clone(),
                 messages: messages.clone(),
                 expires_at: body.expires_at,
@@ -251,16 +257,6 @@ impl Coordinator {
             .filter(|s| s.declared_at.is_some())
             .ok_or_else(|| Problem::not_found(format!("there is no crisis `{crisis_id}`")))
     }
-
-    async fn audience(&self, id: &str) -> Result<Option<Audience>, Problem> {
-        if !subject::is_token(id) {
-            return Ok(None);
-        }
-        match self.audiences.get(id).await.map_err(internal)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(internal),
-            None => Ok(None),
-        }
-    }
 }
 
 /// Roles that may read crisis status.
@@ -270,20 +266,6 @@ const READERS: [Role; 4] = [
     Role::Auditor,
     Role::Admin,
 ];
-
-/// Counts distinct addresses across audiences.
-pub fn unique_addresses(
-    audiences: &[Audience],
-    address: impl Fn(&krisbud_proto::audience::Member) -> Option<&str>,
-) -> u64 {
-    let mut seen = std::collections::HashSet::new();
-    for member in audiences.iter().flat_map(|a| &a.members) {
-        if let Some(a) = address(member) {
-            seen.insert(a.trim().to_lowercase());
-        }
-    }
-    seen.len() as u64
-}
 
 /// A new crisis id: the date and six random hex digits, easy to read aloud.
 fn new_id() -> String {

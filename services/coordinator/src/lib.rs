@@ -1,6 +1,7 @@
 //! The coordinator: templates and rendering, declaration, the dispatch planner,
 //! operator confirmations and the crisis status projection.
 
+pub mod audiences;
 pub mod catalog;
 pub mod commands;
 pub mod diff;
@@ -36,7 +37,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { batch_size: 500 }
+        Config { batch_size: 1000 }
     }
 }
 
@@ -50,6 +51,22 @@ pub async fn catalog(rt: &Runtime) -> anyhow::Result<Catalog> {
             .get_key_value(spec::TEMPLATES.name)
             .await
             .context("templates bucket")?,
+    })
+}
+
+/// The audience store on `rt`'s NATS connection, for seeding the demo set.
+pub async fn audiences(rt: &Runtime) -> anyhow::Result<audiences::Audiences> {
+    let js = &rt.bus.js;
+    Ok(audiences::Audiences {
+        bus: rt.bus.clone(),
+        meta: js
+            .get_key_value(spec::AUDIENCES.name)
+            .await
+            .context("audiences bucket")?,
+        members: js
+            .get_key_value(spec::AUDIENCE_MEMBERS.name)
+            .await
+            .context("audience members bucket")?,
     })
 }
 
@@ -71,10 +88,7 @@ pub async fn start(
         .get_key_value(spec::CRISES.name)
         .await
         .context("crises bucket")?;
-    let audiences = js
-        .get_key_value(spec::AUDIENCES.name)
-        .await
-        .context("audiences bucket")?;
+    let audiences = audiences(&rt).await?;
     let coordinator = Arc::new(Coordinator {
         templates: templates.clone(),
         bus: rt.bus.clone(),
@@ -102,6 +116,15 @@ pub async fn start(
         }};
     }
     serve!(subject::cmd::DECLARE, |c, req| c.declare(req).await);
+    serve!(subject::cmd::LIST_AUDIENCES, |c, req| c.audiences.list(req).await);
+    serve!(subject::cmd::GET_AUDIENCE, |c, req| c.audiences.show(req).await);
+    serve!(subject::cmd::CREATE_AUDIENCE, |c, req| c.audiences.create(req).await);
+    serve!(subject::cmd::DELETE_AUDIENCE, |c, req| c.audiences.delete(req).await);
+    serve!(subject::cmd::IMPORT_PART, |c, req| c.audiences.import_part(req).await);
+    serve!(subject::cmd::IMPORT_COMMIT, |c, req| c
+        .audiences
+        .import_commit(req)
+        .await);
     serve!(subject::cmd::CONFIRM, |c, req| c.confirm(req).await);
     serve!(subject::cmd::GET_CRISIS, |c, req| c.get(req).await);
     serve!(subject::cmd::LIST_CRISES, |c, req| {

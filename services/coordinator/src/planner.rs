@@ -8,21 +8,22 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use futures::StreamExt as _;
 use krisbud_kit::Bus;
 use krisbud_kit::bus::Expect;
 use krisbud_kit::consumer::{Ack, Delivery};
 use krisbud_kit::privacy::recipient_ref;
-use krisbud_proto::audience::{Audience, Member};
 use krisbud_proto::event::{CrisisDeclared, DispatchPlanned, PlannedChannel};
 use krisbud_proto::job::{DispatchJob, Recipient};
 use krisbud_proto::{Actor, Channel, Envelope, Event};
+
+use crate::audiences::Audiences;
 
 /// What planning needs.
 #[derive(Clone)]
 pub struct Planner {
     pub bus: Bus,
-    pub audiences: kv::Store,
+    pub audiences: Audiences,
     pub recipient_key: Vec<u8>,
     pub batch_size: usize,
 }
@@ -47,63 +48,119 @@ impl Planner {
     }
 
     async fn plan(&self, envelope: &Envelope, declared: &CrisisDeclared) -> anyhow::Result<()> {
-        let mut audiences = Vec::new();
-        for id in &declared.audiences {
-            match self.audiences.get(id).await? {
-                Some(bytes) => audiences.push(serde_json::from_slice::<Audience>(&bytes)?),
-                None => tracing::warn!(audience = %id, "audience vanished after the declaration"),
-            }
-        }
         let languages: Vec<&str> = declared
             .messages
             .iter()
             .map(|m| m.language.as_str())
             .collect();
-        let mut jobs = Vec::new();
         let mut plan = BTreeMap::new();
-        for &channel in &declared.channels {
-            let before = jobs.len();
-            let (recipients, duplicates) = if channel.has_recipients() {
-                let field = |m: &Member| match channel {
-                    Channel::Sms => m.phone.clone(),
-                    _ => m.email.clone(),
+        let mut published = 0u64;
+        let mut pending: Vec<DispatchJob> = Vec::new();
+        let personal: Vec<Channel> = declared
+            .channels
+            .iter()
+            .copied()
+            .filter(|c| c.has_recipients())
+            .collect();
+        if !personal.is_empty() {
+            // One pass over the members, in the audiences' stored order, filling one
+            // open batch per channel and language; a full batch becomes a job at
+            // once, so memory holds a few batches, not the audience.
+            let batch_size = self.batch_size.max(1);
+            let mut open: BTreeMap<(Channel, &str), (usize, Vec<Recipient>)> = BTreeMap::new();
+            let mut seen: BTreeMap<Channel, HashSet<u128>> = BTreeMap::new();
+            let mut counts: BTreeMap<Channel, PlannedChannel> = BTreeMap::new();
+            for id in &declared.audiences {
+                let generation = match declared.audience_generations.get(id) {
+                    Some(g) => *g,
+                    None => match self
+                        .audiences
+                        .get(id)
+                        .await
+                        .map_err(|p| anyhow::anyhow!("{}", p.detail))?
+                    {
+                        Some(audience) => audience.generation,
+                        None => {
+                            tracing::warn!(audience = %id, "audience vanished after the declaration");
+                            continue;
+                        }
+                    },
                 };
-                let (by_language, total, duplicates) = group(&audiences, field, &languages);
-                for (language, members) in by_language {
-                    for (n, batch) in members.chunks(self.batch_size.max(1)).enumerate() {
-                        let recipients = batch
-                            .iter()
-                            .map(|address| Recipient {
-                                reference: recipient_ref(&self.recipient_key, address),
-                                address: address.clone(),
-                            })
-                            .collect();
-                        jobs.push(self.job(envelope, declared, channel, language, n, recipients));
+                let mut chunks = std::pin::pin!(self.audiences.chunks(id, generation));
+                while let Some(chunk) = chunks.next().await {
+                    for member in chunk? {
+                        let language = member
+                            .language
+                            .as_deref()
+                            .and_then(|l| languages.iter().find(|x| **x == l))
+                            .copied()
+                            .unwrap_or("sv");
+                        for &channel in &personal {
+                            let address = match channel {
+                                Channel::Sms => member.phone.as_deref(),
+                                _ => member.email.as_deref(),
+                            };
+                            let Some(address) = address else { continue };
+                            let reference = recipient_ref(&self.recipient_key, address);
+                            let tally = counts.entry(channel).or_insert(PlannedChannel {
+                                recipients: 0,
+                                jobs: 0,
+                                duplicates_removed: 0,
+                            });
+                            if !seen.entry(channel).or_default().insert(digest(&reference)) {
+                                tally.duplicates_removed += 1;
+                                continue;
+                            }
+                            tally.recipients += 1;
+                            let (batch, recipients) = open.entry((channel, language)).or_default();
+                            recipients.push(Recipient {
+                                reference,
+                                address: address.to_owned(),
+                            });
+                            if recipients.len() >= batch_size {
+                                let full = std::mem::take(recipients);
+                                pending.push(self.job(envelope, declared, channel, language, *batch, full));
+                                *batch += 1;
+                                tally.jobs += 1;
+                            }
+                        }
+                        if pending.len() >= WAVE {
+                            published += self.publish(&mut pending).await?;
+                        }
                     }
                 }
-                (total, duplicates)
-            } else {
-                for language in &languages {
-                    jobs.push(self.job(envelope, declared, channel, language, 0, Vec::new()));
+            }
+            for ((channel, language), (batch, recipients)) in open {
+                if !recipients.is_empty() {
+                    pending.push(self.job(envelope, declared, channel, language, batch, recipients));
+                    counts.get_mut(&channel).expect("counted").jobs += 1;
                 }
-                (languages.len() as u64, 0)
-            };
+            }
+            for channel in personal {
+                plan.insert(
+                    channel,
+                    counts.remove(&channel).unwrap_or(PlannedChannel {
+                        recipients: 0,
+                        jobs: 0,
+                        duplicates_removed: 0,
+                    }),
+                );
+            }
+        }
+        for &channel in declared.channels.iter().filter(|c| !c.has_recipients()) {
+            for language in &languages {
+                pending.push(self.job(envelope, declared, channel, language, 0, Vec::new()));
+            }
             plan.insert(
                 channel,
                 PlannedChannel {
-                    recipients,
-                    jobs: (jobs.len() - before) as u64,
-                    duplicates_removed: duplicates,
+                    recipients: languages.len() as u64,
+                    jobs: languages.len() as u64,
+                    duplicates_removed: 0,
                 },
             );
         }
-        // Publish in parallel waves; each waits for its stream ack.
-        for wave in jobs.chunks(256) {
-            let acks = wave.iter().map(|job| self.bus.dispatch(job));
-            for result in futures::future::join_all(acks).await {
-                result?;
-            }
-        }
+        published += self.publish(&mut pending).await?;
         let mut planned = Envelope::with_id(
             format!("{}.r{}.planned", declared.crisis_id, declared.revision),
             Actor::service("coordinator"),
@@ -116,8 +173,18 @@ impl Planner {
         planned.causation_id = Some(envelope.id.clone());
         planned.correlation_id = envelope.correlation_id.clone();
         self.bus.append(&planned, Expect::Any).await?;
-        tracing::info!(crisis = %declared.crisis_id, jobs = jobs.len(), "dispatch planned");
+        tracing::info!(crisis = %declared.crisis_id, jobs = published, "dispatch planned");
         Ok(())
+    }
+
+    /// Publishes the pending jobs in parallel, each awaiting its stream ack.
+    async fn publish(&self, pending: &mut Vec<DispatchJob>) -> anyhow::Result<u64> {
+        let jobs = std::mem::take(pending);
+        let acks = jobs.iter().map(|job| self.bus.dispatch(job));
+        for result in futures::future::join_all(acks).await {
+            result?;
+        }
+        Ok(jobs.len() as u64)
     }
 
     fn job(
@@ -154,36 +221,11 @@ impl Planner {
     }
 }
 
-/// Distinct addresses grouped by the language each recipient gets: their own when
-/// the template has it, Swedish otherwise. Returns the groups, the total and how
-/// many duplicates were dropped.
-fn group<'a>(
-    audiences: &[Audience],
-    address: impl Fn(&Member) -> Option<String>,
-    languages: &[&'a str],
-) -> (BTreeMap<&'a str, Vec<String>>, u64, u64) {
-    let mut seen = HashSet::new();
-    let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut duplicates = 0;
-    for member in audiences.iter().flat_map(|a| &a.members) {
-        let Some(addr) = address(member) else {
-            continue;
-        };
-        let addr = addr.trim().to_owned();
-        if addr.is_empty() {
-            continue;
-        }
-        if !seen.insert(addr.to_lowercase()) {
-            duplicates += 1;
-            continue;
-        }
-        let language = member
-            .language
-            .as_deref()
-            .and_then(|l| languages.iter().find(|x| **x == l))
-            .copied()
-            .unwrap_or("sv");
-        groups.entry(language).or_default().push(addr);
-    }
-    (groups, seen.len() as u64, duplicates)
+/// Jobs published at once.
+const WAVE: usize = 64;
+
+/// A recipient reference's digest, for spotting an address seen before.
+fn digest(reference: &str) -> u128 {
+    let hex = reference.strip_prefix("rcp:").unwrap_or(reference);
+    u128::from_str_radix(&hex[..hex.len().min(32)], 16).unwrap_or_default()
 }

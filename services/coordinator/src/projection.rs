@@ -118,6 +118,10 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
             // report settling recipients the job's report counted as sent, kept
             // under its own event id so a redelivery does not count it twice.
             let key = if envelope.id == format!("{}.outcome", e.job_id) {
+                // Possible duplicates are counted from the job's own report only:
+                // a later delivery report is about recipients already counted.
+                tally.possible_duplicates =
+                    e.outcomes.iter().filter(|o| o.possible_duplicate).count() as u64;
                 e.job_id.clone()
             } else {
                 tally.settles_sent = tally.delivered + tally.failed;
@@ -135,6 +139,9 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
         | Event::TemplateRejected(_)
         | Event::TemplateRetired(_)
         | Event::AuditKeyRotated(_)
+        | Event::AudienceCreated(_)
+        | Event::AudienceMembersImported(_)
+        | Event::AudienceDeleted(_)
         | Event::RecipientLookedUp(_) => return false,
         Event::ChannelConfirmed(e) => {
             if !p.confirmation_events.insert(envelope.id.clone()) {
@@ -173,6 +180,7 @@ fn recount(p: &mut CrisisProjection) {
             fresh.sent += tally.sent;
             fresh.delivered += tally.delivered;
             fresh.failed += tally.failed;
+            fresh.possible_duplicates += tally.possible_duplicates;
             for (reason, n) in &tally.failed_by_reason {
                 *fresh.failed_by_reason.entry(reason.clone()).or_default() += n;
             }
@@ -212,6 +220,7 @@ mod tests {
                 state: *state,
                 provider_ref: None,
                 reason: None,
+                possible_duplicate: false,
             })
             .collect();
         Envelope::with_id(
@@ -226,6 +235,86 @@ mod tests {
                 outcomes,
             }),
         )
+    }
+
+    fn plan(recipients: u64, jobs: u64) -> Envelope {
+        Envelope::with_id(
+            "c1.r1.planned".into(),
+            Actor::service("coordinator"),
+            Event::DispatchPlanned(DispatchPlanned {
+                crisis_id: "c1".into(),
+                revision: 1,
+                channels: [(
+                    Channel::Sms,
+                    PlannedChannel {
+                        recipients,
+                        jobs,
+                        duplicates_removed: 0,
+                    },
+                )]
+                .into(),
+            }),
+        )
+    }
+
+    /// A report of job `job` whose first `flagged` recipients (of `sent`) are
+    /// possible duplicates.
+    fn flagged_report(id: &str, job: &str, sent: usize, flagged: usize) -> Envelope {
+        let outcomes = (0..sent)
+            .map(|i| RecipientOutcome {
+                recipient: format!("rcp:{job}:{i}"),
+                state: DeliveryState::Sent,
+                provider_ref: None,
+                reason: Some("accepted".into()),
+                possible_duplicate: i < flagged,
+            })
+            .collect();
+        Envelope::with_id(
+            id.to_owned(),
+            Actor::service("channel-sms"),
+            Event::DeliveryReported(DeliveryReported {
+                crisis_id: "c1".into(),
+                revision: 1,
+                channel: Channel::Sms,
+                job_id: job.to_owned(),
+                provider: "sinch".into(),
+                outcomes,
+            }),
+        )
+    }
+
+    #[test]
+    fn possible_duplicates_are_counted_once_however_often_a_report_comes() {
+        let mut p = CrisisProjection::default();
+        fold(&mut p, &plan(10, 2));
+        let first = flagged_report("c1.r1.sms.sv.0.outcome", "c1.r1.sms.sv.0", 6, 4);
+        assert!(fold(&mut p, &first));
+        assert!(
+            !fold(&mut p, &first),
+            "a redelivered report changes nothing"
+        );
+        assert_eq!(p.status.channels[&Channel::Sms].possible_duplicates, 4);
+        fold(
+            &mut p,
+            &flagged_report("c1.r1.sms.sv.1.outcome", "c1.r1.sms.sv.1", 4, 1),
+        );
+        // A provider's later delivery report about a flagged recipient settles it
+        // but does not count it again, even when it carries the flag.
+        let mut dlr = flagged_report("c1.r1.sms.sv.0.dlr.x", "c1.r1.sms.sv.0", 1, 1);
+        if let Event::DeliveryReported(e) = &mut dlr.event {
+            e.outcomes[0].state = DeliveryState::Delivered;
+        }
+        assert!(fold(&mut p, &dlr));
+        assert!(!fold(&mut p, &dlr));
+        assert!(!fold(&mut p, &first), "an old redelivery changes nothing");
+        let sms = &p.status.channels[&Channel::Sms];
+        assert_eq!(sms.possible_duplicates, 5);
+        assert_eq!(
+            (sms.total, sms.sent, sms.delivered, sms.pending),
+            (10, 9, 1, 0)
+        );
+        let json = serde_json::to_value(&p.status).unwrap();
+        assert_eq!(json["channels"]["sms"]["possible_duplicates"], 5);
     }
 
     #[test]

@@ -66,6 +66,18 @@ impl Allowed for TemplateRetirers {
     const ROLES: &'static [Role] = &[Role::TemplateApprover, Role::Admin];
 }
 
+/// Admins: manage audiences.
+pub struct AudienceAdmins;
+impl Allowed for AudienceAdmins {
+    const ROLES: &'static [Role] = &[Role::Admin];
+}
+
+/// Those who pick or manage audiences: duty officers and admins.
+pub struct AudienceReaders;
+impl Allowed for AudienceReaders {
+    const ROLES: &'static [Role] = &[Role::DutyOfficer, Role::Admin];
+}
+
 /// Auditors and admins: read, export and verify the audit log.
 pub struct Auditors;
 impl Allowed for Auditors {

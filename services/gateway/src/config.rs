@@ -15,6 +15,9 @@ pub struct Config {
     pub listen: String,
     /// Largest request body accepted, in bytes; larger ones get 413.
     pub body_limit_bytes: usize,
+    /// Largest audience CSV accepted by `PUT /audiences/{id}/members`, in bytes
+    /// (256 MiB holds several million rows).
+    pub members_limit_bytes: usize,
     /// The people and programs allowed to call the API.
     pub users: Vec<User>,
 }
@@ -24,6 +27,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".into(),
             body_limit_bytes: 64 * 1024,
+            members_limit_bytes: 256 * 1024 * 1024,
             users: Vec::new(),
         }
     }

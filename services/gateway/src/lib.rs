@@ -5,6 +5,7 @@
 //! [`start`] binds the listener and serves `/api/v1` plus `/healthz` and `/readyz`
 //! until the shutdown token is cancelled.
 
+mod audience_routes;
 mod audit_routes;
 mod auth;
 mod body;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use krisbud_kit::{CancellationToken, Runtime, Started};
 
 pub use config::{Config, User, token_sha256};
@@ -49,6 +50,7 @@ pub async fn start(
         users: Arc::new(users),
         request_timeout: rt.request_timeout,
         openapi: openapi::render().into(),
+        members_limit_bytes: config.members_limit_bytes,
     };
     let app = router(state, config.body_limit_bytes).merge(rt.health.router());
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -142,6 +144,18 @@ fn router(state: AppState, body_limit_bytes: usize) -> Router {
         .route(
             "/api/v1/crises/{id}/channels/{channel}/confirm",
             post(routes::confirm),
+        )
+        .route(
+            "/api/v1/audiences",
+            get(audience_routes::list).post(audience_routes::create),
+        )
+        .route(
+            "/api/v1/audiences/{id}",
+            get(audience_routes::show).delete(audience_routes::delete),
+        )
+        .route(
+            "/api/v1/audiences/{id}/members",
+            put(audience_routes::import),
         )
         .route("/api/v1/audit", get(audit_routes::query))
         .route("/api/v1/audit/verify", get(audit_routes::verify))

@@ -8,6 +8,7 @@
 //! `tests/openapi.rs` fails when it drifts.
 
 use krisbud_proto::Channel;
+use krisbud_proto::audience::{Audience, CreateAudience, ImportReport};
 use krisbud_proto::audit::{
     AuditKeys, AuditPage, AuditRecord, CheckpointPage, CrisisReport, RecipientLookup,
     RecipientLookupAnswer, VerifyReport,
@@ -34,7 +35,7 @@ use utoipa::openapi::{
 
 use crate::audit_routes::{CSV, NDJSON};
 use crate::auth::{
-    Allowed, AnyUser, Auditors, CrisisReaders, DutyOfficers, Operators, TemplateApprovers,
+    Allowed, AnyUser, AudienceAdmins, AudienceReaders, Auditors, CrisisReaders, DutyOfficers, Operators, TemplateApprovers,
     TemplateEditors, TemplateRetirers, role_list,
 };
 use crate::problem::{PROBLEM_JSON, ProblemDetails};
@@ -531,6 +532,7 @@ pub fn document() -> Value {
             ),
         );
     let paths = audit_paths(paths, &mut schemas, &problem);
+    let paths = audience_paths(paths, &mut schemas, &problem);
 
     let components = ComponentsBuilder::new()
         .security_scheme(
@@ -595,6 +597,121 @@ impl Schemas {
     fn into_definitions(mut self) -> serde_json::Map<String, Value> {
         self.0.take_definitions(true)
     }
+}
+
+/// `/api/v1/audiences`.
+fn audience_paths(
+    paths: PathsBuilder,
+    schemas: &mut Schemas,
+    problem: &RefOr<Schema>,
+) -> PathsBuilder {
+    let op = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .operation_id(Some(id))
+            .summary(Some(summary))
+    };
+    let id_param = || path_param("id", "The audience id, e.g. farsta-boende", string());
+    let list = secured::<AudienceReaders>(op("listAudiences", "Audiences"), None, problem)
+        .response(
+            "200",
+            json_response(
+                "Every audience with its member counts (never the members)",
+                array(schemas.of::<Audience>()),
+            ),
+        );
+    let create = secured::<AudienceAdmins>(
+        op("createAudience", "Create an empty audience"),
+        Some(
+            "`exercise` marks an audience that exercises and tests may reach. Creating an \
+             audience that exists with the same name and mark answers with it; otherwise 409.",
+        ),
+        problem,
+    )
+    .request_body(Some(json_body(schemas.of::<CreateAudience>(), true)))
+    .response(
+        "201",
+        json_response("Created", schemas.of::<Audience>()),
+    )
+    .response(
+        "400",
+        problem_response("Malformed JSON, named with its position", problem),
+    )
+    .response(
+        "409",
+        problem_response("Another audience has this id", problem),
+    )
+    .response(
+        "422",
+        problem_response("The id or the name is not acceptable", problem),
+    );
+    let show = secured::<AudienceReaders>(op("getAudience", "One audience"), None, problem)
+        .parameter(id_param())
+        .response("200", json_response("The audience", schemas.of::<Audience>()))
+        .response("404", problem_response("No such audience", problem));
+    let delete = secured::<AudienceAdmins>(
+        op("deleteAudience", "Delete an audience and its members"),
+        None,
+        problem,
+    )
+    .parameter(id_param())
+    .response("204", ResponseBuilder::new().description("Deleted").build())
+    .response("404", problem_response("No such audience", problem));
+    let import = secured::<AudienceAdmins>(
+        op("importAudienceMembers", "Replace an audience's members from CSV"),
+        Some(
+            "A UTF-8 CSV file: a header line naming the columns (phone, email, language, \
+             and optionally name and external_id; the Swedish telefon, e-post, språk and namn \
+             work too), then one line per person. Phone numbers become E.164 (numbers without \
+             a country code are Swedish), email addresses are checked, and a row whose phone \
+             number or email address came earlier is left out as a duplicate. Bad rows are \
+             listed with their line numbers and reasons and the good ones are imported. The \
+             old members stay in force until the whole file is stored.",
+        ),
+        problem,
+    )
+    .parameter(id_param())
+    .request_body(Some(
+        RequestBodyBuilder::new()
+            .required(Some(Required::True))
+            .content("text/csv", ContentBuilder::new().schema(Some(string())).build())
+            .build(),
+    ))
+    .response(
+        "200",
+        json_response(
+            "Imported; `errors` lists the refused rows",
+            schemas.of::<ImportReport>(),
+        ),
+    )
+    .response("404", problem_response("No such audience", problem))
+    .response(
+        "413",
+        problem_response("The file is larger than the configured limit", problem),
+    )
+    .response(
+        "415",
+        problem_response("The body is not text/csv", problem),
+    )
+    .response(
+        "422",
+        problem_response(
+            "The header names an unknown column, a line is not UTF-8 or a quote is never closed; \
+             nothing was imported",
+            problem,
+        ),
+    );
+    paths
+        .path("/api/v1/audiences", PathItem::new(HttpMethod::Get, list))
+        .path("/api/v1/audiences", PathItem::new(HttpMethod::Post, create))
+        .path("/api/v1/audiences/{id}", PathItem::new(HttpMethod::Get, show))
+        .path(
+            "/api/v1/audiences/{id}",
+            PathItem::new(HttpMethod::Delete, delete),
+        )
+        .path(
+            "/api/v1/audiences/{id}/members",
+            PathItem::new(HttpMethod::Put, import),
+        )
 }
 
 /// An operation that needs a bearer token and one of `A`'s roles.

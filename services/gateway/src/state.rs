@@ -24,6 +24,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// The rendered OpenAPI document.
     pub openapi: Bytes,
+    /// Largest audience CSV accepted.
+    pub members_limit_bytes: usize,
 }
 
 impl AppState {
@@ -46,6 +48,29 @@ impl AppState {
             body,
         };
         krisbud_kit::command::request(&self.nats, subject, &request, self.request_timeout)
+            .await
+            .map_err(ApiError::from)
+    }
+
+    /// [`AppState::command`] with its own timeout, for long work such as the
+    /// commit of a large import.
+    pub async fn command_with_timeout<Req, Resp>(
+        &self,
+        subject: &str,
+        actor: Actor,
+        body: Req,
+        timeout: Duration,
+    ) -> Result<Resp, ApiError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let request = CommandRequest {
+            actor,
+            idempotency_key: None,
+            body,
+        };
+        krisbud_kit::command::request(&self.nats, subject, &request, timeout)
             .await
             .map_err(ApiError::from)
     }

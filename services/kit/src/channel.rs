@@ -152,6 +152,7 @@ pub fn delivered(recipient: &str, note: Option<String>) -> RecipientOutcome {
         state: DeliveryState::Delivered,
         provider_ref: None,
         reason: note,
+        possible_duplicate: false,
     }
 }
 
@@ -162,6 +163,7 @@ pub fn failed(recipient: &str, reason: &str) -> RecipientOutcome {
         state: DeliveryState::Failed,
         provider_ref: None,
         reason: Some(reason.to_owned()),
+        possible_duplicate: false,
     }
 }
 

@@ -15,6 +15,82 @@ pub fn recipient_ref(key: &[u8], address: &str) -> String {
     format!("rcp:{}", hex::encode(&digest[..16]))
 }
 
+/// Which kind of address a normalised address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressKind {
+    Phone,
+    Email,
+}
+
+/// A phone number in E.164 (`070-123 45 67` → `+46701234567`). Numbers without a
+/// country code are read as Swedish; `00` is read as the international prefix.
+/// The error says what is wrong without repeating the number.
+pub fn normalise_phone(raw: &str) -> Result<String, &'static str> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err("the phone number is empty");
+    }
+    if raw.chars().any(|c| {
+        !(c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.' | '/' | '\u{a0}'))
+    }) {
+        return Err(
+            "a phone number may hold only digits, spaces, dashes, parentheses and a leading +",
+        );
+    }
+    let compact: String = raw.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect();
+    if compact[1..].contains('+') {
+        return Err("a + may only begin the phone number");
+    }
+    let international = match compact.strip_prefix("00") {
+        Some(rest) => format!("+{rest}"),
+        None => compact,
+    };
+    if !international.starts_with('+') && !international.starts_with('0') {
+        return Err(
+            "write the phone number with its leading 0 (070-123 45 67) or with + and the country code",
+        );
+    }
+    let number = phonenumber::parse(Some(phonenumber::country::Id::SE), &international)
+        .map_err(|_| "not a phone number")?;
+    if !number.is_valid() {
+        return Err("not a valid phone number: check the number of digits and the area code");
+    }
+    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// An email address in the form references are computed from: trimmed and in
+/// lower case. The error says what is wrong without repeating the address.
+pub fn normalise_email(raw: &str) -> Result<String, &'static str> {
+    let email = raw.trim().to_lowercase();
+    if email.is_empty() {
+        return Err("the email address is empty");
+    }
+    let parsed = email_address::EmailAddress::parse_with_options(
+        &email,
+        email_address::Options::default()
+            .without_display_text()
+            .without_domain_literal(),
+    )
+    .map_err(|_| "the email address is not of the form namn@exempel.se")?;
+    if !parsed.domain().contains('.') {
+        return Err("the email address's domain has no dot (namn@exempel.se)");
+    }
+    Ok(email)
+}
+
+/// A phone number or an email address (told apart by the `@`), normalised.
+pub fn normalise_address(raw: &str) -> Result<(String, AddressKind), &'static str> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err("give a phone number or an email address");
+    }
+    if raw.contains('@') {
+        normalise_email(raw).map(|e| (e, AddressKind::Email))
+    } else {
+        normalise_phone(raw).map(|p| (p, AddressKind::Phone))
+    }
+}
+
 /// A form of an address safe to show: `+4670*****67`, `a***@example.se`.
 pub fn mask(address: &str) -> String {
     if let Some((local, domain)) = address.split_once('@') {
@@ -41,6 +117,41 @@ mod tests {
         assert_ne!(a, recipient_ref(b"k2", "+46701234567"));
         assert!(!a.contains("46701234567"));
         assert_eq!(a.len(), 4 + 32);
+    }
+
+    #[test]
+    fn swedish_numbers_become_e164() {
+        for raw in [
+            "070-123 45 67",
+            "0701234567",
+            "+46 70 123 45 67",
+            "+46701234567",
+            "0046701234567",
+            "(070) 123 45 67",
+        ] {
+            assert_eq!(normalise_phone(raw).as_deref(), Ok("+46701234567"), "{raw}");
+        }
+        assert_eq!(normalise_phone("08-508 000 00").as_deref(), Ok("+46850800000"));
+        assert_eq!(normalise_phone("+47 412 34 567").as_deref(), Ok("+4741234567"));
+    }
+
+    #[test]
+    fn bad_numbers_are_refused_without_echoing_them() {
+        for raw in ["070-12", "abc", "0701234567890123", "70 123 45 67", "+46+70", ""] {
+            let err = normalise_phone(raw).expect_err(raw);
+            assert!(raw.is_empty() || !err.contains(raw), "{err}");
+        }
+    }
+
+    #[test]
+    fn emails_are_checked_and_lower_cased() {
+        assert_eq!(
+            normalise_email(" Anna.Lind@Farsta.Example ").as_deref(),
+            Ok("anna.lind@farsta.example")
+        );
+        for raw in ["anna", "anna@", "@farsta.se", "anna lind@farsta.se", "anna@farsta"] {
+            assert!(normalise_email(raw).is_err(), "{raw}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use krisbud_proto::Role;
-use krisbud_proto::audience::{Audience, Member};
+use krisbud_proto::audience::{CreateAudience, Member};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -83,18 +83,21 @@ fn member(phone: &str, email: &str, language: &str, name: &str) -> Member {
         email: Some(email.to_owned()),
         language: Some(language.to_owned()),
         name: Some(name.to_owned()),
+        external_id: None,
     }
 }
 
 /// The demo audiences. The numbers are from the range 070-174 06 05 – 070-174 06 99
 /// that Swedish regulator PTS keeps for fiction, so no real phone rings.
-pub fn audiences() -> Vec<Audience> {
+pub fn audiences() -> Vec<(CreateAudience, Vec<Member>)> {
     vec![
-        Audience {
-            id: "farsta-boende".into(),
-            name: "Boende i Farsta".into(),
-            exercise: true,
-            members: vec![
+        (
+            CreateAudience {
+                id: "farsta-boende".into(),
+                name: "Boende i Farsta".into(),
+                exercise: true,
+            },
+            vec![
                 member(
                     "+46701740605",
                     "anna.lind@farsta.example",
@@ -114,12 +117,14 @@ pub fn audiences() -> Vec<Audience> {
                     "Greta Nilsson",
                 ),
             ],
-        },
-        Audience {
-            id: "socialtjanst-personal".into(),
-            name: "Personal i socialtjänsten".into(),
-            exercise: true,
-            members: vec![
+        ),
+        (
+            CreateAudience {
+                id: "socialtjanst-personal".into(),
+                name: "Personal i socialtjänsten".into(),
+                exercise: true,
+            },
+            vec![
                 member(
                     "+46701740610",
                     "lena.berg@socialtjanst.example",
@@ -133,6 +138,6 @@ pub fn audiences() -> Vec<Audience> {
                     "Johan Ek",
                 ),
             ],
-        },
+        ),
     ]
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use krisbud_kit::{CancellationToken, Runtime, Started};
-use krisbud_proto::spec;
 
 use crate::config::Config;
 use crate::demo::{self, DemoTokens};
@@ -117,12 +116,24 @@ async fn start_all(
             .seed_demo()
             .await
             .context("cannot seed the demo templates")?;
-        let audiences = rt.bus.js.get_key_value(spec::AUDIENCES.name).await?;
-        for audience in demo::audiences() {
-            audiences
-                .put(&audience.id, serde_json::to_vec(&audience)?.into())
+        // Once: a restart keeps the audiences as they are.
+        let audiences = krisbud_coordinator::audiences(&rt).await?;
+        let seeder = krisbud_proto::Actor {
+            user: "admin.olle".into(),
+            roles: vec![krisbud_proto::Role::Admin],
+        };
+        for (audience, members) in demo::audiences() {
+            let id = audience.id.clone();
+            let exists = audiences
+                .get(&id)
                 .await
-                .with_context(|| format!("cannot seed audience {}", audience.id))?;
+                .map_err(|p| anyhow::anyhow!("{}", p.detail))?;
+            if exists.is_none() {
+                audiences
+                    .replace(&seeder, audience, members)
+                    .await
+                    .map_err(|p| anyhow::anyhow!("cannot seed audience {id}: {}", p.detail))?;
+            }
         }
         let path = data_dir.join("demo-tokens.json");
         tokens.write(&path)?;

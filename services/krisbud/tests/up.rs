@@ -336,23 +336,35 @@ elks_password = "elks-secret"
     .unwrap();
 
     let first = Up::start(data.path(), Some(&config), true);
-    // A large audience, straight into the audience bucket.
-    let members: Vec<Value> = (0..PEOPLE)
-        .map(|i| json!({ "phone": format!("+4670174{:04}", 1000 + i), "language": "sv" }))
-        .collect();
-    let audience = json!({ "id": "stor-publik", "name": "Stor publik", "members": members });
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let kv = async_nats::jetstream::new(client)
-        .get_key_value("KRISBUD_AUDIENCES")
-        .await
-        .unwrap();
-    kv.put("stor-publik", serde_json::to_vec(&audience).unwrap().into())
-        .await
-        .unwrap();
-
     let tokens = read_tokens(data.path());
     let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
+    let admin = tokens["admin.olle"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
+    // A large audience, over the API.
+    let created = http
+        .post(format!("{}/api/v1/audiences", first.api))
+        .bearer_auth(&admin)
+        .json(&json!({ "id": "stor-publik", "name": "Stor publik" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let mut csv = String::from("phone,language\n");
+    for i in 0..PEOPLE {
+        csv.push_str(&format!("+4670174{:04},sv\n", 1000 + i));
+    }
+    let imported: Value = http
+        .put(format!("{}/api/v1/audiences/stor-publik/members", first.api))
+        .bearer_auth(&admin)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(imported["imported"], PEOPLE, "{imported}");
     let response = http
         .post(format!("{}/api/v1/crises", first.api))
         .bearer_auth(&duty)

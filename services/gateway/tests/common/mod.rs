@@ -58,6 +58,7 @@ impl App {
         let config = Config {
             listen: "127.0.0.1:0".into(),
             body_limit_bytes: BODY_LIMIT,
+            members_limit_bytes: 1024 * 1024,
             users: vec![
                 User::with_token("tib", vec![Role::DutyOfficer], TIB),
                 User::with_token("olle", vec![Role::Operator], OPERATOR),

@@ -1,0 +1,798 @@
+//! Audiences: create, list, delete, and import members from CSV.
+//!
+//! An import arrives in parts (the gateway cuts the uploaded file at record
+//! boundaries, so no message comes near NATS's size limit). Each part is parsed,
+//! normalised (E.164 phone numbers, checked email addresses) and stored as one
+//! chunk of a new generation; bad rows come back with their line numbers. The
+//! commit then reads the chunks in file order, drops rows whose phone number or
+//! email address came earlier, and makes the generation current with a
+//! compare-and-set on the audience, so a reader never sees half an import and
+//! two concurrent imports cannot mix. Parts are independent requests, so any
+//! coordinator instance can take any of them.
+//!
+//! Nothing here logs a member's data; row errors name the line and column and
+//! never repeat the value.
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use krisbud_kit::Bus;
+use krisbud_kit::bus::Expect;
+use krisbud_kit::privacy;
+use krisbud_proto::audience::{
+    Audience, AudienceId, CreateAudience, ImportCommit, ImportPart, ImportReport, Member,
+    PartReport, RowError, MAX_REPORTED_ERRORS, MEMBERS_PER_CHUNK, chunk_key,
+};
+use krisbud_proto::event::{AudienceCreated, AudienceDeleted, AudienceMembersImported};
+use krisbud_proto::{Actor, CommandRequest, Envelope, Event, Problem, Role, subject};
+
+use crate::commands::require;
+
+/// Longest name and external id accepted, in characters.
+const MAX_NAME: usize = 200;
+const MAX_EXTERNAL_ID: usize = 100;
+
+/// Who may read audiences: those who pick them and those who manage them.
+const READERS: [Role; 2] = [Role::Admin, Role::DutyOfficer];
+
+/// The audience store and its commands.
+#[derive(Clone)]
+pub struct Audiences {
+    pub bus: Bus,
+    /// KRISBUD_AUDIENCES: one key per audience.
+    pub meta: kv::Store,
+    /// KRISBUD_AUDIENCE_MEMBERS: the chunks.
+    pub members: kv::Store,
+}
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "audience storage failed");
+    Problem::unavailable("the audience store is unavailable; try again")
+}
+
+fn not_found(id: &str) -> Problem {
+    Problem::not_found(format!("there is no audience `{id}`"))
+}
+
+impl Audiences {
+    /// One audience, if it exists.
+    pub async fn get(&self, id: &str) -> Result<Option<Audience>, Problem> {
+        Ok(self.entry(id).await?.map(|(audience, _)| audience))
+    }
+
+    async fn entry(&self, id: &str) -> Result<Option<(Audience, u64)>, Problem> {
+        if !subject::is_token(id) {
+            return Ok(None);
+        }
+        match self.meta.entry(id).await.map_err(internal)? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let audience = serde_json::from_slice(&entry.value).map_err(internal)?;
+                Ok(Some((audience, entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// `GET /audiences`.
+    pub async fn list(&self, request: CommandRequest<()>) -> Result<Vec<Audience>, Problem> {
+        require(&request.actor, &READERS)?;
+        let mut keys = self.meta.keys().await.map_err(internal)?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            if let Some(audience) = self.get(&key.map_err(internal)?).await? {
+                out.push(audience);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// `GET /audiences/{id}`.
+    pub async fn show(&self, request: CommandRequest<AudienceId>) -> Result<Audience, Problem> {
+        require(&request.actor, &READERS)?;
+        let id = &request.body.id;
+        self.get(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    /// `POST /audiences`: a new, empty audience. Creating one that exists with the
+    /// same name and mark answers with it (a retried request); otherwise 409.
+    pub async fn create(
+        &self,
+        request: CommandRequest<CreateAudience>,
+    ) -> Result<Audience, Problem> {
+        require(&request.actor, &[Role::Admin])?;
+        let body = request.body;
+        if !subject::is_token(&body.id) {
+            return Err(Problem::invalid(
+                "id",
+                "an audience id is 1 to 64 letters, digits, `-` or `_`, e.g. farsta-boende",
+            ));
+        }
+        let name = body.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME {
+            return Err(Problem::invalid(
+                "name",
+                format!("give the audience a name of 1 to {MAX_NAME} characters"),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(Problem::invalid("name", "the name contains a control character"));
+        }
+        let audience = Audience {
+            id: body.id.clone(),
+            name: name.to_owned(),
+            exercise: body.exercise,
+            members: 0,
+            with_phone: 0,
+            with_email: 0,
+            generation: 0,
+            chunks: 0,
+            updated_at: Some(Utc::now()),
+            updated_by: Some(request.actor.user.clone()),
+        };
+        let value: Bytes = serde_json::to_vec(&audience).map_err(internal)?.into();
+        if let Err(e) = self.meta.create(&body.id, value).await {
+            if e.kind() != kv::CreateErrorKind::AlreadyExists {
+                return Err(internal(e));
+            }
+            return match self.get(&body.id).await? {
+                Some(existing) if existing.name == audience.name && existing.exercise == audience.exercise => {
+                    Ok(existing)
+                }
+                _ => Err(Problem::conflict(format!(
+                    "there already is an audience `{}`; pick another id or change that one",
+                    body.id
+                ))),
+            };
+        }
+        let envelope = Envelope::new(
+            request.actor,
+            Event::AudienceCreated(AudienceCreated {
+                audience_id: audience.id.clone(),
+                name: audience.name.clone(),
+                exercise: audience.exercise,
+            }),
+        );
+        self.bus
+            .append(&envelope, Expect::Any)
+            .await
+            .map_err(internal)?;
+        tracing::info!(audience = %audience.id, "audience created");
+        Ok(audience)
+    }
+
+    /// `DELETE /audiences/{id}`: the audience and every stored member.
+    pub async fn delete(&self, request: CommandRequest<AudienceId>) -> Result<Audience, Problem> {
+        require(&request.actor, &[Role::Admin])?;
+        let id = &request.body.id;
+        let audience = self.get(id).await?.ok_or_else(|| not_found(id))?;
+        self.meta.purge(id).await.map_err(internal)?;
+        self.purge_members(id, None).await?;
+        let envelope = Envelope::new(
+            request.actor,
+            Event::AudienceDeleted(AudienceDeleted {
+                audience_id: id.clone(),
+            }),
+        );
+        self.bus
+            .append(&envelope, Expect::Any)
+            .await
+            .map_err(internal)?;
+        tracing::info!(audience = %id, "audience deleted");
+        Ok(audience)
+    }
+
+    /// Removes the member chunks of `id`, except those of generation `keep`.
+    async fn purge_members(&self, id: &str, keep: Option<u32>) -> Result<(), Problem> {
+        let prefix = format!("{id}.");
+        let keep = keep.map(|g| format!("{id}.{g}."));
+        let mut keys = self.members.keys().await.map_err(internal)?;
+        let mut doomed = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(internal)?;
+            if key.starts_with(&prefix) && keep.as_ref().is_none_or(|k| !key.starts_with(k)) {
+                doomed.push(key);
+            }
+        }
+        for key in doomed {
+            self.members.purge(&key).await.map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    /// Stores one part of an import as one chunk and reports its bad rows.
+    pub async fn import_part(
+        &self,
+        request: CommandRequest<ImportPart>,
+    ) -> Result<PartReport, Problem> {
+        require(&request.actor, &[Role::Admin])?;
+        let part = request.body;
+        if self.get(&part.audience).await?.is_none() {
+            return Err(not_found(&part.audience));
+        }
+        let (members, report) = parse_part(&part)?;
+        let key = chunk_key(&part.audience, part.generation, part.part);
+        self.members
+            .put(&key, encode_chunk(&members).into())
+            .await
+            .map_err(internal)?;
+        Ok(report)
+    }
+
+    /// Finishes an import: drops duplicates in file order, then makes the
+    /// generation current.
+    pub async fn import_commit(
+        &self,
+        request: CommandRequest<ImportCommit>,
+    ) -> Result<ImportReport, Problem> {
+        require(&request.actor, &[Role::Admin])?;
+        let commit = request.body;
+        let mut report = ImportReport {
+            audience: commit.audience.clone(),
+            rows: commit.rows,
+            rejected: commit.rejected,
+            generation: commit.generation,
+            ..ImportReport::default()
+        };
+        let mut seen = Seen::default();
+        for part in 0..commit.parts {
+            let key = chunk_key(&commit.audience, commit.generation, part);
+            let chunk = self.members.get(&key).await.map_err(internal)?.ok_or_else(|| {
+                Problem::conflict(format!(
+                    "part {part} of the import is missing; send the file again"
+                ))
+            })?;
+            let members = decode_chunk(&chunk).map_err(internal)?;
+            let before = members.len();
+            let kept: Vec<Member> = members.into_iter().filter(|m| seen.first(m)).collect();
+            report.duplicates += (before - kept.len()) as u64;
+            report.imported += kept.len() as u64;
+            report.with_phone += kept.iter().filter(|m| m.phone.is_some()).count() as u64;
+            report.with_email += kept.iter().filter(|m| m.email.is_some()).count() as u64;
+            if kept.len() != before {
+                self.members
+                    .put(&key, encode_chunk(&kept).into())
+                    .await
+                    .map_err(internal)?;
+            }
+        }
+        self.make_current(&request.actor, &report, commit.parts).await?;
+        Ok(report)
+    }
+
+    /// Points the audience at the report's generation (compare-and-set), records
+    /// the import and removes older generations but the one before, which a plan
+    /// declared a moment ago may still be reading.
+    async fn make_current(
+        &self,
+        actor: &Actor,
+        report: &ImportReport,
+        chunks: u32,
+    ) -> Result<(), Problem> {
+        let id = &report.audience;
+        let previous = loop {
+            let (mut audience, revision) = self.entry(id).await?.ok_or_else(|| not_found(id))?;
+            let previous = audience.generation;
+            audience.members = report.imported;
+            audience.with_phone = report.with_phone;
+            audience.with_email = report.with_email;
+            audience.generation = report.generation;
+            audience.chunks = chunks;
+            audience.updated_at = Some(Utc::now());
+            audience.updated_by = Some(actor.user.clone());
+            let value: Bytes = serde_json::to_vec(&audience).map_err(internal)?.into();
+            match self.meta.update(id, value, revision).await {
+                Ok(_) => break previous,
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(internal(e)),
+            }
+        };
+        let envelope = Envelope::new(
+            actor.clone(),
+            Event::AudienceMembersImported(AudienceMembersImported {
+                audience_id: id.clone(),
+                generation: report.generation,
+                rows: report.rows,
+                members: report.imported,
+                duplicates: report.duplicates,
+                rejected: report.rejected,
+                with_phone: report.with_phone,
+                with_email: report.with_email,
+            }),
+        );
+        self.bus
+            .append(&envelope, Expect::Any)
+            .await
+            .map_err(internal)?;
+        // Keep the current and the previous generation.
+        let prefix = format!("{id}.");
+        let keep = [report.generation, previous];
+        let mut keys = self.members.keys().await.map_err(internal)?;
+        let mut doomed = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(internal)?;
+            let generation = key
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|g| g.parse::<u32>().ok());
+            if generation.is_some_and(|g| !keep.contains(&g)) {
+                doomed.push(key);
+            }
+        }
+        for key in doomed {
+            self.members.purge(&key).await.map_err(internal)?;
+        }
+        tracing::info!(
+            audience = %id,
+            members = report.imported,
+            duplicates = report.duplicates,
+            rejected = report.rejected,
+            "audience members imported"
+        );
+        Ok(())
+    }
+
+    /// Replaces an audience's members with `members` (already normalised), creating
+    /// the audience when needed: for seeding the demo set and for tests.
+    pub async fn replace(
+        &self,
+        actor: &Actor,
+        audience: CreateAudience,
+        members: Vec<Member>,
+    ) -> Result<ImportReport, Problem> {
+        let mut admin = actor.clone();
+        if !admin.has(Role::Admin) {
+            admin.roles.push(Role::Admin);
+        }
+        let id = audience.id.clone();
+        let existing = self.get(&id).await?;
+        if existing.is_none() {
+            self.create(CommandRequest {
+                actor: admin.clone(),
+                idempotency_key: None,
+                body: audience,
+            })
+            .await?;
+        }
+        let generation = existing.map_or(1, |a| a.generation.wrapping_add(1).max(1));
+        let chunks: Vec<&[Member]> = members.chunks(MEMBERS_PER_CHUNK).collect();
+        for (n, chunk) in chunks.iter().enumerate() {
+            self.members
+                .put(chunk_key(&id, generation, n as u32), encode_chunk(chunk).into())
+                .await
+                .map_err(internal)?;
+        }
+        self.import_commit(CommandRequest {
+            actor: admin,
+            idempotency_key: None,
+            body: ImportCommit {
+                audience: id,
+                generation,
+                parts: chunks.len() as u32,
+                rows: members.len() as u64,
+                rejected: 0,
+            },
+        })
+        .await
+    }
+
+    /// The members of one generation, chunk by chunk, in file order.
+    pub fn chunks(
+        &self,
+        audience: &str,
+        generation: u32,
+    ) -> impl futures::Stream<Item = anyhow::Result<Vec<Member>>> + '_ {
+        let audience = audience.to_owned();
+        futures::stream::unfold(Some(0u32), move |next| {
+            let audience = audience.clone();
+            async move {
+                let n = next?;
+                match self.members.get(chunk_key(&audience, generation, n)).await {
+                    Ok(Some(bytes)) => Some((decode_chunk(&bytes), Some(n + 1))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e.into()), None)),
+                }
+            }
+        })
+    }
+}
+
+/// Addresses met so far in an import, by a 64-bit hash of the normalised form.
+#[derive(Default)]
+struct Seen {
+    hashes: HashSet<u64>,
+}
+
+impl Seen {
+    /// Whether neither of the member's addresses came before (and remembers them).
+    fn first(&mut self, member: &Member) -> bool {
+        let phone = member.phone.as_deref().map(|p| hash_of('p', p));
+        let email = member.email.as_deref().map(|e| hash_of('e', e));
+        if phone.iter().chain(&email).any(|h| self.hashes.contains(h)) {
+            return false;
+        }
+        self.hashes.extend(phone.iter().chain(&email));
+        true
+    }
+}
+
+fn hash_of(kind: char, address: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    kind.hash(&mut hasher);
+    address.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn encode_chunk(members: &[Member]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(members.len() * 64);
+    for member in members {
+        serde_json::to_writer(&mut out, member).expect("a member serializes");
+        out.push(b'\n');
+    }
+    out
+}
+
+fn decode_chunk(bytes: &[u8]) -> anyhow::Result<Vec<Member>> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| Ok(serde_json::from_slice(line)?))
+        .collect()
+}
+
+/// A CSV column krisbud knows, by its English or Swedish header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Phone,
+    Email,
+    Language,
+    Name,
+    ExternalId,
+}
+
+impl Column {
+    fn from_header(header: &str) -> Option<Column> {
+        let h = header.trim().trim_start_matches('\u{feff}').to_lowercase();
+        Some(match h.as_str() {
+            "phone" | "telefon" | "mobil" | "mobile" | "mobilnummer" | "telefonnummer" => {
+                Column::Phone
+            }
+            "email" | "e-mail" | "e-post" | "epost" | "mail" => Column::Email,
+            "language" | "lang" | "språk" | "sprak" => Column::Language,
+            "name" | "namn" => Column::Name,
+            "external_id" | "external id" | "externt_id" | "externt id" | "id" => {
+                Column::ExternalId
+            }
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Column::Phone => "phone",
+            Column::Email => "email",
+            Column::Language => "language",
+            Column::Name => "name",
+            Column::ExternalId => "external_id",
+        }
+    }
+}
+
+/// The columns of a header record, or a problem naming what is wrong with it.
+fn columns(header: &str) -> Result<Vec<Column>, Problem> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(header.as_bytes());
+    let record = reader
+        .records()
+        .next()
+        .transpose()
+        .map_err(|e| Problem::invalid("csv", format!("line 1: the header cannot be read: {e}")))?
+        .ok_or_else(|| {
+            Problem::invalid("csv", "the file is empty; the first line must name the columns")
+        })?;
+    let mut out = Vec::new();
+    for (i, name) in record.iter().enumerate() {
+        let column = Column::from_header(name).ok_or_else(|| {
+            Problem::invalid(
+                "csv",
+                format!(
+                    "line 1, column {}: unknown column `{}`; the columns are phone, email, language, name and external_id",
+                    i + 1,
+                    name.trim()
+                ),
+            )
+        })?;
+        if out.contains(&column) {
+            return Err(Problem::invalid(
+                "csv",
+                format!("line 1: the column `{}` appears twice", column.name()),
+            ));
+        }
+        out.push(column);
+    }
+    if !out.contains(&Column::Phone) && !out.contains(&Column::Email) {
+        return Err(Problem::invalid(
+            "csv",
+            "line 1: the file needs a `phone` or an `email` column (or both)",
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses one part: the members it holds and its bad rows.
+fn parse_part(part: &ImportPart) -> Result<(Vec<Member>, PartReport), Problem> {
+    let columns = columns(&part.header)?;
+    if let Some(line) = unclosed_quote(&part.csv) {
+        // The CSV reader would take the rest of the file as one field.
+        return Err(Problem::invalid(
+            "csv",
+            format!(
+                "line {}: a quote (\") opens here and is never closed",
+                part.first_line + line - 1
+            ),
+        ));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(part.csv.as_bytes());
+    let mut members = Vec::new();
+    let mut report = PartReport::default();
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = part.first_line + reader.position().line().saturating_sub(1);
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                report.rows += 1;
+                let line = part.first_line + record.position().map_or(1, |p| p.line()) - 1;
+                match member(&columns, &record) {
+                    Ok(member) => {
+                        report.accepted += 1;
+                        members.push(member);
+                    }
+                    Err((column, reason)) => {
+                        report.rejected += 1;
+                        if report.errors.len() < MAX_REPORTED_ERRORS {
+                            report.errors.push(RowError {
+                                line,
+                                column: column.map(|c| c.name().to_owned()),
+                                reason,
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let line = e.position().map_or(line, |p| part.first_line + p.line() - 1);
+                // The reader cannot resynchronise after a broken quote; refuse the
+                // file rather than guess where the next row begins.
+                return Err(Problem::invalid(
+                    "csv",
+                    format!("line {line}: the row cannot be read as CSV: {}", csv_reason(&e)),
+                ));
+            }
+        }
+    }
+    Ok((members, report))
+}
+
+/// The line (from 1) of a quote that is still open at the end of `csv`.
+fn unclosed_quote(csv: &str) -> Option<u64> {
+    let mut line = 1;
+    let mut opened = None;
+    for b in csv.bytes() {
+        match b {
+            b'"' => opened = if opened.is_some() { None } else { Some(line) },
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    opened
+}
+
+fn csv_reason(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "it is not UTF-8 text".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+/// One row as a member, or the column and reason it is refused for.
+fn member(
+    columns: &[Column],
+    record: &csv::StringRecord,
+) -> Result<Member, (Option<Column>, String)> {
+    if record.len() != columns.len() {
+        return Err((
+            None,
+            format!(
+                "the row has {} fields but the header names {}",
+                record.len(),
+                columns.len()
+            ),
+        ));
+    }
+    let mut member = Member {
+        phone: None,
+        email: None,
+        language: None,
+        name: None,
+        external_id: None,
+    };
+    for (column, value) in columns.iter().zip(record.iter()) {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        if value.chars().any(char::is_control) {
+            return Err((Some(*column), "contains a control character".to_owned()));
+        }
+        let refuse = |why: &str| (Some(*column), why.to_owned());
+        match column {
+            Column::Phone => {
+                member.phone = Some(privacy::normalise_phone(value).map_err(refuse)?);
+            }
+            Column::Email => {
+                member.email = Some(privacy::normalise_email(value).map_err(refuse)?);
+            }
+            Column::Language => {
+                if !is_language_tag(value) {
+                    return Err(refuse("not a language tag such as sv, en or sv-x-lattlast"));
+                }
+                member.language = Some(value.to_owned());
+            }
+            Column::Name => {
+                if value.chars().count() > MAX_NAME {
+                    return Err((
+                        Some(*column),
+                        format!("longer than {MAX_NAME} characters"),
+                    ));
+                }
+                member.name = Some(value.to_owned());
+            }
+            Column::ExternalId => {
+                if value.chars().count() > MAX_EXTERNAL_ID {
+                    return Err((
+                        Some(*column),
+                        format!("longer than {MAX_EXTERNAL_ID} characters"),
+                    ));
+                }
+                member.external_id = Some(value.to_owned());
+            }
+        }
+    }
+    if member.phone.is_none() && member.email.is_none() {
+        return Err((None, "the row has neither a phone number nor an email address".to_owned()));
+    }
+    Ok(member)
+}
+
+/// Whether `tag` looks like a BCP 47 language tag (`sv`, `en`, `sv-x-lattlast`).
+fn is_language_tag(tag: &str) -> bool {
+    let mut subtags = tag.split('-');
+    let primary = subtags.next().unwrap_or_default();
+    (2..=3).contains(&primary.len())
+        && primary.chars().all(|c| c.is_ascii_alphabetic())
+        && tag.len() <= 35
+        && subtags.all(|s| (1..=8).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(header: &str, csv: &str, first_line: u64) -> ImportPart {
+        ImportPart {
+            audience: "farsta".into(),
+            generation: 1,
+            part: 0,
+            header: header.into(),
+            first_line,
+            csv: csv.into(),
+        }
+    }
+
+    #[test]
+    fn rows_are_normalised_and_bad_ones_named_by_line() {
+        let csv = "070-123 45 67,Anna@Farsta.Example,sv\n\
+                   070-12,anna@farsta.example,sv\n\
+                   ,not-an-address,en\n\
+                   +46 70 765 43 21,,klingon-language-tag\n\
+                   ,,sv\n\
+                   0046701112233,,en,extra\n\
+                   \"08-508 000 00\",info@stockholm.example,\n";
+        let (members, report) = parse_part(&part("phone,email,language", csv, 2)).unwrap();
+        assert_eq!(report.rows, 7);
+        assert_eq!(report.accepted, 2);
+        assert_eq!(report.rejected, 5);
+        assert_eq!(members[0].phone.as_deref(), Some("+46701234567"));
+        assert_eq!(members[0].email.as_deref(), Some("anna@farsta.example"));
+        assert_eq!(members[1].phone.as_deref(), Some("+46850800000"));
+        assert_eq!(members[1].language, None);
+        let lines: Vec<(u64, Option<&str>)> = report
+            .errors
+            .iter()
+            .map(|e| (e.line, e.column.as_deref()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (3, Some("phone")),
+                (4, Some("email")),
+                (5, Some("language")),
+                (6, None),
+                (7, None)
+            ]
+        );
+        for error in &report.errors {
+            assert!(!error.reason.contains("070"), "{}", error.reason);
+            assert!(!error.reason.contains("not-an-address"), "{}", error.reason);
+        }
+    }
+
+    #[test]
+    fn line_numbers_count_quoted_newlines_and_the_part_offset() {
+        let csv = "\"Anna\nLind\",0701234567\n\"Bo\",0701\n";
+        let (_, report) = parse_part(&part("name,phone", csv, 100)).unwrap();
+        let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+        // A line break inside a name is refused as a control character.
+        assert_eq!(lines, [100, 102]);
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        for (header, word) in [
+            ("phone,fax", "unknown column `fax`"),
+            ("name,language", "needs a `phone` or an `email`"),
+            ("phone,telefon", "appears twice"),
+            ("", "empty"),
+        ] {
+            let problem = parse_part(&part(header, "", 2)).unwrap_err();
+            assert_eq!(problem.field.as_deref(), Some("csv"));
+            assert!(problem.detail.contains(word), "{header}: {}", problem.detail);
+        }
+        assert!(parse_part(&part("Telefon;E-post", "", 2)).is_err());
+        assert!(parse_part(&part("\u{feff}Telefon,E-post,Språk,Namn", "", 2)).is_ok());
+    }
+
+    #[test]
+    fn a_broken_quote_refuses_the_file_naming_the_line() {
+        let csv = "0701234567,sv\n\"0701234568,sv\n";
+        let problem = parse_part(&part("phone,language", csv, 2)).unwrap_err();
+        assert!(problem.detail.starts_with("line 3"), "{}", problem.detail);
+    }
+
+    #[test]
+    fn duplicates_are_found_by_either_address() {
+        let m = |phone: Option<&str>, email: Option<&str>| Member {
+            phone: phone.map(Into::into),
+            email: email.map(Into::into),
+            language: None,
+            name: None,
+            external_id: None,
+        };
+        let mut seen = Seen::default();
+        assert!(seen.first(&m(Some("+46701234567"), Some("a@x.se"))));
+        assert!(!seen.first(&m(Some("+46701234567"), None)));
+        assert!(!seen.first(&m(None, Some("a@x.se"))));
+        assert!(seen.first(&m(Some("+46701234568"), Some("b@x.se"))));
+    }
+
+    #[test]
+    fn chunks_round_trip() {
+        let members = vec![Member {
+            phone: Some("+46701234567".into()),
+            email: None,
+            language: Some("sv".into()),
+            name: Some("Anna, \"Lind\"".into()),
+            external_id: None,
+        }];
+        assert_eq!(decode_chunk(&encode_chunk(&members)).unwrap(), members);
+    }
+}

@@ -1,0 +1,156 @@
+//! `krisbud audiences`: list, show, create, import members from CSV, delete.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use futures::StreamExt as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use krisbud_proto::audience::{Audience, CreateAudience, ImportReport};
+use tokio::io::AsyncReadExt as _;
+
+use crate::client::Client;
+
+/// What to do with audiences.
+#[derive(Debug, Subcommand)]
+pub enum AudiencesCommand {
+    /// List the audiences with their member counts.
+    List,
+    /// Show one audience.
+    Show { id: String },
+    /// Create an empty audience.
+    Create {
+        /// A slug, e.g. farsta-boende.
+        id: String,
+        /// The name people see, e.g. "Boende i Farsta".
+        #[arg(long)]
+        name: String,
+        /// Exercises and tests may reach this audience.
+        #[arg(long)]
+        exercise: bool,
+    },
+    /// Replace an audience's members with a CSV file (header: phone,email,language[,name,external_id]).
+    Import {
+        id: String,
+        /// The CSV file, UTF-8.
+        file: PathBuf,
+    },
+    /// Delete an audience and its members.
+    Delete { id: String },
+}
+
+/// Runs one audiences command; the exit code is 1 when an import refused rows.
+pub async fn run(client: &Client, command: AudiencesCommand) -> anyhow::Result<i32> {
+    match command {
+        AudiencesCommand::List => {
+            let audiences = client.audiences().await?;
+            if audiences.is_empty() {
+                println!("no audiences yet: krisbud audiences create <id> --name <name>");
+            }
+            for audience in audiences {
+                println!("{}", format_audience(&audience));
+            }
+        }
+        AudiencesCommand::Show { id } => {
+            println!("{}", format_audience(&client.audience(&id).await?));
+        }
+        AudiencesCommand::Create { id, name, exercise } => {
+            let audience = client
+                .create_audience(&CreateAudience { id, name, exercise })
+                .await?;
+            println!("created {}", format_audience(&audience));
+        }
+        AudiencesCommand::Delete { id } => {
+            client.delete_audience(&id).await?;
+            println!("deleted audience {id} and its members");
+        }
+        AudiencesCommand::Import { id, file } => {
+            let report = import(client, &id, &file).await?;
+            println!("{}", format_import(&report));
+            if report.rejected > 0 {
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Streams the file to the API with a progress bar over the bytes sent.
+async fn import(client: &Client, id: &str, path: &PathBuf) -> anyhow::Result<ImportReport> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata().await?.len();
+    let bar = ProgressBar::new(size).with_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("importing into {id}"));
+    let progress = bar.clone();
+    let chunks = futures::stream::unfold(file, |mut file| async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok::<_, std::io::Error>(buffer), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+    .inspect(move |chunk| {
+        if let Ok(chunk) = chunk {
+            progress.inc(chunk.len() as u64);
+        }
+    });
+    let answer = client
+        .import_members(id, reqwest::Body::wrap_stream(chunks))
+        .await;
+    bar.finish_and_clear();
+    answer
+}
+
+pub fn format_audience(a: &Audience) -> String {
+    format!(
+        "{id:<24} {members:>9} members ({phone} with phone, {email} with email){exercise}  {name}",
+        id = a.id,
+        members = a.members,
+        phone = a.with_phone,
+        email = a.with_email,
+        exercise = if a.exercise { "  [övning]" } else { "" },
+        name = a.name
+    )
+}
+
+pub fn format_import(report: &ImportReport) -> String {
+    let mut out = format!(
+        "{audience}: {rows} rows read, {imported} members imported, {duplicates} duplicates left out, {rejected} rows refused",
+        audience = report.audience,
+        rows = report.rows,
+        imported = report.imported,
+        duplicates = report.duplicates,
+        rejected = report.rejected,
+    );
+    for error in &report.errors {
+        out.push_str(&format!(
+            "\n  line {}{}: {}",
+            error.line,
+            error
+                .column
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default(),
+            error.reason
+        ));
+    }
+    if report.rejected as usize > report.errors.len() {
+        out.push_str(&format!(
+            "\n  ... and {} more",
+            report.rejected as usize - report.errors.len()
+        ));
+    }
+    out
+}
