@@ -45,6 +45,9 @@ pub fn normalise_phone(raw: &str) -> Result<String, &'static str> {
         Some(rest) => format!("+{rest}"),
         None => compact,
     };
+    if let Some(e164) = swedish_mobile(&international) {
+        return Ok(e164);
+    }
     if !international.starts_with('+') && !international.starts_with('0') {
         return Err(
             "write the phone number with its leading 0 (070-123 45 67) or with + and the country code",
@@ -56,6 +59,23 @@ pub fn normalise_phone(raw: &str) -> Result<String, &'static str> {
         return Err("not a valid phone number: check the number of digits and the area code");
     }
     Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// The E.164 form of a Swedish mobile number (`07X XXX XX XX`, national pattern
+/// `7[02369]\d{7}` in libphonenumber's metadata), without the library: it takes
+/// about 40 µs a number, which is most of a million-member import, and nearly
+/// every member of a Swedish audience has such a number. A test checks that this
+/// agrees with the library.
+fn swedish_mobile(compact: &str) -> Option<String> {
+    let national = compact
+        .strip_prefix("+46")
+        .or_else(|| compact.strip_prefix('0'))?;
+    let b = national.as_bytes();
+    let mobile = b.len() == 9
+        && b[0] == b'7'
+        && matches!(b[1], b'0' | b'2' | b'3' | b'6' | b'9')
+        && b.iter().all(u8::is_ascii_digit);
+    mobile.then(|| format!("+46{national}"))
 }
 
 /// An email address in the form references are computed from: trimmed and in
@@ -133,6 +153,19 @@ mod tests {
         }
         assert_eq!(normalise_phone("08-508 000 00").as_deref(), Ok("+46850800000"));
         assert_eq!(normalise_phone("+47 412 34 567").as_deref(), Ok("+4741234567"));
+    }
+
+    #[test]
+    fn the_mobile_short_cut_agrees_with_the_library() {
+        for national in (0..20_000u32).map(|i| format!("07{:08}", i.wrapping_mul(2_654_435_761) % 100_000_000)) {
+            let library = phonenumber::parse(Some(phonenumber::country::Id::SE), &national)
+                .ok()
+                .filter(|n| n.is_valid())
+                .map(|n| n.format().mode(phonenumber::Mode::E164).to_string());
+            if let Some(short) = swedish_mobile(&national) {
+                assert_eq!(Some(short), library, "{national}");
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `krisbud audiences`: list, show, create, import members from CSV, delete.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -90,6 +91,9 @@ async fn import(client: &Client, id: &str, path: &PathBuf) -> anyhow::Result<Imp
     );
     bar.set_message(format!("importing into {id}"));
     let progress = bar.clone();
+    // Without a terminal the bar is hidden; a line per tenth shows progress in logs.
+    let plain = !std::io::stderr().is_terminal();
+    let mut printed = 0u64;
     let chunks = futures::stream::unfold(file, |mut file| async move {
         let mut buffer = vec![0u8; 64 * 1024];
         match file.read(&mut buffer).await {
@@ -104,12 +108,25 @@ async fn import(client: &Client, id: &str, path: &PathBuf) -> anyhow::Result<Imp
     .inspect(move |chunk| {
         if let Ok(chunk) = chunk {
             progress.inc(chunk.len() as u64);
+            let tenth = (progress.position() * 10).checked_div(size).unwrap_or(10);
+            if plain && tenth > printed {
+                printed = tenth;
+                eprintln!(
+                    "sent {}% ({} of {} bytes)",
+                    tenth * 10,
+                    progress.position(),
+                    size
+                );
+            }
         }
     });
     let answer = client
         .import_members(id, reqwest::Body::wrap_stream(chunks))
         .await;
     bar.finish_and_clear();
+    if plain {
+        eprintln!("all {size} bytes sent; the file is being checked");
+    }
     answer
 }
 

@@ -476,3 +476,55 @@ fn up_waits_for_a_nats_server_that_starts_later() {
     assert!(listed.status.success());
     up.terminate();
 }
+
+#[test]
+fn a_million_member_csv_imports_through_the_cli_with_progress() {
+    const MEMBERS: usize = 1_000_000;
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path(), None, true);
+    let tokens = read_tokens(data.path());
+    let admin = tokens["admin.olle"].as_str().unwrap().to_owned();
+    let cli = |args: &[&str]| -> Output {
+        Command::new(KRISBUD)
+            .args(args)
+            .env("KRISBUD_API", &up.api)
+            .env("KRISBUD_TOKEN", &admin)
+            .output()
+            .unwrap()
+    };
+    let created = cli(&["audiences", "create", "hela-stan", "--name", "Hela stan"]);
+    assert!(created.status.success(), "{created:?}");
+
+    // A million valid numbers in national form, then three bad rows and two
+    // repeated numbers at the end.
+    let file = data.path().join("hela-stan.csv");
+    let mut csv = String::with_capacity(MEMBERS * 20);
+    csv.push_str("telefon,språk\n");
+    for i in 0..MEMBERS {
+        csv.push_str(&format!("070-1{:06},sv\n", i));
+    }
+    csv.push_str("070-12,sv\n0701000007,klingon-is-not-a-tag\nabc,sv\n0701000001,sv\n070-1000002,en\n");
+    std::fs::write(&file, csv).unwrap();
+
+    let started = Instant::now();
+    let import = cli(&["audiences", "import", "hela-stan", file.to_str().unwrap()]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&import.stdout);
+    let stderr = String::from_utf8_lossy(&import.stderr);
+    eprintln!("import of {MEMBERS} rows took {took:?}\n{stdout}");
+    assert_eq!(import.status.code(), Some(1), "rows were refused: {stdout}{stderr}");
+    assert!(
+        stdout.contains("1000005 rows read, 1000000 members imported, 2 duplicates left out, 3 rows refused"),
+        "{stdout}{stderr}"
+    );
+    for line in ["line 1000002 (phone)", "line 1000003 (language)", "line 1000004 (phone)"] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    let progress = stderr.lines().filter(|l| l.starts_with("sent ")).count();
+    assert!(progress >= 5, "progress shown while sending: {stderr}");
+    assert!(stderr.contains("sent 100%"), "{stderr}");
+
+    let show = cli(&["audiences", "show", "hela-stan"]);
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(shown.contains("1000000 members (1000000 with phone"), "{shown}");
+}
