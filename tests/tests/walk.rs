@@ -385,7 +385,128 @@ async fn a_restart_right_after_the_declaration_loses_no_recipient() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique, DEMO_PHONES, "every recipient reached");
-    eprintln!("sms outbox lines {} for 5 recipients", sms.len());
+    let counted = status.channels[&krisbud_proto::Channel::Sms].possible_duplicates;
+    eprintln!(
+        "sms outbox lines {} for 5 recipients; {counted} counted as possible duplicates",
+        sms.len()
+    );
+    assert!(
+        (sms.len() - unique.len()) as u64 <= counted,
+        "every message sent twice is counted in the status"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_in_flight_at_a_crash_is_sent_again_and_counted_in_status_and_report() {
+    use sha2::Digest as _;
+    let app = TestApp::spawn().await;
+    // The crisis id an idempotency key gives is known before the declaration, so
+    // the send claim a crashed channel instance would have left behind can be put
+    // in place first: batch 0 of the Swedish SMS job claimed, without outcomes.
+    let key = "krasch-mitt-i-utskicket";
+    let digest = sha2::Sha256::digest(format!("tib.maria\0{key}").as_bytes());
+    let id = format!("ik-{}", hex::encode(&digest[..6]));
+    let claims = async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.unwrap())
+        .get_key_value("KRISBUD_SEND_CLAIMS")
+        .await
+        .unwrap();
+    claims
+        .put(
+            format!("{id}.r1.sms.sv.0.b0"),
+            json!({ "claimed": true, "outcomes": [] })
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap();
+
+    let response = app
+        .http
+        .post(format!("{}/api/v1/crises", app.api))
+        .bearer_auth(app.token(Role::DutyOfficer))
+        .header("Idempotency-Key", key)
+        .json(&water_declaration())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let declared: Value = response.json().await.unwrap();
+    assert_eq!(declared["crisis_id"], id.as_str(), "the id of the key");
+
+    let status = app.wait_delivered(&id, Duration::from_secs(15)).await;
+    let sms = &status.channels[&krisbud_proto::Channel::Sms];
+    // The three Swedish-speaking recipients were in the claimed batch; the
+    // English and easy-to-read ones are in other jobs.
+    assert_eq!((sms.total, sms.delivered), (5, 5));
+    assert_eq!(sms.possible_duplicates, 3, "{sms:?}");
+    for (channel, c) in &status.channels {
+        if *channel != krisbud_proto::Channel::Sms {
+            assert_eq!(c.possible_duplicates, 0, "{channel}");
+        }
+    }
+    let json: Value = app
+        .http
+        .get(format!("{}/api/v1/crises/{id}", app.api))
+        .bearer_auth(app.token(Role::DutyOfficer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["channels"]["sms"]["possible_duplicates"], 3, "{json}");
+
+    // The events carry the flag, not a changed reason; the crisis report counts it.
+    let records = wait_until_async(
+        "the delivery reports in the audit",
+        Duration::from_secs(10),
+        || async {
+            let records = app.audit(&id).await;
+            let flagged: Vec<Value> = records
+                .iter()
+                .filter(|r| r["event"]["kind"] == "DeliveryReported")
+                .flat_map(|r| {
+                    r["event"]["payload"]["outcomes"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter(|o| o["possible_duplicate"] == true)
+                .collect();
+            (flagged.len() == 3).then_some(flagged)
+        },
+    )
+    .await;
+    assert!(
+        records.iter().all(|o| o.get("reason").is_none()),
+        "{records:?}"
+    );
+    // | Kanal | Planerade | Skickade | Levererade | Misslyckade | Väntar | Möjliga dubbletter | Rapporter |
+    let sms_row = |report: &str| -> Option<Vec<String>> {
+        let row = report.lines().find(|l| l.starts_with("| sms |"))?;
+        Some(row.split('|').map(|c| c.trim().to_owned()).collect())
+    };
+    let report = wait_until_async(
+        "the crisis report to count every sms outcome",
+        Duration::from_secs(10),
+        || async {
+            let text = app
+                .http
+                .get(format!("{}/api/v1/audit/crises/{id}/report", app.api))
+                .query(&[("format", "markdown")])
+                .bearer_auth(app.token(Role::Auditor))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (sms_row(&text)?[1..7] == ["sms", "5", "0", "5", "0", "0"]).then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(sms_row(&report).unwrap()[7], "3", "{report}");
+    assert!(report.contains("Möjliga dubbletter:"), "{report}");
 }
 
 #[tokio::test]

@@ -40,6 +40,7 @@ fn outcome(i: u64) -> Envelope {
                 state: DeliveryState::Delivered,
                 provider_ref: None,
                 reason: None,
+                possible_duplicate: false,
             }],
         }),
     )

@@ -6,11 +6,13 @@
 //!
 //! Each recipient is counted once per crisis revision, in the state of its last
 //! recorded outcome: a message first `sent` and later reported `delivered` counts
-//! as delivered. The timeline leaves out the individual delivery reports (a
+//! as delivered. A recipient any of whose outcomes is flagged `possible_duplicate`
+//! (its batch was sent again after a crash) is counted once among the channel's
+//! possible duplicates. The timeline leaves out the individual delivery reports (a
 //! crisis reaching 100 000 people has thousands) except the first and the last
 //! of each channel; their totals are in the channel table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -44,6 +46,8 @@ pub fn build(
     let mut reports: BTreeMap<Channel, u64> = BTreeMap::new();
     // The last state of each (channel, revision, recipient), with its reason.
     let mut last: HashMap<(Channel, u32, String), (DeliveryState, Option<String>)> = HashMap::new();
+    // Every (channel, revision, recipient) with an outcome flagged as a possible duplicate.
+    let mut flagged: HashSet<(Channel, u32, String)> = HashSet::new();
     // The first and last delivery report of each channel, for the timeline.
     let mut deliveries: BTreeMap<Channel, (TimelineEntry, Option<TimelineEntry>)> = BTreeMap::new();
 
@@ -106,15 +110,24 @@ pub fn build(
                         (e.channel, e.revision, outcome.recipient.clone()),
                         (outcome.state, outcome.reason.clone()),
                     );
+                    if outcome.possible_duplicate {
+                        flagged.insert((e.channel, e.revision, outcome.recipient.clone()));
+                    }
                 }
                 let count = |state| e.outcomes.iter().filter(|o| o.state == state).count();
+                let duplicates = e.outcomes.iter().filter(|o| o.possible_duplicate).count();
                 let line = entry(format!(
-                    "Leveransrapport {} via {}: {} levererade, {} skickade, {} misslyckade",
+                    "Leveransrapport {} via {}: {} levererade, {} skickade, {} misslyckade{}",
                     e.channel,
                     e.provider,
                     count(DeliveryState::Delivered),
                     count(DeliveryState::Sent),
-                    count(DeliveryState::Failed)
+                    count(DeliveryState::Failed),
+                    if duplicates > 0 {
+                        format!(", {duplicates} möjliga dubbletter")
+                    } else {
+                        String::new()
+                    }
                 ));
                 match deliveries.get_mut(&e.channel) {
                     None => {
@@ -171,6 +184,7 @@ pub fn build(
         failed: 0,
         pending: None,
         failed_by_reason: BTreeMap::new(),
+        possible_duplicates: 0,
         reports: 0,
     };
     for ((channel, _, _), (state, reason)) in last {
@@ -185,6 +199,12 @@ pub fn build(
                     .or_default() += 1;
             }
         }
+    }
+    for (channel, _, _) in flagged {
+        channels
+            .entry(channel)
+            .or_insert_with(|| blank(channel))
+            .possible_duplicates += 1;
     }
     for (channel, n) in planned {
         channels
@@ -209,6 +229,11 @@ pub fn build(
         .collect();
     report
 }
+
+/// What the possible duplicates column means, under the table when it is not all zeros.
+const DUPLICATES_NOTE: &str = "Möjliga dubbletter: mottagare vars meddelande var på väg när en \
+     kanalinstans stoppades och därför skickades igen; de kan ha fått meddelandet två gånger. \
+     De räknas också bland skickade, levererade eller misslyckade.";
 
 fn unknown_entry(record: &AuditRecord) -> TimelineEntry {
     let text = |pointer: &str| record.event.pointer(pointer).and_then(Value::as_str);
@@ -295,21 +320,25 @@ pub fn markdown(report: &CrisisReport) -> String {
     } else {
         let _ = writeln!(
             out,
-            "| Kanal | Planerade | Skickade | Levererade | Misslyckade | Väntar | Rapporter |"
+            "| Kanal | Planerade | Skickade | Levererade | Misslyckade | Väntar | Möjliga dubbletter | Rapporter |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for c in &report.channels {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.channel,
                 optional(c.planned),
                 c.sent,
                 c.delivered,
                 c.failed,
                 optional(c.pending),
+                c.possible_duplicates,
                 c.reports
             );
+        }
+        if report.channels.iter().any(|c| c.possible_duplicates > 0) {
+            let _ = writeln!(out, "\n{DUPLICATES_NOTE}");
         }
         for c in report
             .channels
@@ -431,6 +460,7 @@ pub fn html(report: &CrisisReport) -> String {
                 "Levererade",
                 "Misslyckade",
                 "Väntar",
+                "Möjliga dubbletter",
                 "Rapporter",
             ],
             report.channels.iter().map(|c| {
@@ -441,10 +471,14 @@ pub fn html(report: &CrisisReport) -> String {
                     Cell::Number(c.delivered.to_string()),
                     Cell::Number(c.failed.to_string()),
                     Cell::Number(optional(c.pending)),
+                    Cell::Number(c.possible_duplicates.to_string()),
                     Cell::Number(c.reports.to_string()),
                 ]
             }),
         );
+        if report.channels.iter().any(|c| c.possible_duplicates > 0) {
+            let _ = writeln!(out, "<p>{}</p>", e(DUPLICATES_NOTE));
+        }
         for c in report
             .channels
             .iter()
@@ -613,6 +647,14 @@ mod tests {
             state,
             provider_ref: None,
             reason: reason.map(Into::into),
+            possible_duplicate: false,
+        }
+    }
+
+    fn possible_duplicate(recipient: &str, state: DeliveryState) -> RecipientOutcome {
+        RecipientOutcome {
+            possible_duplicate: true,
+            ..outcome(recipient, state, None)
         }
     }
 
@@ -638,6 +680,7 @@ mod tests {
                     },
                     variables: Default::default(),
                     audiences: vec!["farsta".into()],
+                    audience_generations: Default::default(),
                     channels: vec![Channel::Sms, Channel::Banner],
                     messages: Vec::new(),
                     expires_at: None,
@@ -678,9 +721,9 @@ mod tests {
                     job_id: "j1".into(),
                     provider: "46elks".into(),
                     outcomes: vec![
-                        outcome("rcp:a", DeliveryState::Sent, None),
+                        possible_duplicate("rcp:a", DeliveryState::Sent),
                         outcome("rcp:b", DeliveryState::Failed, Some("ogiltigt nummer")),
-                        outcome("rcp:c", DeliveryState::Sent, None),
+                        possible_duplicate("rcp:c", DeliveryState::Sent),
                     ],
                 }),
             ),
@@ -755,9 +798,11 @@ mod tests {
                 sms.delivered,
                 sms.failed,
                 sms.pending,
+                sms.possible_duplicates,
                 sms.reports
             ),
-            (Some(3), 1, 1, 1, Some(0), 2)
+            (Some(3), 1, 1, 1, Some(0), 2, 2),
+            "rcp:a stays a possible duplicate after its later delivery report"
         );
         assert_eq!(sms.failed_by_reason["ogiltigt nummer"], 1);
         let banner = report
@@ -781,7 +826,13 @@ mod tests {
         let md = markdown(&report);
         assert!(md.contains("# Krisrapport c1"), "{md}");
         assert!(md.contains("av tib.maria (post 1)"), "{md}");
-        assert!(md.contains("| sms | 3 | 1 | 1 | 1 | 0 | 2 |"), "{md}");
+        assert!(md.contains("| sms | 3 | 1 | 1 | 1 | 0 | 2 | 2 |"), "{md}");
+        assert!(
+            md.contains("| banner | 1 | 0 | 0 | 0 | 1 | 0 | 0 |"),
+            "{md}"
+        );
+        assert!(md.contains("Möjliga dubbletter:"), "{md}");
+        assert!(md.contains("2 möjliga dubbletter"), "{md}");
         assert!(md.contains("operator.ali"), "{md}");
         assert!(md.contains(r"syns på \*stockholm.se\* \| \<b\>"), "{md}");
 
@@ -789,6 +840,16 @@ mod tests {
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(page.contains("<html lang=\"sv\">"));
         assert!(page.contains("operator.ali"));
+        assert!(
+            page.contains(
+                "<tr><td>sms</td><td class=\"n\">3</td><td class=\"n\">1</td>\
+                 <td class=\"n\">1</td><td class=\"n\">1</td><td class=\"n\">0</td>\
+                 <td class=\"n\">2</td><td class=\"n\">2</td></tr>"
+            ),
+            "{page}"
+        );
+        assert!(page.contains("<th scope=\"col\">Möjliga dubbletter</th>"));
+        assert!(page.contains("<p>Möjliga dubbletter:"), "{page}");
         assert!(
             page.contains("syns på *stockholm.se* | &lt;b&gt;"),
             "{page}"

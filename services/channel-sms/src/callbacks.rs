@@ -235,6 +235,7 @@ async fn report(
             state: delivery,
             provider_ref: (!message_id.is_empty()).then(|| message_id.to_owned()),
             reason: Some(reason),
+            possible_duplicate: false,
         }],
     });
     let mut envelope = Envelope::with_id(id, Actor::service(crate::SERVICE), event);

@@ -8,7 +8,8 @@
 //!   batch went out but before the job's outcome was stored costs nothing);
 //! - re-sends a batch found claimed without outcomes (it was in flight when an
 //!   instance died): its recipients may get the message twice, so their outcomes
-//!   say `possible duplicate` in the reason and the channel logs how many;
+//!   carry `possible_duplicate` (the provider's own reason stays as it is), the
+//!   status counts them per channel and the channel logs how many;
 //! - sends a batch it finds unclaimed as usual.
 //!
 //! A claim that cannot be written leaves the batch unsent (transient), never sent
@@ -27,9 +28,6 @@ use krisbud_proto::template::SmsMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::provider::SmsProvider;
-
-/// Marks the outcome of a recipient whose batch was re-sent after a crash.
-pub const POSSIBLE_DUPLICATE: &str = "possible duplicate";
 
 /// How long the claims of a reported job are kept: well past the ack wait, so a
 /// repeated delivery of the job finds them.
@@ -225,12 +223,7 @@ impl Claims {
         for (recipient, attempt) in rest.into_iter().zip(attempts) {
             let attempt = match attempt {
                 Attempt::Settled(mut outcome) => {
-                    if possible_duplicates {
-                        outcome.reason = Some(match outcome.reason.take() {
-                            Some(word) => format!("{POSSIBLE_DUPLICATE}; {word}"),
-                            None => POSSIBLE_DUPLICATE.to_owned(),
-                        });
-                    }
+                    outcome.possible_duplicate |= possible_duplicates;
                     settled.push(outcome.clone());
                     Attempt::Settled(outcome)
                 }

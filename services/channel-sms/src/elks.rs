@@ -146,6 +146,7 @@ fn classify(status: StatusCode, body: &str, recipient: &Recipient) -> Attempt {
             state: DeliveryState::Sent,
             provider_ref,
             reason: word,
+            possible_duplicate: false,
         });
     }
     let text = reason_text(body, recipient);
@@ -158,6 +159,7 @@ fn classify(status: StatusCode, body: &str, recipient: &Recipient) -> Attempt {
         state: DeliveryState::Failed,
         provider_ref: None,
         reason: Some(reason),
+        possible_duplicate: false,
     })
 }
 

@@ -195,6 +195,7 @@ impl SmsProvider for Sinch {
                             state: DeliveryState::Sent,
                             provider_ref: (!id.is_empty()).then(|| id.clone()),
                             reason: None,
+                            possible_duplicate: false,
                         }),
                         Ok(BatchResult::Refused(reason)) => {
                             Attempt::Settled(krisbud_kit::channel::failed(&r.reference, reason))

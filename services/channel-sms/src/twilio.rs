@@ -127,6 +127,7 @@ impl Twilio {
                 state: DeliveryState::Sent,
                 provider_ref: sid,
                 reason: word,
+                possible_duplicate: false,
             });
         }
         let text = match serde_json::from_str::<ErrorReply>(&body) {

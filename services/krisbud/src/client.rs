@@ -1,8 +1,11 @@
 //! The CLI as a client of the HTTP API: templates, declare, status, confirm, audit.
 
+pub mod watch;
+
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
+use krisbud_proto::audience::{Audience, CreateAudience, ImportReport};
 use krisbud_proto::audit::{AuditPage, VerifyReport};
 use krisbud_proto::command::{DeclareCrisis, Declared, DraftResult, TemplateAction};
 use krisbud_proto::status::CrisisStatus;
@@ -54,6 +57,11 @@ impl Client {
             .send()
             .await
             .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+        Client::answer(response).await
+    }
+
+    /// The body of an answer, or its problem as the error.
+    async fn answer<T: DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
         let status = response.status();
         let body = response.bytes().await?;
         if !status.is_success() {
@@ -201,6 +209,55 @@ impl Client {
         self.send(request).await
     }
 
+    /// `GET /audiences`.
+    pub async fn audiences(&self) -> anyhow::Result<Vec<Audience>> {
+        self.send(self.http.get(self.url("/audiences"))).await
+    }
+
+    /// `GET /audiences/{id}`.
+    pub async fn audience(&self, id: &str) -> anyhow::Result<Audience> {
+        self.send(self.http.get(self.url(&format!("/audiences/{id}"))))
+            .await
+    }
+
+    /// `POST /audiences`.
+    pub async fn create_audience(&self, body: &CreateAudience) -> anyhow::Result<Audience> {
+        self.send(self.http.post(self.url("/audiences")).json(body))
+            .await
+    }
+
+    /// `DELETE /audiences/{id}`.
+    pub async fn delete_audience(&self, id: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .delete(self.url(&format!("/audiences/{id}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Client::answer::<serde_json::Value>(response)
+            .await
+            .map(|_| ())
+    }
+
+    /// `PUT /audiences/{id}/members` with a CSV body.
+    pub async fn import_members(
+        &self,
+        id: &str,
+        csv: reqwest::Body,
+    ) -> anyhow::Result<ImportReport> {
+        self.send(
+            self.http
+                .put(self.url(&format!("/audiences/{id}/members")))
+                .header(reqwest::header::CONTENT_TYPE, "text/csv; charset=utf-8")
+                .body(csv),
+        )
+        .await
+    }
+
     /// `GET /crises`.
     pub async fn crises(&self) -> anyhow::Result<Vec<CrisisStatus>> {
         self.send(self.http.get(self.url("/crises"))).await
@@ -210,6 +267,23 @@ impl Client {
     pub async fn crisis(&self, id: &str) -> anyhow::Result<CrisisStatus> {
         self.send(self.http.get(self.url(&format!("/crises/{id}"))))
             .await
+    }
+
+    /// `GET /crises/{id}`, or `None` when the API knows no such crisis (yet: the
+    /// status of a crisis declared a moment ago may not be written).
+    pub async fn crisis_if_known(&self, id: &str) -> anyhow::Result<Option<CrisisStatus>> {
+        let url = self.url(&format!("/crises/{id}"));
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Client::answer(response).await.map(Some)
     }
 
     /// `POST /crises/{id}/channels/{channel}/confirm`.

@@ -332,6 +332,7 @@ pub fn reported(
                     state,
                     provider_ref: None,
                     reason: reason.map(Into::into),
+                    possible_duplicate: false,
                 })
                 .collect(),
         }),

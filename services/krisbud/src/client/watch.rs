@@ -1,0 +1,419 @@
+//! `krisbud status <id> --watch`: polls `GET /crises/{id}` and shows one progress
+//! bar per channel (recipients with an outcome out of the total) and a line per
+//! channel not yet confirmed, until every channel has an outcome for every
+//! recipient and is confirmed for the crisis's current revision, or Ctrl-C.
+//!
+//! When stdout is not a terminal the bars are hidden and a plain line is printed
+//! for each channel whenever what it shows changes, so a log or a pipe gets a
+//! readable history instead of escape sequences.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use krisbud_proto::Channel;
+use krisbud_proto::status::{ChannelStatus, Confirmation, CrisisStatus};
+
+use super::Client;
+
+/// How often the status is polled.
+pub const INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a crisis may stay unknown (just declared, or a mistyped id), or the
+/// API unreachable after the first answer, before the watch gives up.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+
+/// How a watch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// Every channel has an outcome for every recipient and is confirmed.
+    Done,
+    /// Interrupted with Ctrl-C.
+    Interrupted,
+}
+
+/// Watches crisis `id` until it is done or Ctrl-C.
+pub async fn watch(client: &Client, id: &str) -> anyhow::Result<WatchEnd> {
+    let mut view = View::new(std::io::stdout().is_terminal());
+    tokio::select! {
+        result = poll(client, id, &mut view) => result.map(|()| WatchEnd::Done),
+        _ = tokio::signal::ctrl_c() => {
+            view.abandon();
+            eprintln!("krisbud: bevakningen avbröts");
+            Ok(WatchEnd::Interrupted)
+        }
+    }
+}
+
+async fn poll(client: &Client, id: &str, view: &mut View) -> anyhow::Result<()> {
+    let mut answered_once = false;
+    let mut trouble_since: Option<tokio::time::Instant> = None;
+    let mut ticker = tokio::time::interval(INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let why = match client.crisis_if_known(id).await {
+            Ok(Some(status)) => {
+                answered_once = true;
+                trouble_since = None;
+                view.show(&status);
+                if finished(&status) {
+                    view.finish(&status);
+                    return Ok(());
+                }
+                continue;
+            }
+            Ok(None) => format!("krisen {id} finns inte (ännu)"),
+            Err(e) if !answered_once => return Err(e),
+            Err(e) => format!("{e:#}"),
+        };
+        let since = *trouble_since.get_or_insert_with(|| {
+            view.note(&format!("väntar: {why}"));
+            tokio::time::Instant::now()
+        });
+        if since.elapsed() >= GIVE_UP_AFTER {
+            view.abandon();
+            anyhow::bail!("gav upp efter {} s: {why}", GIVE_UP_AFTER.as_secs());
+        }
+    }
+}
+
+/// Whether every channel has an outcome for every recipient and is confirmed for
+/// the current revision.
+pub fn finished(s: &CrisisStatus) -> bool {
+    !s.channels.is_empty()
+        && s.channels
+            .values()
+            .all(|c| settled(c) && confirmation(s.revision, c).is_some())
+}
+
+/// Whether every planned recipient of the channel has an outcome.
+fn settled(c: &ChannelStatus) -> bool {
+    c.planned && c.pending == 0
+}
+
+/// The confirmation of the channel for `revision` (or a later one), if any.
+fn confirmation(revision: u32, c: &ChannelStatus) -> Option<&Confirmation> {
+    c.confirmations
+        .iter()
+        .rev()
+        .find(|k| k.revision >= revision)
+}
+
+/// Recipients with an outcome: sent, delivered or failed.
+fn done(c: &ChannelStatus) -> u64 {
+    c.sent + c.delivered + c.failed
+}
+
+/// The counts a bar's message shows: delivered, failed, pending, possible
+/// duplicates and the provider split.
+pub fn counts(c: &ChannelStatus) -> String {
+    let mut text = format!(
+        "levererade {}  misslyckade {}  väntar {}  möjliga dubbletter {}",
+        c.delivered, c.failed, c.pending, c.possible_duplicates
+    );
+    if !c.providers.is_empty() {
+        let split: Vec<String> = c
+            .providers
+            .iter()
+            .map(|(provider, n)| format!("{provider} {n}"))
+            .collect();
+        text.push_str(&format!("  via {}", split.join(", ")));
+    }
+    text
+}
+
+/// The same counts for a bar's message on a terminal, what needs attention
+/// first (the bar already shows the progress), so a narrow terminal cuts the
+/// least important end.
+fn short_counts(c: &ChannelStatus) -> String {
+    let mut text = format!(
+        "väntar {} · misslyckade {} · möjl. dubbletter {} · levererade {}",
+        c.pending, c.failed, c.possible_duplicates, c.delivered
+    );
+    if !c.providers.is_empty() {
+        let split: Vec<String> = c
+            .providers
+            .iter()
+            .map(|(provider, n)| format!("{provider} {n}"))
+            .collect();
+        text.push_str(&format!(" · via {}", split.join(", ")));
+    }
+    text
+}
+
+/// Who confirmed the channel and when, or that nobody has yet.
+fn confirmation_text(revision: u32, c: &ChannelStatus) -> String {
+    match confirmation(revision, c) {
+        Some(k) => format!("bekräftad av {} {} UTC", k.by, k.at.format("%H:%M:%S")),
+        None => "ej bekräftad".to_owned(),
+    }
+}
+
+/// One channel as a plain line: `sms 5/5 levererade 5 ... – ej bekräftad`.
+pub fn plain_line(revision: u32, channel: Channel, c: &ChannelStatus) -> String {
+    if !c.planned {
+        return format!(
+            "{:<9} utskicket planeras – {}",
+            channel.as_str(),
+            confirmation_text(revision, c)
+        );
+    }
+    format!(
+        "{:<9} {}/{}  {} – {}",
+        channel.as_str(),
+        done(c),
+        c.total,
+        counts(c),
+        confirmation_text(revision, c)
+    )
+}
+
+/// A channel's bar: recipients with an outcome out of the total once the
+/// channel is planned, the message alone before. `wide_msg` is cut to the
+/// terminal's width, so a line never wraps and breaks the redraw.
+fn bar_style(planned: bool) -> ProgressStyle {
+    let template = if planned {
+        "{prefix:<8} [{bar:12}] {pos:>4}/{len:<4} {wide_msg}"
+    } else {
+        "{prefix:<8} {wide_msg}"
+    };
+    ProgressStyle::with_template(template)
+        .expect("a template")
+        .progress_chars("=> ")
+}
+
+/// What the terminal shows: bars and confirmation lines on a terminal, plain
+/// lines otherwise.
+struct View {
+    bars: MultiProgress,
+    terminal: bool,
+    header: Option<String>,
+    channels: BTreeMap<Channel, ChannelView>,
+}
+
+struct ChannelView {
+    bar: ProgressBar,
+    /// Whether the bar has its planned style.
+    planned: bool,
+    /// The "not yet confirmed" line, while the channel is not confirmed.
+    unconfirmed: Option<ProgressBar>,
+    /// The last plain line printed.
+    printed: String,
+}
+
+impl View {
+    fn new(terminal: bool) -> View {
+        let target = if terminal {
+            ProgressDrawTarget::stdout()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        View {
+            bars: MultiProgress::with_draw_target(target),
+            terminal,
+            header: None,
+            channels: BTreeMap::new(),
+        }
+    }
+
+    /// A line above the bars, or a plain line.
+    fn say(&self, line: &str) {
+        if self.terminal {
+            let _ = self.bars.println(line);
+        } else {
+            println!("{line}");
+        }
+    }
+
+    /// A passing remark (waiting for the API), on stderr.
+    fn note(&self, line: &str) {
+        self.bars.suspend(|| eprintln!("krisbud: {line}"));
+    }
+
+    fn show(&mut self, s: &CrisisStatus) {
+        let header = format!(
+            "{}  rev {}  {:?}  {}",
+            s.crisis_id, s.revision, s.status, s.headline
+        );
+        if self.header.as_ref() != Some(&header) {
+            self.say(&header);
+            self.header = Some(header);
+        }
+        for (channel, c) in &s.channels {
+            if !self.channels.contains_key(channel) {
+                let view = self.channel_view(*channel);
+                self.channels.insert(*channel, view);
+            }
+            let line = plain_line(s.revision, *channel, c);
+            let confirmed = confirmation(s.revision, c).is_some();
+            let terminal = self.terminal;
+            let view = self.channels.get_mut(channel).expect("just added");
+            if view.planned != c.planned {
+                // Until the plan is known there is no total to draw a bar against.
+                view.bar.set_style(bar_style(c.planned));
+                view.planned = c.planned;
+            }
+            view.bar.set_length(c.total);
+            view.bar.set_position(done(c).min(c.total));
+            let mut message = if c.planned {
+                short_counts(c)
+            } else {
+                "utskicket planeras".to_owned()
+            };
+            if let Some(k) = confirmation(s.revision, c) {
+                message.push_str(&format!(" · bekräftad av {}", k.by));
+            }
+            view.bar.set_message(message);
+            match (&view.unconfirmed, confirmed) {
+                (Some(line), true) => {
+                    line.finish_and_clear();
+                    self.bars.remove(line);
+                    view.unconfirmed = None;
+                }
+                (None, false) => {
+                    let line = self.bars.add(ProgressBar::new(0));
+                    line.set_style(
+                        ProgressStyle::with_template("  {wide_msg}").expect("a template"),
+                    );
+                    view.unconfirmed = Some(line);
+                }
+                _ => {}
+            }
+            if let Some(unconfirmed) = &view.unconfirmed {
+                unconfirmed.set_message(format!(
+                    "{}: väntar på bekräftelse av revision {}",
+                    channel.as_str(),
+                    s.revision
+                ));
+            }
+            if !terminal && view.printed != line {
+                println!("{line}");
+                view.printed = line;
+            }
+        }
+    }
+
+    fn channel_view(&self, channel: Channel) -> ChannelView {
+        // Bars come before the confirmation lines: insert after the last bar.
+        let bar = ProgressBar::new(0);
+        bar.set_style(bar_style(false));
+        bar.set_prefix(channel.as_str());
+        let last_bar = self.channels.values().map(|v| &v.bar).next_back();
+        let bar = match last_bar {
+            Some(last) => self.bars.insert_after(last, bar),
+            None => self.bars.insert(0, bar),
+        };
+        ChannelView {
+            bar,
+            planned: false,
+            unconfirmed: None,
+            printed: String::new(),
+        }
+    }
+
+    fn finish(&mut self, s: &CrisisStatus) {
+        for view in self.channels.values() {
+            if let Some(line) = &view.unconfirmed {
+                line.finish_and_clear();
+            }
+            view.bar.finish();
+        }
+        self.say(&format!(
+            "Klart: {} har utfall för alla mottagare och är bekräftade (revision {}).",
+            if s.channels.len() == 1 {
+                "kanalen".to_owned()
+            } else {
+                format!("alla {} kanaler", s.channels.len())
+            },
+            s.revision
+        ));
+    }
+
+    fn abandon(&mut self) {
+        for view in self.channels.values() {
+            if let Some(line) = &view.unconfirmed {
+                line.abandon();
+            }
+            view.bar.abandon();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn channel(total: u64, delivered: u64, confirmed_rev: Option<u32>) -> ChannelStatus {
+        ChannelStatus {
+            planned: true,
+            total,
+            delivered,
+            pending: total - delivered,
+            providers: [("outbox".to_owned(), delivered)].into(),
+            confirmations: confirmed_rev
+                .map(|revision| Confirmation {
+                    revision,
+                    by: "operator.ali".into(),
+                    at: Utc::now(),
+                    note: None,
+                })
+                .into_iter()
+                .collect(),
+            ..ChannelStatus::default()
+        }
+    }
+
+    fn crisis(revision: u32, channels: Vec<(Channel, ChannelStatus)>) -> CrisisStatus {
+        CrisisStatus {
+            crisis_id: "c1".into(),
+            revision,
+            channels: channels.into_iter().collect(),
+            ..CrisisStatus::default()
+        }
+    }
+
+    #[test]
+    fn finished_needs_every_outcome_and_a_confirmation_of_the_revision() {
+        assert!(!finished(&crisis(1, vec![])));
+        assert!(!finished(&crisis(
+            1,
+            vec![(Channel::Sms, channel(5, 4, Some(1)))]
+        )));
+        assert!(!finished(&crisis(
+            1,
+            vec![(Channel::Sms, channel(5, 5, None))]
+        )));
+        assert!(finished(&crisis(
+            1,
+            vec![(Channel::Sms, channel(5, 5, Some(1)))]
+        )));
+        assert!(
+            !finished(&crisis(2, vec![(Channel::Sms, channel(5, 5, Some(1)))])),
+            "an update needs a new confirmation"
+        );
+        let unplanned = ChannelStatus {
+            confirmations: channel(0, 0, Some(1)).confirmations,
+            ..ChannelStatus::default()
+        };
+        assert!(!finished(&crisis(1, vec![(Channel::Banner, unplanned)])));
+    }
+
+    #[test]
+    fn a_plain_line_shows_progress_counts_and_providers() {
+        let mut sms = channel(5, 3, None);
+        sms.possible_duplicates = 2;
+        sms.providers = [("46elks".to_owned(), 2), ("sinch".to_owned(), 1)].into();
+        assert_eq!(
+            plain_line(1, Channel::Sms, &sms),
+            "sms       3/5  levererade 3  misslyckade 0  väntar 2  möjliga dubbletter 2  \
+             via 46elks 2, sinch 1 – ej bekräftad"
+        );
+        let banner = channel(1, 1, Some(1));
+        let line = plain_line(1, Channel::Banner, &banner);
+        assert!(line.starts_with("banner    1/1  "), "{line}");
+        assert!(line.contains("bekräftad av operator.ali"), "{line}");
+    }
+}
