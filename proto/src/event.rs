@@ -218,6 +218,15 @@ pub struct DeliveryReported {
     pub provider: String,
     /// One outcome per recipient of the job.
     pub outcomes: Vec<RecipientOutcome>,
+    /// How often the job was delivered to the channel again after a transient
+    /// failure (a provider outage, a rate limit, an unreachable relay) before this
+    /// report: 0 when the first try settled everyone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The fate of one recipient on one channel.

@@ -40,6 +40,9 @@ pub struct JobTally {
     /// batch was in flight when an instance died and was sent again).
     #[serde(default)]
     pub possible_duplicates: u64,
+    /// Times the job was delivered again after a transient failure.
+    #[serde(default)]
+    pub retries: u64,
 }
 
 /// A crisis as the duty officer sees it.
@@ -79,6 +82,10 @@ pub struct ChannelStatus {
     /// `sent`, `delivered` or `failed`.
     #[serde(default)]
     pub possible_duplicates: u64,
+    /// Dispatch jobs delivered again after a transient failure (provider outage,
+    /// rate limit), summed over the channel's jobs.
+    #[serde(default)]
+    pub retries: u64,
     /// Failures counted by reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed_by_reason: BTreeMap<String, u64>,

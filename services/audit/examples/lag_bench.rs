@@ -42,6 +42,7 @@ fn outcome(i: u64) -> Envelope {
                 reason: None,
                 possible_duplicate: false,
             }],
+            retries: 0,
         }),
     )
 }

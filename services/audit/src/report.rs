@@ -725,6 +725,7 @@ mod tests {
                         outcome("rcp:b", DeliveryState::Failed, Some("ogiltigt nummer")),
                         possible_duplicate("rcp:c", DeliveryState::Sent),
                     ],
+                    retries: 0,
                 }),
             ),
             Envelope::new(
@@ -736,6 +737,7 @@ mod tests {
                     job_id: "j1".into(),
                     provider: "46elks".into(),
                     outcomes: vec![outcome("rcp:a", DeliveryState::Delivered, None)],
+                    retries: 0,
                 }),
             ),
             Envelope::new(

@@ -55,7 +55,7 @@ impl Handler {
             Ok(banner) => banner,
             Err(reason) => {
                 let outcome = channel::failed(TARGET, &reason);
-                return match self.report(&job, outcome).await {
+                return match self.report(&job, outcome, &delivery).await {
                     Ok(()) => Ack::Reject(reason),
                     Err(e) => retry(&delivery, &e),
                 };
@@ -69,7 +69,7 @@ impl Handler {
             }
             Err(e) => return retry(&delivery, &e.to_string()),
         };
-        match self.report(&job, outcome).await {
+        match self.report(&job, outcome, &delivery).await {
             Ok(()) => Ack::Done,
             Err(e) => retry(&delivery, &e),
         }
@@ -77,9 +77,14 @@ impl Handler {
 
     /// Appends the job's `DeliveryReported`; its id `<job>.outcome` makes a repeat
     /// a duplicate that JetStream drops.
-    async fn report(&self, job: &DispatchJob, outcome: RecipientOutcome) -> Result<(), String> {
+    async fn report(
+        &self,
+        job: &DispatchJob,
+        outcome: RecipientOutcome,
+        delivery: &Delivery,
+    ) -> Result<(), String> {
         self.jobs
-            .report(job, TARGET, vec![outcome])
+            .report(job, TARGET, vec![outcome], channel::retries(delivery))
             .await
             .map_err(|e| e.to_string())
     }

@@ -237,6 +237,7 @@ async fn report(
             reason: Some(reason),
             possible_duplicate: false,
         }],
+        retries: 0,
     });
     let mut envelope = Envelope::with_id(id, Actor::service(crate::SERVICE), event);
     envelope.causation_id = Some(format!("{}.outcome", path.job));

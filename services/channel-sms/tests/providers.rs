@@ -309,6 +309,16 @@ async fn a_sinch_outage_is_ridden_out_without_duplicates() {
         failed >= 20,
         "every batch was retried through the outage: {failed} 503s"
     );
+    // The retries are counted in the jobs' reports (and so in status and audit):
+    // every job was delivered again at least once, and no more often than
+    // requests failed.
+    let retries: u64 = outcomes.values().map(|r| u64::from(r.retries)).sum();
+    assert!(
+        outcomes.values().all(|r| r.retries >= 1),
+        "each job was retried: {:?}",
+        outcomes.values().map(|r| r.retries).collect::<Vec<_>>()
+    );
+    assert!(retries <= failed as u64, "{retries} retries, {failed} 503s");
     app.stop().await;
 }
 

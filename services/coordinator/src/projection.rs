@@ -122,6 +122,7 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
                 // a later delivery report is about recipients already counted.
                 tally.possible_duplicates =
                     e.outcomes.iter().filter(|o| o.possible_duplicate).count() as u64;
+                tally.retries = u64::from(e.retries);
                 e.job_id.clone()
             } else {
                 tally.settles_sent = tally.delivered + tally.failed;
@@ -181,6 +182,7 @@ fn recount(p: &mut CrisisProjection) {
             fresh.delivered += tally.delivered;
             fresh.failed += tally.failed;
             fresh.possible_duplicates += tally.possible_duplicates;
+            fresh.retries += tally.retries;
             for (reason, n) in &tally.failed_by_reason {
                 *fresh.failed_by_reason.entry(reason.clone()).or_default() += n;
             }
@@ -233,6 +235,7 @@ mod tests {
                 job_id: "c1.r1.sms.sv.0".into(),
                 provider: "46elks".into(),
                 outcomes,
+                retries: 0,
             }),
         )
     }
@@ -279,6 +282,7 @@ mod tests {
                 job_id: job.to_owned(),
                 provider: "sinch".into(),
                 outcomes,
+                retries: 0,
             }),
         )
     }
@@ -315,6 +319,24 @@ mod tests {
         );
         let json = serde_json::to_value(&p.status).unwrap();
         assert_eq!(json["channels"]["sms"]["possible_duplicates"], 5);
+    }
+
+    #[test]
+    fn retries_are_summed_over_jobs_once_each() {
+        let mut p = CrisisProjection::default();
+        fold(&mut p, &plan(10, 2));
+        let with_retries = |id: &str, job: &str, retries: u32| {
+            let mut e = flagged_report(id, job, 5, 0);
+            if let Event::DeliveryReported(r) = &mut e.event {
+                r.retries = retries;
+            }
+            e
+        };
+        let first = with_retries("c1.r1.sms.sv.0.outcome", "c1.r1.sms.sv.0", 3);
+        assert!(fold(&mut p, &first));
+        assert!(!fold(&mut p, &first));
+        fold(&mut p, &with_retries("c1.r1.sms.sv.1.outcome", "c1.r1.sms.sv.1", 2));
+        assert_eq!(p.status.channels[&Channel::Sms].retries, 5);
     }
 
     #[test]

@@ -304,7 +304,7 @@ impl Jobs {
         let sent = count(DeliveryState::Sent);
         let delivered = count(DeliveryState::Delivered);
         let failed = count(DeliveryState::Failed);
-        match self.report(job, provider, outcomes).await {
+        match self.report(job, provider, outcomes, retries(delivery)).await {
             Ok(()) => {
                 tracing::info!(job = %job.job_id, sent, delivered, failed, "{} job reported", self.channel);
                 Ack::Done
@@ -326,7 +326,7 @@ impl Jobs {
         outcomes: Vec<RecipientOutcome>,
         reason: &str,
     ) -> Ack {
-        match self.report(job, provider, outcomes).await {
+        match self.report(job, provider, outcomes, retries(delivery)).await {
             Ok(()) => Ack::Reject(reason.to_owned()),
             Err(e) => {
                 tracing::warn!(job = %job.job_id, error = %e, "cannot store why a job is refused; trying again later");
@@ -342,6 +342,7 @@ impl Jobs {
         job: &DispatchJob,
         provider: &str,
         outcomes: Vec<RecipientOutcome>,
+        retries: u32,
     ) -> Result<(), AppendError> {
         let event = Event::DeliveryReported(DeliveryReported {
             crisis_id: job.crisis_id.clone(),
@@ -350,6 +351,7 @@ impl Jobs {
             job_id: job.job_id.clone(),
             provider: provider.to_owned(),
             outcomes,
+            retries,
         });
         let mut envelope = Envelope::with_id(
             format!("{}.outcome", job.job_id),
@@ -360,6 +362,11 @@ impl Jobs {
         self.bus.append(&envelope, Expect::Any).await?;
         Ok(())
     }
+}
+
+/// How often a job was delivered before this delivery: its retries.
+pub fn retries(delivery: &Delivery) -> u32 {
+    u32::try_from(delivery.delivered.saturating_sub(1)).unwrap_or(u32::MAX)
 }
 
 /// The settled outcomes of one job, by recipient reference.

@@ -377,6 +377,32 @@ pub fn format_status(s: &CrisisStatus) -> String {
             c.pending,
             confirmed
         ));
+        let mut notes = Vec::new();
+        if !c.failed_by_reason.is_empty() {
+            let reasons: Vec<String> = c
+                .failed_by_reason
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            notes.push(format!("failed: {}", reasons.join(", ")));
+        }
+        if c.providers.len() > 1 {
+            let split: Vec<String> = c
+                .providers
+                .iter()
+                .map(|(provider, n)| format!("{provider} {n}"))
+                .collect();
+            notes.push(format!("carried by {}", split.join(", ")));
+        }
+        if c.retries > 0 {
+            notes.push(format!("{} jobs retried", c.retries));
+        }
+        if c.possible_duplicates > 0 {
+            notes.push(format!("{} possible duplicates", c.possible_duplicates));
+        }
+        if !notes.is_empty() {
+            out.push_str(&format!("             {}\n", notes.join("; ")));
+        }
     }
     out
 }

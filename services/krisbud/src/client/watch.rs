@@ -121,6 +121,9 @@ pub fn counts(c: &ChannelStatus) -> String {
             .collect();
         text.push_str(&format!("  via {}", split.join(", ")));
     }
+    if c.retries > 0 {
+        text.push_str(&format!("  omförsök {}", c.retries));
+    }
     text
 }
 
