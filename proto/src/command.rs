@@ -117,6 +117,62 @@ pub struct Declared {
     pub recipients: BTreeMap<Channel, u64>,
 }
 
+/// A lifecycle step on one crisis: the crisis named by the URL and the body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrisisStep<T> {
+    pub crisis_id: String,
+    pub body: T,
+}
+
+/// `POST /crises/{id}/update`: new values, added audiences and/or a newer approved
+/// version of the crisis's template. Values are merged into those in force (an
+/// empty value removes an optional one); at least one change is needed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCrisis {
+    /// The revision the duty officer saw; a stale one is refused with 409.
+    pub expected_revision: u32,
+    /// Changed values.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Audiences to add; their members get this and later messages.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// A newer approved version of the same template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<u32>,
+}
+
+/// `POST /crises/{id}/all-clear` and `POST /crises/{id}/close`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectRevision {
+    /// The revision the duty officer saw; a stale one is refused with 409.
+    pub expected_revision: u32,
+}
+
+/// `POST /crises/{id}/cancel`: the earlier message was sent in error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelCrisis {
+    /// The revision the duty officer saw; a stale one is refused with 409.
+    pub expected_revision: u32,
+    /// Why the message is withdrawn; goes on record.
+    pub reason: String,
+}
+
+/// The answer to an update, all-clear, cancellation or close.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Revised {
+    pub crisis_id: String,
+    /// The crisis's revision now.
+    pub revision: u32,
+    pub state: crate::status::CrisisState,
+    /// Recipients per channel of the new revision as the audiences count them
+    /// (empty for a close).
+    pub recipients: BTreeMap<Channel, u64>,
+}
+
 /// Confirm that a channel's message is really out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ConfirmChannel {

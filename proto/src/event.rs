@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::job::MsgType;
 use crate::model::{AlertStatus, CapInfo, Channel};
 use crate::subject;
 use crate::template::{RenderedLanguage, TemplateRef, TemplateVersion};
@@ -17,6 +18,14 @@ use crate::template::{RenderedLanguage, TemplateRef, TemplateVersion};
 pub enum Event {
     /// A duty officer declared a crisis.
     CrisisDeclared(CrisisDeclared),
+    /// A duty officer updated a crisis: new values, audiences or template version.
+    CrisisUpdated(CrisisRevised),
+    /// A duty officer gave the all-clear ("faran över").
+    CrisisAllClear(CrisisRevised),
+    /// A duty officer withdrew a crisis whose message was sent in error.
+    CrisisCancelled(CrisisRevised),
+    /// A duty officer closed a crisis: nothing more is sent, the banner goes.
+    CrisisClosed(CrisisClosed),
     /// The coordinator planned the dispatch jobs of a crisis revision.
     DispatchPlanned(DispatchPlanned),
     /// A channel delivered (or failed to deliver) one dispatch job.
@@ -43,6 +52,9 @@ pub enum Event {
     AudienceMembersImported(AudienceMembersImported),
     /// An admin deleted an audience and its members.
     AudienceDeleted(AudienceDeleted),
+    /// An exercise or test was kept from reaching people or a site not marked for
+    /// exercises.
+    ExerciseRefused(ExerciseRefused),
 }
 
 impl Event {
@@ -50,6 +62,10 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::CrisisDeclared(_) => "CrisisDeclared",
+            Event::CrisisUpdated(_) => "CrisisUpdated",
+            Event::CrisisAllClear(_) => "CrisisAllClear",
+            Event::CrisisCancelled(_) => "CrisisCancelled",
+            Event::CrisisClosed(_) => "CrisisClosed",
             Event::DispatchPlanned(_) => "DispatchPlanned",
             Event::DeliveryReported(_) => "DeliveryReported",
             Event::ChannelConfirmed(_) => "ChannelConfirmed",
@@ -63,6 +79,7 @@ impl Event {
             Event::AudienceCreated(_) => "AudienceCreated",
             Event::AudienceMembersImported(_) => "AudienceMembersImported",
             Event::AudienceDeleted(_) => "AudienceDeleted",
+            Event::ExerciseRefused(_) => "ExerciseRefused",
         }
     }
 
@@ -70,10 +87,15 @@ impl Event {
     pub fn crisis_id(&self) -> Option<&str> {
         match self {
             Event::CrisisDeclared(e) => Some(&e.crisis_id),
+            Event::CrisisUpdated(e) | Event::CrisisAllClear(e) | Event::CrisisCancelled(e) => {
+                Some(&e.crisis_id)
+            }
+            Event::CrisisClosed(e) => Some(&e.crisis_id),
             Event::DispatchPlanned(e) => Some(&e.crisis_id),
             Event::DeliveryReported(e) => Some(&e.crisis_id),
             Event::ChannelConfirmed(e) => Some(&e.crisis_id),
             Event::RecipientLookedUp(e) => e.crisis_id.as_deref(),
+            Event::ExerciseRefused(e) => e.crisis_id.as_deref(),
             Event::AuditKeyRotated(_)
             | Event::AudienceCreated(_)
             | Event::AudienceMembersImported(_)
@@ -95,6 +117,10 @@ impl Event {
             Event::TemplateRejected(e) => Some((&e.template_id, e.version)),
             Event::TemplateRetired(e) => Some((&e.template_id, e.version)),
             Event::CrisisDeclared(_)
+            | Event::CrisisUpdated(_)
+            | Event::CrisisAllClear(_)
+            | Event::CrisisCancelled(_)
+            | Event::CrisisClosed(_)
             | Event::DispatchPlanned(_)
             | Event::DeliveryReported(_)
             | Event::ChannelConfirmed(_)
@@ -102,6 +128,7 @@ impl Event {
             | Event::AudienceCreated(_)
             | Event::AudienceMembersImported(_)
             | Event::AudienceDeleted(_)
+            | Event::ExerciseRefused(_)
             | Event::RecipientLookedUp(_) => None,
         }
     }
@@ -110,6 +137,10 @@ impl Event {
     pub fn subject(&self) -> String {
         match self {
             Event::CrisisDeclared(e) => subject::crisis_events(&e.crisis_id),
+            Event::CrisisUpdated(e) | Event::CrisisAllClear(e) | Event::CrisisCancelled(e) => {
+                subject::crisis_events(&e.crisis_id)
+            }
+            Event::CrisisClosed(e) => subject::crisis_events(&e.crisis_id),
             Event::ChannelConfirmed(e) => subject::crisis_events(&e.crisis_id),
             Event::DispatchPlanned(e) => subject::crisis_events(&e.crisis_id),
             Event::DeliveryReported(e) => subject::delivery_events(e.channel, &e.crisis_id),
@@ -123,6 +154,7 @@ impl Event {
             Event::AudienceCreated(e) => subject::audience_events(&e.audience_id),
             Event::AudienceMembersImported(e) => subject::audience_events(&e.audience_id),
             Event::AudienceDeleted(e) => subject::audience_events(&e.audience_id),
+            Event::ExerciseRefused(_) => subject::EXERCISE_GUARD_EVENTS.to_owned(),
         }
     }
 }
@@ -155,6 +187,74 @@ pub struct CrisisDeclared {
     /// When the crisis stops being shown, if ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An exercise or test declaration, or one of its jobs, was refused because it
+/// would have reached an audience not marked for exercises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ExerciseRefused {
+    /// The crisis, when the refusal is a channel's (the declaration was stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crisis_id: Option<String>,
+    /// The dispatch job a channel refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    pub status: AlertStatus,
+    /// The template of a refused declaration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The audiences not marked for exercises.
+    pub audiences: Vec<String>,
+    /// Who refused: the coordinator or a channel service.
+    pub refused_by: String,
+}
+
+/// A new revision of a crisis (an update, the all-clear or a cancellation): the
+/// whole of what it sends, so the plan needs no other event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrisisRevised {
+    pub crisis_id: String,
+    /// The previous revision + 1.
+    pub revision: u32,
+    /// CAP `msgType`: `Update` for an update and the all-clear, `Cancel` for a
+    /// cancellation.
+    pub msg_type: MsgType,
+    /// The earlier revisions' message ids (`<crisis>.r<n>`), oldest first.
+    pub references: Vec<String>,
+    /// The approved template version the messages come from.
+    pub template: TemplateRef,
+    pub status: AlertStatus,
+    /// The CAP classification; the all-clear's `response_type` is `AllClear`.
+    pub cap: CapInfo,
+    /// Every value in force after this revision.
+    pub variables: BTreeMap<String, String>,
+    /// Every audience of the crisis, the added ones last.
+    pub audiences: Vec<String>,
+    /// The member generation of each audience: the one pinned when it was first
+    /// addressed, so follow-ups reach the people who got the earlier messages.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audience_generations: BTreeMap<String, u32>,
+    /// Audiences this revision added (the audience was widened).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_audiences: Vec<String>,
+    pub channels: Vec<Channel>,
+    /// Every language's rendered messages of this revision.
+    pub messages: Vec<RenderedLanguage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the crisis was declared.
+    pub declared_at: DateTime<Utc>,
+    /// Why a cancellation was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A crisis was closed at its current revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrisisClosed {
+    pub crisis_id: String,
+    /// The revision in force when it was closed.
+    pub revision: u32,
 }
 
 /// An audience was created.

@@ -27,10 +27,54 @@ pub struct DispatchJob {
     /// Empty for banner and intranet, which have one target each.
     #[serde(default)]
     pub recipients: Vec<Recipient>,
+    /// The audiences the recipients come from, so a channel can check again that
+    /// an exercise reaches only audiences marked for exercises.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     /// When the crisis was declared.
     pub declared_at: DateTime<Utc>,
+    /// CAP `msgType`: the first message of a crisis is an `Alert`; updates and the
+    /// all-clear are `Update`; a retraction of a message sent in error is `Cancel`.
+    #[serde(default)]
+    pub msg_type: MsgType,
+    /// The ids of the earlier messages this one updates or cancels
+    /// (`<crisis>.r<revision>`), oldest first; empty for an alert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
+    /// When this revision was issued (its event's time); the declaration time
+    /// when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<DateTime<Utc>>,
+}
+
+/// CAP `msgType` of a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum MsgType {
+    /// The first message of a crisis.
+    #[default]
+    Alert,
+    /// Replaces an earlier message (an update, or the all-clear).
+    Update,
+    /// Retracts an earlier message that was sent in error.
+    Cancel,
+}
+
+impl MsgType {
+    /// The CAP name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MsgType::Alert => "Alert",
+            MsgType::Update => "Update",
+            MsgType::Cancel => "Cancel",
+        }
+    }
+}
+
+/// The id of one revision's message, as `references` name it: `<crisis>.r<revision>`.
+pub fn message_id(crisis_id: &str, revision: u32) -> String {
+    format!("{crisis_id}.r{revision}")
 }
 
 /// One addressee of a job.

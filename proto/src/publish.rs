@@ -40,4 +40,14 @@ pub struct IntranetArticle {
     /// Markdown.
     pub body: String,
     pub published_at: DateTime<Utc>,
+    /// The article this one is a revision of: `<crisis>.<language>`, the same for
+    /// every revision, so the intranet replaces the page instead of adding one.
+    #[serde(default)]
+    pub article_id: String,
+    /// CAP `msgType`: `Alert`, `Update` (also the all-clear) or `Cancel`.
+    #[serde(default)]
+    pub msg_type: crate::job::MsgType,
+    /// The earlier revisions' message ids (`<crisis>.r<n>`) this one updates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
 }

@@ -43,6 +43,10 @@ pub struct JobTally {
     /// Times the job was delivered again after a transient failure.
     #[serde(default)]
     pub retries: u64,
+    /// The crisis revision of the job (0 in tallies written before revisions were
+    /// counted apart, which were all of revision 1).
+    #[serde(default)]
+    pub revision: u32,
 }
 
 /// A crisis as the duty officer sees it.
@@ -61,6 +65,83 @@ pub struct CrisisStatus {
     pub declared_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_at: Option<DateTime<Utc>>,
+    /// Where the crisis is in its lifecycle.
+    #[serde(default)]
+    pub state: CrisisState,
+    /// The current revision's channels.
+    pub channels: BTreeMap<Channel, ChannelStatus>,
+    /// Every revision with its own channel counts and confirmations, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<RevisionStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+/// Where a crisis is in its lifecycle: active (declared or updated) → all clear or
+/// cancelled → closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CrisisState {
+    /// Declared, perhaps updated; updates, the all-clear and a cancellation can follow.
+    #[default]
+    Active,
+    /// The all-clear went out; only closing is left.
+    AllClear,
+    /// Withdrawn as sent in error; only closing is left.
+    Cancelled,
+    /// Nothing more can be sent.
+    Closed,
+}
+
+impl CrisisState {
+    /// The state's name as written in JSON and shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrisisState::Active => "active",
+            CrisisState::AllClear => "all_clear",
+            CrisisState::Cancelled => "cancelled",
+            CrisisState::Closed => "closed",
+        }
+    }
+}
+
+impl std::fmt::Display for CrisisState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What a revision was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevisionKind {
+    #[default]
+    Declared,
+    Updated,
+    AllClear,
+    Cancelled,
+}
+
+/// One revision of a crisis and how its messages fared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RevisionStatus {
+    pub revision: u32,
+    pub kind: RevisionKind,
+    /// CAP `msgType` of the revision's messages.
+    #[serde(default)]
+    pub msg_type: crate::job::MsgType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// Why, for a cancellation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Audiences the revision added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_audiences: Vec<String>,
     pub channels: BTreeMap<Channel, ChannelStatus>,
 }
 

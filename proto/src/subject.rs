@@ -28,6 +28,9 @@ pub fn crisis_events(crisis_id: &str) -> String {
     format!("krisbud.evt.crisis.{crisis_id}")
 }
 
+/// Exercises and tests kept from the public.
+pub const EXERCISE_GUARD_EVENTS: &str = "krisbud.evt.guard.exercise";
+
 /// Every audience aggregate's events.
 pub const ALL_AUDIENCE_EVENTS: &str = "krisbud.evt.audience.*";
 
@@ -60,6 +63,14 @@ pub fn dispatch_filter(channel: Channel) -> String {
 pub mod cmd {
     /// Declare a crisis (coordinator).
     pub const DECLARE: &str = "krisbud.cmd.crisis.declare";
+    /// Update a crisis (coordinator).
+    pub const UPDATE: &str = "krisbud.cmd.crisis.update";
+    /// Give the all-clear (coordinator).
+    pub const ALL_CLEAR: &str = "krisbud.cmd.crisis.allclear";
+    /// Cancel a crisis sent in error (coordinator).
+    pub const CANCEL: &str = "krisbud.cmd.crisis.cancel";
+    /// Close a crisis (coordinator).
+    pub const CLOSE: &str = "krisbud.cmd.crisis.close";
     /// Confirm a channel (coordinator).
     pub const CONFIRM: &str = "krisbud.cmd.crisis.confirm";
     /// One crisis's status (coordinator).

@@ -5,11 +5,18 @@
 //! keys, E.164 numbers, alphanumeric senders of at most 11 characters), answers with
 //! 46elks's JSON reply, records every accepted message and can be told to fail the
 //! next requests, e.g. with 503, to exercise retries.
+//!
+//! For benchmarks it counts accepted messages without a lock
+//! ([`ElksSimulator::submitted`]), can stop keeping them
+//! ([`ElksSimulator::set_recording`]) so a million messages cost no memory, and
+//! tells when the first message holding a given text arrives
+//! ([`ElksSimulator::notify_first`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::rejection::FormRejection;
@@ -19,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
 
 /// One SMS the simulator accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +58,8 @@ struct Inner {
     /// round trip would.
     latency: std::time::Duration,
     requests: usize,
+    /// Who waits for the first accepted message holding a text.
+    watchers: Vec<(String, oneshot::Sender<Instant>)>,
 }
 
 #[derive(Clone)]
@@ -58,6 +68,10 @@ struct Shared {
     password: String,
     inner: Arc<Mutex<Inner>>,
     ids: Arc<AtomicU64>,
+    /// Messages accepted.
+    submitted: Arc<AtomicU64>,
+    /// Whether accepted messages are kept for [`ElksSimulator::received`].
+    recording: Arc<AtomicBool>,
 }
 
 /// A running 46elks simulator; the server stops when this is dropped.
@@ -76,6 +90,8 @@ impl ElksSimulator {
             password: password.to_owned(),
             inner: Arc::default(),
             ids: Arc::default(),
+            submitted: Arc::default(),
+            recording: Arc::new(AtomicBool::new(true)),
         };
         let app = Router::new()
             .route("/a1/sms", post(send_sms))
@@ -105,6 +121,30 @@ impl ElksSimulator {
             .expect("simulator lock")
             .received
             .clone()
+    }
+
+    /// How many messages were accepted; counted whether or not they are recorded.
+    pub fn submitted(&self) -> u64 {
+        self.shared.submitted.load(Ordering::Relaxed)
+    }
+
+    /// Keeps (the default) or stops keeping the accepted messages; the counts go
+    /// on. A benchmark turns recording off so a million messages cost no memory.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::Relaxed);
+    }
+
+    /// Resolves with the arrival time of the first message accepted from now on
+    /// whose text contains `needle`.
+    pub fn notify_first(&self, needle: &str) -> oneshot::Receiver<Instant> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .inner
+            .lock()
+            .expect("simulator lock")
+            .watchers
+            .push((needle.to_owned(), tx));
+        rx
     }
 
     /// How many requests arrived, accepted or not.
@@ -137,6 +177,7 @@ async fn send_sms(
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
+    let arrived = Instant::now();
     let latency = shared.inner.lock().expect("simulator lock").latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -210,12 +251,22 @@ async fn send_sms(
     if form.get("dontlog").is_none_or(|v| v != "message") {
         reply["message"] = serde_json::Value::String(message.clone());
     }
-    shared
-        .inner
-        .lock()
-        .expect("simulator lock")
-        .received
-        .push(sms);
+    shared.submitted.fetch_add(1, Ordering::Relaxed);
+    let recording = shared.recording.load(Ordering::Relaxed);
+    let mut inner = shared.inner.lock().expect("simulator lock");
+    if !inner.watchers.is_empty() {
+        let (matched, waiting) = std::mem::take(&mut inner.watchers)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(needle, _)| sms.message.contains(needle.as_str()));
+        inner.watchers = waiting;
+        for (_, tx) in matched {
+            let _ = tx.send(arrived);
+        }
+    }
+    if recording {
+        inner.received.push(sms);
+    }
+    drop(inner);
     (StatusCode::OK, axum::Json(reply)).into_response()
 }
 

@@ -213,7 +213,11 @@ pub fn dispatch_job(
         language: language.into(),
         message,
         recipients: Vec::new(),
+        audiences: Vec::new(),
         expires_at: None,
         declared_at: Utc::now(),
+        msg_type: Default::default(),
+        references: Vec::new(),
+        issued_at: None,
     }
 }

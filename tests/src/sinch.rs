@@ -6,10 +6,17 @@
 //! `delivery_report` kind), answers 201 with the batch, records every recipient,
 //! and can fail requests (see [`SinchSimulator::fail_next`]) and post
 //! `recipient_delivery_report_sms` callbacks to the batch's `callback_url`.
+//!
+//! For benchmarks it counts accepted recipients without a lock
+//! ([`SinchSimulator::submitted`]), can stop keeping the batches
+//! ([`SinchSimulator::set_recording`]) so a million recipients cost no memory, and
+//! tells when the first batch holding a given text arrives
+//! ([`SinchSimulator::notify_first`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,6 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
+use tokio::sync::oneshot;
 
 use crate::faults::{Faults, Request, unique_id};
 
@@ -57,6 +65,8 @@ struct BatchRequest {
 struct Inner {
     batches: Vec<SinchBatch>,
     faults: Faults,
+    /// Who waits for the first accepted batch whose body holds a text.
+    watchers: Vec<(String, oneshot::Sender<Instant>)>,
 }
 
 #[derive(Clone)]
@@ -64,6 +74,10 @@ struct Shared {
     plan: String,
     token: String,
     inner: Arc<Mutex<Inner>>,
+    /// Recipients of every accepted batch, repeats included.
+    submitted: Arc<AtomicU64>,
+    /// Whether accepted batches are kept for [`SinchSimulator::batches`].
+    recording: Arc<AtomicBool>,
 }
 
 /// A running Sinch simulator; the server stops when this is dropped.
@@ -81,6 +95,8 @@ impl SinchSimulator {
             plan: service_plan_id.to_owned(),
             token: api_token.to_owned(),
             inner: Arc::default(),
+            submitted: Arc::default(),
+            recording: Arc::new(AtomicBool::new(true)),
         };
         let app = Router::new()
             .route("/xms/v1/{plan}/batches", post(send_batch))
@@ -107,6 +123,26 @@ impl SinchSimulator {
     /// Every batch accepted so far, in arrival order.
     pub fn batches(&self) -> Vec<SinchBatch> {
         self.inner().batches.clone()
+    }
+
+    /// How many recipients the accepted batches held, repeats included; counted
+    /// whether or not batches are recorded.
+    pub fn submitted(&self) -> u64 {
+        self.shared.submitted.load(Ordering::Relaxed)
+    }
+
+    /// Keeps (the default) or stops keeping the accepted batches; the counts go on.
+    /// A benchmark turns recording off so a million recipients cost no memory.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::Relaxed);
+    }
+
+    /// Resolves with the arrival time of the first batch accepted from now on whose
+    /// body contains `needle`.
+    pub fn notify_first(&self, needle: &str) -> oneshot::Receiver<Instant> {
+        let (tx, rx) = oneshot::channel();
+        self.inner().watchers.push((needle.to_owned(), tx));
+        rx
     }
 
     /// Every recipient number of every accepted batch, repeats included.
@@ -234,6 +270,7 @@ async fn send_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let arrived = Instant::now();
     let latency = shared.inner.lock().expect("simulator lock").faults.arrive();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -322,7 +359,21 @@ async fn send_batch(
     if let Some(reference) = &batch.client_reference {
         reply["client_reference"] = serde_json::Value::String(reference.clone());
     }
-    inner.batches.push(batch);
+    shared
+        .submitted
+        .fetch_add(batch.to.len() as u64, Ordering::Relaxed);
+    if !inner.watchers.is_empty() {
+        let (matched, waiting) = std::mem::take(&mut inner.watchers)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(needle, _)| batch.body.contains(needle.as_str()));
+        inner.watchers = waiting;
+        for (_, tx) in matched {
+            let _ = tx.send(arrived);
+        }
+    }
+    if shared.recording.load(Ordering::Relaxed) {
+        inner.batches.push(batch);
+    }
     answer(
         &mut inner,
         (StatusCode::CREATED, axum::Json(reply)).into_response(),

@@ -18,6 +18,11 @@ use krisbud_kit::CancellationToken;
 use serde::Deserialize;
 use tower_http::cors::{Any, CorsLayer};
 
+use std::collections::BTreeMap;
+
+use krisbud_proto::AlertStatus;
+use krisbud_proto::publish::PublicBanner;
+
 use crate::live::{self, Banners};
 
 /// How long browsers and proxies may keep the list: short, so an all-clear shows
@@ -33,10 +38,40 @@ struct AppState {
     shutdown: CancellationToken,
 }
 
-/// `?lang=sv`: only banners in that language.
+/// `?lang=sv`: only banners in that language. `?site=exercise`: the exercise
+/// site's banners (exercises and tests) instead of the public ones; an exercise
+/// never shows on the public site.
 #[derive(Debug, Default, Deserialize)]
 struct Filter {
     lang: Option<String>,
+    #[serde(default)]
+    site: Site,
+}
+
+/// Which site a banner list is for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Site {
+    /// The city's public site: actual crises only.
+    #[default]
+    Public,
+    /// The exercise site: exercises and tests only.
+    Exercise,
+}
+
+impl Site {
+    fn shows(self, status: AlertStatus) -> bool {
+        (status == AlertStatus::Actual) == (self == Site::Public)
+    }
+
+    /// The banners of `snapshot` this site shows.
+    fn select(self, snapshot: &live::Snapshot) -> BTreeMap<String, PublicBanner> {
+        snapshot
+            .iter()
+            .filter(|(_, b)| self.shows(b.status))
+            .map(|(k, b)| (k.clone(), b.clone()))
+            .collect()
+    }
 }
 
 /// The public routes; SSE streams end when `shutdown` is cancelled so a graceful
@@ -59,7 +94,7 @@ async fn list(
     Query(filter): Query<Filter>,
     headers: HeaderMap,
 ) -> Response {
-    let snapshot = state.banners.current();
+    let snapshot = filter.site.select(&state.banners.current());
     let rendered = live::render(&snapshot, Utc::now(), filter.lang.as_deref());
     let etag = HeaderValue::from_str(&rendered.etag).expect("a hex etag is a valid header");
     let common = [
@@ -104,7 +139,7 @@ async fn stream(
     let events = async_stream::stream! {
         let mut last_sent: Option<String> = None;
         loop {
-            let snapshot = rx.borrow_and_update().clone();
+            let snapshot = filter.site.select(&rx.borrow_and_update().clone());
             let now = Utc::now();
             let rendered = live::render(&snapshot, now, filter.lang.as_deref());
             if last_sent.as_deref() != Some(rendered.etag.as_str()) {

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use krisbud_kit::Bus;
 use krisbud_kit::channel::{self, Jobs};
 use krisbud_kit::consumer::{Ack, Delivery};
-use krisbud_proto::Channel;
+use futures::StreamExt as _;
+use krisbud_proto::{Channel, Envelope, Event};
 use krisbud_proto::event::RecipientOutcome;
-use krisbud_proto::job::{ChannelMessage, DispatchJob};
+use krisbud_proto::job::{ChannelMessage, DispatchJob, MsgType};
+use krisbud_proto::model::ResponseType;
 use krisbud_proto::publish::PublicBanner;
 
 use crate::SERVICE;
@@ -28,14 +30,18 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 pub struct Handler {
     jobs: Arc<Jobs>,
     kv: kv::Store,
+    /// How long an all-clear banner is shown after it was issued.
+    all_clear_display: chrono::TimeDelta,
 }
 
 impl Handler {
     /// A handler writing to `kv` and appending outcomes on `bus`.
-    pub fn new(bus: Bus, kv: kv::Store) -> Handler {
+    pub fn new(bus: Bus, kv: kv::Store, all_clear_display: Duration) -> Handler {
         Handler {
             jobs: Arc::new(Jobs::new(bus, Channel::Banner, SERVICE)),
             kv,
+            all_clear_display: chrono::TimeDelta::from_std(all_clear_display)
+                .unwrap_or(chrono::TimeDelta::MAX),
         }
     }
 
@@ -61,7 +67,30 @@ impl Handler {
                 };
             }
         };
-        let outcome = match store::store(&self.kv, &banner).await {
+        // A cancellation takes the banner down (up to its revision); the all-clear
+        // is shown until `all_clear_display` after it was issued, a time kept in
+        // the stored banner so a restart does not lose it.
+        let stored = if job.msg_type == MsgType::Cancel {
+            store::withdraw(
+                &self.kv,
+                &job.crisis_id,
+                &job.language,
+                job.revision,
+                "cancelled",
+            )
+            .await
+        } else {
+            let mut banner = banner;
+            if job.cap.response_type == ResponseType::AllClear {
+                let issued = job.issued_at.unwrap_or(job.declared_at);
+                let clear_at = issued
+                    .checked_add_signed(self.all_clear_display)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                banner.expires_at = Some(banner.expires_at.map_or(clear_at, |e| e.min(clear_at)));
+            }
+            store::store(&self.kv, &banner).await
+        };
+        let outcome = match stored {
             Ok(Stored::Written | Stored::AlreadyThere) => channel::delivered(TARGET, None),
             Ok(Stored::Superseded { shown }) => {
                 tracing::info!(job = %job.job_id, shown, "older banner revision left out");
@@ -88,6 +117,37 @@ impl Handler {
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+/// Takes every banner of a closed crisis down (`CrisisClosed` on the crisis's
+/// events); other events need nothing.
+pub async fn on_crisis_event(kv: &kv::Store, delivery: Delivery) -> Ack {
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(&delivery.payload) else {
+        return Ack::Done;
+    };
+    let Event::CrisisClosed(closed) = &envelope.event else {
+        return Ack::Done;
+    };
+    let prefix = format!("{}.", closed.crisis_id);
+    let keys = match kv.keys().await {
+        Ok(keys) => keys,
+        Err(e) => return retry(&delivery, &e.to_string()),
+    };
+    let keys: Vec<String> = keys
+        .filter_map(|k| async move { k.ok() })
+        .filter(|k| std::future::ready(k.starts_with(&prefix)))
+        .collect()
+        .await;
+    for key in keys {
+        let language = &key[prefix.len()..];
+        if let Err(e) =
+            store::withdraw(kv, &closed.crisis_id, language, closed.revision, "closed").await
+        {
+            return retry(&delivery, &e.to_string());
+        }
+    }
+    tracing::info!(crisis = %closed.crisis_id, "closed crisis's banners taken down");
+    Ack::Done
 }
 
 /// The banner a job publishes, or why the job can never be published.

@@ -24,6 +24,8 @@ use serde::Deserialize;
 pub const SERVICE: &str = "channel-banner";
 /// Durable consumer name shared by every channel-banner instance.
 pub const DURABLE: &str = SERVICE;
+/// Durable consumer of the crisis events, for closes.
+pub const CLOSE_DURABLE: &str = "channel-banner-close";
 
 /// How long start-up waits for the first complete copy of the bucket.
 const INITIAL_LOAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,12 +37,16 @@ pub struct Config {
     /// Address of the public listener (`/v1/banners`, `/v1/banners/stream`,
     /// `/healthz`, `/readyz`); port 0 picks a free port.
     pub listen: String,
+    /// Seconds the all-clear banner is shown after the all-clear was issued before
+    /// it is cleared. Default 3600.
+    pub all_clear_display_secs: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8081".into(),
+            all_clear_display_secs: 3600,
         }
     }
 }
@@ -83,13 +89,28 @@ pub async fn start(
         DURABLE,
         &subject::dispatch_filter(Channel::Banner),
     );
-    let handler = job::Handler::new(rt.bus.clone(), kv);
+    let handler = job::Handler::new(
+        rt.bus.clone(),
+        kv.clone(),
+        Duration::from_secs(config.all_clear_display_secs),
+    );
     // The durable consumer exists once `spawn` returns, so jobs published after
     // `start` returns are surely consumed.
     let consuming = consumer::spawn(&rt.bus.js, consumer_spec, stop.clone(), move |delivery| {
         let handler = handler.clone();
         async move { handler.handle(delivery).await }
     })
+    .await?;
+    // A closed crisis's banners come down whatever revision they show.
+    let closing = consumer::spawn(
+        &rt.bus.js,
+        ConsumerSpec::new(spec::EVENTS.name, CLOSE_DURABLE, subject::ALL_CRISIS_EVENTS),
+        stop.clone(),
+        move |delivery| {
+            let kv = kv.clone();
+            async move { job::on_crisis_event(&kv, delivery).await }
+        },
+    )
     .await?;
     let serving = {
         let app = http::router(banners, stop.clone()).merge(rt.health.router());
@@ -107,11 +128,13 @@ pub async fn start(
         stop.cancelled().await;
         ready.set(false);
         let aborts = [
+            closing.abort_handle(),
             consuming.abort_handle(),
             serving.abort_handle(),
             watcher.abort_handle(),
         ];
         let drained = tokio::time::timeout(GRACE, async {
+            let _ = closing.await;
             let consumed = consuming.await;
             let served = serving.await;
             let _ = watcher.await;

@@ -126,9 +126,12 @@ async fn keep_current(
 
 fn apply(map: &mut BTreeMap<String, PublicBanner>, entry: &kv::Entry) {
     match entry.operation {
-        Operation::Put => match serde_json::from_slice::<PublicBanner>(&entry.value) {
-            Ok(banner) => {
+        Operation::Put => match crate::store::Value::parse(&entry.value) {
+            Ok(crate::store::Value::Banner(banner)) => {
                 map.insert(entry.key.clone(), banner);
+            }
+            Ok(crate::store::Value::Withdrawn(_)) => {
+                map.remove(&entry.key);
             }
             Err(e) => {
                 tracing::warn!(key = %entry.key, error = %e, "unreadable banner in the bucket; not shown");

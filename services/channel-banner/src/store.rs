@@ -1,9 +1,16 @@
 //! Writing banners to the `KRISBUD_BANNERS` bucket so that a later revision
 //! replaces an earlier one and an older revision never overwrites a newer one,
 //! however many instances write at once.
+//!
+//! Taking a banner down (a cancellation, a close, a cleared all-clear) writes a
+//! [`Withdrawn`] marker in its place rather than deleting the key, so a late or
+//! redelivered job of an earlier revision cannot bring the banner back. A
+//! withdrawal at revision n outranks the banner of revision n.
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use chrono::{DateTime, Utc};
 use krisbud_proto::publish::PublicBanner;
+use serde::{Deserialize, Serialize};
 
 /// How often a write is retried when another instance wrote the same key between
 /// our read and our write.
@@ -44,12 +51,77 @@ pub fn is_valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=' | b'.'))
 }
 
+/// What stands in the bucket where a banner was taken down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawn {
+    pub crisis_id: String,
+    pub language: String,
+    /// The revision up to which banners stay down.
+    pub revision: u32,
+    pub withdrawn_at: DateTime<Utc>,
+    /// Why: `cancelled`, `closed` or `cleared`.
+    pub withdrawn: String,
+}
+
+/// A value of the bucket: a banner, or the marker of one taken down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Withdrawn(Withdrawn),
+    Banner(PublicBanner),
+}
+
+impl Value {
+    /// Order of precedence: revision, then a withdrawal over a banner.
+    fn rank(&self) -> (u32, u8) {
+        match self {
+            Value::Banner(b) => (b.revision, 0),
+            Value::Withdrawn(w) => (w.revision, 1),
+        }
+    }
+
+    /// Reads a bucket value.
+    pub fn parse(bytes: &[u8]) -> serde_json::Result<Value> {
+        serde_json::from_slice(bytes)
+    }
+}
+
 /// Stores `banner` unless the bucket holds the same or a newer revision. Writes
 /// are compare-and-set on the key's revision, so a concurrent writer makes us read
 /// again instead of overwriting blindly.
 pub async fn store(kv: &kv::Store, banner: &PublicBanner) -> Result<Stored, StoreError> {
-    let key = key(&banner.crisis_id, &banner.language);
-    let value: bytes::Bytes = serde_json::to_vec(banner)
+    put(kv, &Value::Banner(banner.clone())).await
+}
+
+/// Takes the banner of `crisis_id` in `language` down up to `revision`.
+pub async fn withdraw(
+    kv: &kv::Store,
+    crisis_id: &str,
+    language: &str,
+    revision: u32,
+    why: &str,
+) -> Result<Stored, StoreError> {
+    put(
+        kv,
+        &Value::Withdrawn(Withdrawn {
+            crisis_id: crisis_id.to_owned(),
+            language: language.to_owned(),
+            revision,
+            withdrawn_at: Utc::now(),
+            withdrawn: why.to_owned(),
+        }),
+    )
+    .await
+}
+
+/// Writes `new` unless the key holds a value of the same or higher rank.
+async fn put(kv: &kv::Store, new: &Value) -> Result<Stored, StoreError> {
+    let (crisis_id, language) = match new {
+        Value::Banner(b) => (&b.crisis_id, &b.language),
+        Value::Withdrawn(w) => (&w.crisis_id, &w.language),
+    };
+    let key = key(crisis_id, language);
+    let value: bytes::Bytes = serde_json::to_vec(new)
         .expect("a banner serializes")
         .into();
     for _ in 0..MAX_RACES {
@@ -59,13 +131,13 @@ pub async fn store(kv: &kv::Store, banner: &PublicBanner) -> Result<Stored, Stor
             .map_err(|e| StoreError(format!("cannot read banner {key}: {e}")))?;
         let written = match current {
             Some(entry) if entry.operation == Operation::Put => {
-                match serde_json::from_slice::<PublicBanner>(&entry.value) {
-                    Ok(existing) if existing.revision > banner.revision => {
+                match Value::parse(&entry.value) {
+                    Ok(existing) if existing.rank() > new.rank() => {
                         return Ok(Stored::Superseded {
-                            shown: existing.revision,
+                            shown: existing.rank().0,
                         });
                     }
-                    Ok(existing) if existing.revision == banner.revision => {
+                    Ok(existing) if existing.rank() == new.rank() => {
                         return Ok(Stored::AlreadyThere);
                     }
                     // An older revision, or a value nobody can read: replace it.

@@ -32,6 +32,7 @@ async fn spawn_app() -> App {
 async fn spawn_on(nats: Arc<NatsServer>) -> App {
     let config = krisbud_channel_banner::Config {
         listen: "127.0.0.1:0".into(),
+        ..krisbud_channel_banner::Config::default()
     };
     let service = TestService::start_on(nats, |rt, shutdown| {
         krisbud_channel_banner::start(config, rt, shutdown)
@@ -246,6 +247,95 @@ async fn an_older_revision_never_replaces_a_newer_one() {
         .wait_for_banners("revision 3", |l| l.iter().any(|b| b.revision == 3))
         .await;
     assert_eq!(list.len(), 1, "one banner per crisis and language");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancellation_or_a_close_takes_the_banner_down_for_good() {
+    use krisbud_kit::bus::Expect;
+    use krisbud_proto::event::CrisisClosed;
+    use krisbud_proto::job::MsgType;
+    use krisbud_proto::{Actor, Event};
+
+    let app = spawn_app().await;
+    let shown =
+        |crisis: &'static str| move |l: &[PublicBanner]| l.iter().any(|b| b.crisis_id == crisis);
+    let gone =
+        |crisis: &'static str| move |l: &[PublicBanner]| l.iter().all(|b| b.crisis_id != crisis);
+
+    // A cancellation (revision 2) takes revision 1 down; a late copy of revision 1
+    // does not bring it back.
+    app.dispatch(&job("fel-1", 1, "sv", "Vattnet är avstängt"))
+        .await;
+    app.wait_for_banners("revision 1", shown("fel-1")).await;
+    let mut cancel = job("fel-1", 2, "sv", "RÄTTELSE: Vattnet är avstängt");
+    cancel.msg_type = MsgType::Cancel;
+    app.dispatch(&cancel).await;
+    let (_, reported) = app.outcome_of(&cancel).await;
+    assert_eq!(reported.outcomes[0].state, DeliveryState::Delivered);
+    app.wait_for_banners("the cancelled banner gone", gone("fel-1"))
+        .await;
+    let mut late = job("fel-1", 1, "sv", "Vattnet är avstängt");
+    late.job_id = "fel-1.r1.banner.sv.late".into();
+    app.dispatch(&late).await;
+    let (_, reported) = app.outcome_of(&late).await;
+    assert_eq!(
+        reported.outcomes[0].reason.as_deref(),
+        Some("superseded by revision 2")
+    );
+    assert!(gone("fel-1")(&app.banners().await));
+
+    // A close takes down whatever revision is shown.
+    app.dispatch(&job("ras-2", 3, "sv", "FARAN ÖVER: Ras vid Slussen"))
+        .await;
+    app.dispatch(&job("ras-2", 3, "en", "ALL CLEAR: Landslide at Slussen"))
+        .await;
+    app.wait_for_banners("both languages", |l| {
+        l.iter().filter(|b| b.crisis_id == "ras-2").count() == 2
+    })
+    .await;
+    let closed = Envelope::new(
+        Actor::service("test"),
+        Event::CrisisClosed(CrisisClosed {
+            crisis_id: "ras-2".into(),
+            revision: 3,
+        }),
+    );
+    app.service
+        .rt
+        .bus
+        .append(&closed, Expect::Any)
+        .await
+        .unwrap();
+    app.wait_for_banners("the closed crisis's banners gone", gone("ras-2"))
+        .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_all_clear_is_cleared_its_display_time_after_it_was_issued() {
+    use krisbud_proto::job::MsgType;
+    use krisbud_proto::model::ResponseType;
+
+    let app = spawn_app().await;
+    // Issued 3595 s ago with the default 3600 s on display: shown for 5 s more.
+    // The time is in the stored banner, so no timer of this instance matters.
+    let issued = Utc::now() - TimeDelta::seconds(3595);
+    let mut all_clear = job("klar-1", 3, "sv", "FARAN ÖVER: Ras vid Slussen");
+    all_clear.cap.response_type = ResponseType::AllClear;
+    all_clear.msg_type = MsgType::Update;
+    all_clear.issued_at = Some(issued);
+    app.dispatch(&all_clear).await;
+    let list = app
+        .wait_for_banners("the all-clear", |l| {
+            l.iter().any(|b| b.crisis_id == "klar-1")
+        })
+        .await;
+    assert_eq!(list[0].expires_at, Some(issued + TimeDelta::seconds(3600)));
+    app.wait_for_banners("the all-clear cleared", |l| {
+        l.iter().all(|b| b.crisis_id != "klar-1")
+    })
+    .await;
     app.stop().await;
 }
 

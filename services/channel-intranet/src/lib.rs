@@ -103,8 +103,9 @@ impl Config {
     }
 }
 
-/// The article a job publishes. `published_at` is the declaration time the job
-/// carries, so a retried webhook sends the same bytes and the same signature.
+/// The article a job publishes. `published_at` is the time the job's revision was
+/// issued (the declaration time for the first), so a retried webhook sends the same
+/// bytes and the same signature; every revision has the same `article_id`.
 pub fn article(job: &DispatchJob, message: &IntranetMessage) -> IntranetArticle {
     IntranetArticle {
         crisis_id: job.crisis_id.clone(),
@@ -114,7 +115,10 @@ pub fn article(job: &DispatchJob, message: &IntranetMessage) -> IntranetArticle 
         severity: job.cap.severity,
         title: message.title.clone(),
         body: message.body.clone(),
-        published_at: job.declared_at,
+        published_at: job.issued_at.unwrap_or(job.declared_at),
+        article_id: format!("{}.{}", job.crisis_id, job.language),
+        msg_type: job.msg_type,
+        references: job.references.clone(),
     }
 }
 

@@ -55,6 +55,9 @@ fn expected_article(crisis_id: &str) -> IntranetArticle {
         title: TITLE.into(),
         body: BODY.into(),
         published_at: Utc.with_ymd_and_hms(2026, 11, 26, 9, 30, 0).unwrap(),
+        article_id: format!("{crisis_id}.sv"),
+        msg_type: Default::default(),
+        references: Vec::new(),
     }
 }
 

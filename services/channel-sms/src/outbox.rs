@@ -32,6 +32,10 @@ struct OutboxLine<'a> {
     message: &'a str,
     encoding: &'a str,
     segments: u32,
+    /// CAP `msgType` and the earlier messages it updates or cancels.
+    msg_type: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    references: &'a [String],
     written_at: DateTime<Utc>,
 }
 
@@ -74,6 +78,8 @@ impl Outbox {
                 message: &message.text,
                 encoding: &message.encoding,
                 segments: message.segments,
+                msg_type: job.msg_type.as_str(),
+                references: &job.references,
                 written_at,
             };
             serde_json::to_writer(&mut buffer, &line)?;

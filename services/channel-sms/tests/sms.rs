@@ -232,3 +232,94 @@ async fn a_job_without_an_sms_message_is_recorded_and_rejected() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exercise_job_reaching_a_public_audience_is_refused_and_recorded() {
+    use krisbud_proto::AlertStatus;
+    use krisbud_proto::audience::Audience;
+
+    let app = start(Config::default()).await;
+    let audiences = app
+        .rt
+        .bus
+        .js
+        .get_key_value(spec::AUDIENCES.name)
+        .await
+        .unwrap();
+    for (id, exercise) in [("ovningsgrupp", true), ("allmanheten", false)] {
+        let audience = Audience {
+            id: id.into(),
+            name: id.into(),
+            exercise,
+            members: 1,
+            with_phone: 1,
+            with_email: 0,
+            generation: 1,
+            chunks: 1,
+            updated_at: None,
+            updated_by: None,
+        };
+        audiences
+            .put(id, serde_json::to_vec(&audience).unwrap().into())
+            .await
+            .unwrap();
+    }
+    let exercise_job = |crisis: &str, status: AlertStatus, audiences: &[&str], number: &str| {
+        DispatchJob {
+            status,
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            ..job(crisis, vec![recipient(number)])
+        }
+    };
+    // The coordinator let these through (a bug, or a forged job): the channel
+    // still refuses them.
+    let leaking = exercise_job("ovning-lacka", AlertStatus::Exercise, &["ovningsgrupp", "allmanheten"], "+46701740640");
+    let nameless = exercise_job("test-utan-publik", AlertStatus::Test, &[], "+46701740641");
+    let allowed = exercise_job("ovning-ok", AlertStatus::Exercise, &["ovningsgrupp"], "+46701740642");
+    for job in [&leaking, &nameless, &allowed] {
+        app.rt.bus.dispatch(job).await.unwrap();
+    }
+    for crisis in ["ovning-lacka", "test-utan-publik"] {
+        let (reported, _) = outcome(&app, crisis).await;
+        assert_eq!(reported.outcomes.len(), 1);
+        assert_eq!(reported.outcomes[0].state, DeliveryState::Failed);
+        assert_eq!(
+            reported.outcomes[0].reason.as_deref(),
+            Some(krisbud_kit::channel::EXERCISE_REFUSED)
+        );
+    }
+    let (reported, _) = outcome(&app, "ovning-ok").await;
+    assert_eq!(reported.outcomes[0].state, DeliveryState::Delivered);
+
+    // Only the exercise audience's member got a message.
+    let to: Vec<String> = read_outbox(app.data.path())
+        .iter()
+        .map(|l| l["to"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(to, ["+46701740642"]);
+
+    // Each refusal is on record, naming the public audience.
+    let events = app.rt.bus.js.get_stream(spec::EVENTS.name).await.unwrap();
+    let mut refused = Vec::new();
+    let info = events.get_info().await.unwrap();
+    for seq in 1..=info.state.last_sequence {
+        let Ok(message) = events.get_raw_message(seq).await else {
+            continue;
+        };
+        if message.subject.as_str() == krisbud_proto::subject::EXERCISE_GUARD_EVENTS {
+            let envelope: krisbud_proto::Envelope = serde_json::from_slice(&message.payload).unwrap();
+            if let krisbud_proto::Event::ExerciseRefused(e) = envelope.event {
+                refused.push((e.crisis_id.unwrap(), e.audiences, envelope.actor.user));
+            }
+        }
+    }
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            ("ovning-lacka".to_owned(), vec!["allmanheten".to_owned()], "service:channel-sms".to_owned()),
+            ("test-utan-publik".to_owned(), vec!["(none named)".to_owned()], "service:channel-sms".to_owned()),
+        ]
+    );
+    app.stop().await;
+}

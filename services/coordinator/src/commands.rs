@@ -8,10 +8,10 @@ use futures::StreamExt;
 use krisbud_kit::Bus;
 use krisbud_kit::bus::{AppendError, Expect};
 use krisbud_proto::command::{ConfirmChannel, DeclareCrisis, Declared, GetCrisis};
-use krisbud_proto::event::{ChannelConfirmed, CrisisDeclared};
+use krisbud_proto::event::{ChannelConfirmed, CrisisDeclared, ExerciseRefused};
 use krisbud_proto::status::CrisisStatus;
 use krisbud_proto::template::TemplateRef;
-use krisbud_proto::{Actor, Channel, CommandRequest, Envelope, Event, Problem, Role, subject};
+use krisbud_proto::{Actor, AlertStatus, Channel, CommandRequest, Envelope, Event, Problem, Role, subject};
 use sha2::{Digest, Sha256};
 
 use crate::audiences::Audiences;
@@ -95,6 +95,14 @@ impl Coordinator {
             })?;
             audiences.push(audience);
         }
+        self.exercise_guard(
+            &request.actor,
+            body.status,
+            &audiences,
+            &body.template,
+            None,
+        )
+        .await?;
         let audience_generations: BTreeMap<String, u32> = audiences
             .iter()
             .map(|a| (a.id.clone(), a.generation))
@@ -168,6 +176,55 @@ impl Coordinator {
                 Err(e) => return Err(internal(e)),
             }
         }
+    }
+
+    /// Refuses an exercise or test that names an audience not marked for
+    /// exercises, naming the first such audience, and records the attempt as
+    /// `ExerciseRefused` before answering (an attempt that cannot be recorded is
+    /// not answered with a refusal either: the caller gets 503 and may retry).
+    pub async fn exercise_guard(
+        &self,
+        actor: &Actor,
+        status: AlertStatus,
+        audiences: &[krisbud_proto::audience::Audience],
+        template: &str,
+        crisis_id: Option<&str>,
+    ) -> Result<(), Problem> {
+        if status == AlertStatus::Actual {
+            return Ok(());
+        }
+        let public: Vec<(usize, &str)> = audiences
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !a.exercise)
+            .map(|(i, a)| (i, a.id.as_str()))
+            .collect();
+        let Some((index, first)) = public.first().copied() else {
+            return Ok(());
+        };
+        let mut envelope = Envelope::new(
+            actor.clone(),
+            Event::ExerciseRefused(ExerciseRefused {
+                crisis_id: crisis_id.map(str::to_owned),
+                job_id: None,
+                status,
+                template: Some(template.to_owned()),
+                audiences: public.iter().map(|(_, id)| (*id).to_owned()).collect(),
+                refused_by: "coordinator".into(),
+            }),
+        );
+        envelope.correlation_id = crisis_id.map(str::to_owned);
+        self.bus
+            .append(&envelope, Expect::Any)
+            .await
+            .map_err(internal)?;
+        tracing::warn!(audience = first, user = %actor.user, "exercise to a public audience refused");
+        Err(Problem::invalid(
+            format!("audiences[{index}]"),
+            format!(
+                "`{first}` is not marked for exercises: an exercise or test may reach only exercise audiences; the attempt is on record"
+            ),
+        ))
     }
 
     /// Records an operator's confirmation of a channel.

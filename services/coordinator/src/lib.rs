@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod commands;
 pub mod diff;
 pub mod gsm;
+pub mod lifecycle;
 pub mod planner;
 pub mod projection;
 pub mod render;
@@ -126,6 +127,10 @@ pub async fn start(
         .import_commit(req)
         .await);
     serve!(subject::cmd::CONFIRM, |c, req| c.confirm(req).await);
+    serve!(subject::cmd::UPDATE, |c, req| c.update(req).await);
+    serve!(subject::cmd::ALL_CLEAR, |c, req| c.all_clear(req).await);
+    serve!(subject::cmd::CANCEL, |c, req| c.cancel(req).await);
+    serve!(subject::cmd::CLOSE, |c, req| c.close(req).await);
     serve!(subject::cmd::GET_CRISIS, |c, req| c.get(req).await);
     serve!(subject::cmd::LIST_CRISES, |c, req| {
         let req: krisbud_proto::CommandRequest<krisbud_proto::command::ListCrises> = req;

@@ -1,4 +1,8 @@
-//! The dispatch planner: turns each `CrisisDeclared` into dispatch jobs.
+//! The dispatch planner: turns each `CrisisDeclared`, and each later revision
+//! (`CrisisUpdated`, `CrisisAllClear`, `CrisisCancelled`), into dispatch jobs.
+//! Follow-ups read the audiences at the generations pinned when each was first
+//! addressed, so they reach the earlier recipients, plus the members of audiences
+//! an update added.
 //!
 //! It runs as a durable consumer of the crisis events rather than inside the
 //! declare command, so a crash between the 201 and the jobs loses nothing: the
@@ -13,9 +17,12 @@ use krisbud_kit::Bus;
 use krisbud_kit::bus::Expect;
 use krisbud_kit::consumer::{Ack, Delivery};
 use krisbud_kit::privacy::recipient_ref;
-use krisbud_proto::event::{CrisisDeclared, DispatchPlanned, PlannedChannel};
-use krisbud_proto::job::{DispatchJob, Recipient};
-use krisbud_proto::{Actor, Channel, Envelope, Event};
+use chrono::{DateTime, Utc};
+use krisbud_proto::event::{CrisisDeclared, CrisisRevised, DispatchPlanned, PlannedChannel};
+use krisbud_proto::job::{DispatchJob, MsgType, Recipient};
+use krisbud_proto::model::CapInfo;
+use krisbud_proto::template::RenderedLanguage;
+use krisbud_proto::{Actor, AlertStatus, Channel, Envelope, Event};
 
 use crate::audiences::Audiences;
 
@@ -35,10 +42,14 @@ impl Planner {
             Ok(e) => e,
             Err(e) => return Ack::Reject(format!("unreadable crisis event: {e}")),
         };
-        let Event::CrisisDeclared(declared) = &envelope.event else {
-            return Ack::Done;
+        let declared = match &envelope.event {
+            Event::CrisisDeclared(e) => Revision::declared(&envelope, e),
+            Event::CrisisUpdated(e) | Event::CrisisAllClear(e) | Event::CrisisCancelled(e) => {
+                Revision::revised(&envelope, e)
+            }
+            _ => return Ack::Done,
         };
-        match self.plan(&envelope, declared).await {
+        match self.plan(&envelope, &declared).await {
             Ok(()) => Ack::Done,
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), crisis = %declared.crisis_id, "planning failed; will retry");
@@ -47,7 +58,7 @@ impl Planner {
         }
     }
 
-    async fn plan(&self, envelope: &Envelope, declared: &CrisisDeclared) -> anyhow::Result<()> {
+    async fn plan(&self, envelope: &Envelope, declared: &Revision) -> anyhow::Result<()> {
         let languages: Vec<&str> = declared
             .messages
             .iter()
@@ -190,7 +201,7 @@ impl Planner {
     fn job(
         &self,
         envelope: &Envelope,
-        declared: &CrisisDeclared,
+        declared: &Revision,
         channel: Channel,
         language: &str,
         batch: usize,
@@ -214,9 +225,71 @@ impl Planner {
             cap: declared.cap.clone(),
             language: language.to_owned(),
             message,
+            audiences: if recipients.is_empty() {
+                Vec::new()
+            } else {
+                declared.audiences.clone()
+            },
             recipients,
             expires_at: declared.expires_at,
+            declared_at: declared.declared_at,
+            msg_type: declared.msg_type,
+            references: declared.references.clone(),
+            issued_at: Some(envelope.occurred_at),
+        }
+    }
+}
+
+/// What a revision sends, whichever event it came from.
+pub struct Revision {
+    pub crisis_id: String,
+    pub revision: u32,
+    pub status: AlertStatus,
+    pub cap: CapInfo,
+    pub audiences: Vec<String>,
+    pub audience_generations: BTreeMap<String, u32>,
+    pub channels: Vec<Channel>,
+    pub messages: Vec<RenderedLanguage>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub declared_at: DateTime<Utc>,
+    pub msg_type: MsgType,
+    pub references: Vec<String>,
+}
+
+impl Revision {
+    /// Revision 1: the declaration, a CAP `Alert`.
+    pub fn declared(envelope: &Envelope, e: &CrisisDeclared) -> Revision {
+        Revision {
+            crisis_id: e.crisis_id.clone(),
+            revision: e.revision,
+            status: e.status,
+            cap: e.cap.clone(),
+            audiences: e.audiences.clone(),
+            audience_generations: e.audience_generations.clone(),
+            channels: e.channels.clone(),
+            messages: e.messages.clone(),
+            expires_at: e.expires_at,
             declared_at: envelope.occurred_at,
+            msg_type: MsgType::Alert,
+            references: Vec::new(),
+        }
+    }
+
+    /// A later revision: an update, the all-clear or a cancellation.
+    pub fn revised(_envelope: &Envelope, e: &CrisisRevised) -> Revision {
+        Revision {
+            crisis_id: e.crisis_id.clone(),
+            revision: e.revision,
+            status: e.status,
+            cap: e.cap.clone(),
+            audiences: e.audiences.clone(),
+            audience_generations: e.audience_generations.clone(),
+            channels: e.channels.clone(),
+            messages: e.messages.clone(),
+            expires_at: e.expires_at,
+            declared_at: e.declared_at,
+            msg_type: e.msg_type,
+            references: e.references.clone(),
         }
     }
 }

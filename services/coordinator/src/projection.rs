@@ -6,9 +6,14 @@
 
 use async_nats::jetstream::kv;
 use krisbud_proto::event::DeliveryState;
+use std::collections::BTreeMap;
+
+use krisbud_proto::job::MsgType;
 use krisbud_proto::status::{
-    ChannelState, ChannelStatus, Confirmation, CrisisProjection, CrisisStatus, JobTally,
+    ChannelState, ChannelStatus, Confirmation, CrisisProjection, CrisisState, CrisisStatus,
+    JobTally, RevisionKind, RevisionStatus,
 };
+use krisbud_proto::template::RenderedLanguage;
 use krisbud_proto::{Envelope, Event};
 
 /// Applies one event to the projection of its crisis, retrying on concurrent writes.
@@ -67,31 +72,80 @@ pub async fn get(store: &kv::Store, crisis_id: &str) -> anyhow::Result<Option<Cr
 pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
     match &envelope.event {
         Event::CrisisDeclared(e) => {
-            if p.status.revision >= e.revision && p.status.declared_at.is_some() {
+            if p.status.declared_at.is_some() {
                 return false;
             }
+            migrate(p);
             let s = &mut p.status;
             s.crisis_id = e.crisis_id.clone();
-            s.revision = e.revision;
-            s.template = Some(e.template.clone());
-            s.status = e.status;
-            s.headline = e
-                .messages
-                .iter()
-                .find(|m| m.language == "sv")
-                .or(e.messages.first())
-                .map(|m| m.banner.headline.clone())
-                .unwrap_or_default();
             s.declared_by = Some(envelope.actor.user.clone());
             s.declared_at = Some(envelope.occurred_at);
+            if e.revision >= s.revision {
+                s.revision = e.revision;
+                s.template = Some(e.template.clone());
+                s.status = e.status;
+                s.headline = headline(&e.messages);
+            }
+            let r = revision_entry(s, e.revision);
+            r.kind = RevisionKind::Declared;
+            r.msg_type = MsgType::Alert;
+            r.by = Some(envelope.actor.user.clone());
+            r.at = Some(envelope.occurred_at);
             for channel in &e.channels {
-                s.channels.entry(*channel).or_default();
+                r.channels.entry(*channel).or_default();
             }
         }
+        Event::CrisisUpdated(e) | Event::CrisisAllClear(e) | Event::CrisisCancelled(e) => {
+            migrate(p);
+            let s = &mut p.status;
+            if s.revisions.iter().any(|r| r.revision == e.revision && r.at.is_some()) {
+                return false;
+            }
+            let (kind, state) = match &envelope.event {
+                Event::CrisisUpdated(_) => (RevisionKind::Updated, CrisisState::Active),
+                Event::CrisisAllClear(_) => (RevisionKind::AllClear, CrisisState::AllClear),
+                _ => (RevisionKind::Cancelled, CrisisState::Cancelled),
+            };
+            s.crisis_id = e.crisis_id.clone();
+            if e.revision >= s.revision {
+                s.revision = e.revision;
+                s.template = Some(e.template.clone());
+                s.status = e.status;
+                if kind == RevisionKind::Updated {
+                    s.headline = headline(&e.messages);
+                }
+                if s.state != CrisisState::Closed {
+                    s.state = state;
+                }
+            }
+            let r = revision_entry(s, e.revision);
+            r.kind = kind;
+            r.msg_type = e.msg_type;
+            r.by = Some(envelope.actor.user.clone());
+            r.at = Some(envelope.occurred_at);
+            r.reason = e.reason.clone();
+            r.added_audiences = e.added_audiences.clone();
+            for channel in &e.channels {
+                r.channels.entry(*channel).or_default();
+            }
+        }
+        Event::CrisisClosed(e) => {
+            if p.status.state == CrisisState::Closed {
+                return false;
+            }
+            migrate(p);
+            let s = &mut p.status;
+            s.crisis_id = e.crisis_id.clone();
+            s.state = CrisisState::Closed;
+            s.closed_by = Some(envelope.actor.user.clone());
+            s.closed_at = Some(envelope.occurred_at);
+        }
         Event::DispatchPlanned(e) => {
+            migrate(p);
             p.status.crisis_id = e.crisis_id.clone();
+            let r = revision_entry(&mut p.status, e.revision);
             for (channel, plan) in &e.channels {
-                let c = p.status.channels.entry(*channel).or_default();
+                let c = r.channels.entry(*channel).or_default();
                 c.total = plan.recipients;
                 c.planned = true;
             }
@@ -100,6 +154,7 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
             let mut tally = JobTally {
                 channel: Some(e.channel),
                 provider: e.provider.clone(),
+                revision: e.revision,
                 ..JobTally::default()
             };
             for outcome in &e.outcomes {
@@ -143,13 +198,15 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
         | Event::AudienceCreated(_)
         | Event::AudienceMembersImported(_)
         | Event::AudienceDeleted(_)
+        | Event::ExerciseRefused(_)
         | Event::RecipientLookedUp(_) => return false,
         Event::ChannelConfirmed(e) => {
             if !p.confirmation_events.insert(envelope.id.clone()) {
                 return false;
             }
+            migrate(p);
             p.status.crisis_id = e.crisis_id.clone();
-            p.status
+            revision_entry(&mut p.status, e.revision)
                 .channels
                 .entry(e.channel)
                 .or_default()
@@ -166,9 +223,79 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
     true
 }
 
-/// Recomputes every channel's counts from the job tallies.
+/// The Swedish banner headline (or the first language's), to recognise a crisis.
+fn headline(messages: &[RenderedLanguage]) -> String {
+    messages
+        .iter()
+        .find(|m| m.language == "sv")
+        .or(messages.first())
+        .map(|m| m.banner.headline.clone())
+        .unwrap_or_default()
+}
+
+/// The entry of `revision`, created (in order) when it is not there yet.
+fn revision_entry(s: &mut CrisisStatus, revision: u32) -> &mut RevisionStatus {
+    let revision = revision.max(1);
+    let at = match s.revisions.binary_search_by_key(&revision, |r| r.revision) {
+        Ok(i) => i,
+        Err(i) => {
+            s.revisions.insert(
+                i,
+                RevisionStatus {
+                    revision,
+                    kind: if revision == 1 {
+                        RevisionKind::Declared
+                    } else {
+                        RevisionKind::Updated
+                    },
+                    ..RevisionStatus::default()
+                },
+            );
+            i
+        }
+    };
+    &mut s.revisions[at]
+}
+
+/// A projection stored before revisions were counted apart holds revision 1's
+/// channels only in `channels`; they become that revision's entry.
+fn migrate(p: &mut CrisisProjection) {
+    let s = &mut p.status;
+    if s.revisions.is_empty() && !s.channels.is_empty() {
+        let channels = std::mem::take(&mut s.channels);
+        let (by, at) = (s.declared_by.clone(), s.declared_at);
+        let r = revision_entry(s, 1);
+        r.channels = channels;
+        r.by = by;
+        r.at = at;
+    }
+}
+
+/// Recomputes every revision's channel counts from the job tallies; `channels`
+/// shows the current revision's.
 fn recount(p: &mut CrisisProjection) {
-    for (channel, status) in p.status.channels.iter_mut() {
+    migrate(p);
+    for revision in p.status.revisions.iter_mut() {
+        recount_revision(revision, &p.jobs);
+    }
+    // Before the declaration is folded in (reports can come first when the
+    // projection is rebuilt out of order), the newest revision seen.
+    let current = match p.status.revision {
+        0 => p.status.revisions.last().map_or(0, |r| r.revision),
+        n => n,
+    };
+    p.status.channels = p
+        .status
+        .revisions
+        .iter()
+        .find(|r| r.revision == current)
+        .map(|r| r.channels.clone())
+        .unwrap_or_default();
+}
+
+fn recount_revision(revision: &mut RevisionStatus, jobs: &BTreeMap<String, JobTally>) {
+    let number = revision.revision;
+    for (channel, status) in revision.channels.iter_mut() {
         let mut fresh = ChannelStatus {
             total: status.total,
             planned: status.planned,
@@ -176,7 +303,10 @@ fn recount(p: &mut CrisisProjection) {
             ..ChannelStatus::default()
         };
         let mut settled = 0;
-        for tally in p.jobs.values().filter(|t| t.channel == Some(*channel)) {
+        for tally in jobs
+            .values()
+            .filter(|t| t.channel == Some(*channel) && t.revision.max(1) == number)
+        {
             settled += tally.settles_sent;
             fresh.sent += tally.sent;
             fresh.delivered += tally.delivered;

@@ -361,7 +361,7 @@ pub fn check_sms_segments(
 }
 
 /// The word that marks practice messages, in the message's language.
-fn marker(status: AlertStatus, language: &str) -> Option<&'static str> {
+pub fn marker(status: AlertStatus, language: &str) -> Option<&'static str> {
     let swedish = language == "sv" || language.starts_with("sv-");
     match status {
         AlertStatus::Actual => None,

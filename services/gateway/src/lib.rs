@@ -11,6 +11,7 @@ mod auth;
 mod body;
 mod config;
 mod edge;
+mod live_status;
 pub mod openapi;
 mod problem;
 mod routes;
@@ -51,6 +52,7 @@ pub async fn start(
         request_timeout: rt.request_timeout,
         openapi: openapi::render().into(),
         members_limit_bytes: config.members_limit_bytes,
+        shutdown: shutdown.clone(),
     };
     let app = router(state, config.body_limit_bytes).merge(rt.health.router());
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -141,10 +143,15 @@ fn router(state: AppState, body_limit_bytes: usize) -> Router {
             get(routes::list_crises).post(routes::declare),
         )
         .route("/api/v1/crises/{id}", get(routes::get_crisis))
+        .route("/api/v1/crises/{id}/events", get(live_status::events))
         .route(
             "/api/v1/crises/{id}/channels/{channel}/confirm",
             post(routes::confirm),
         )
+        .route("/api/v1/crises/{id}/update", post(routes::update))
+        .route("/api/v1/crises/{id}/all-clear", post(routes::all_clear))
+        .route("/api/v1/crises/{id}/cancel", post(routes::cancel))
+        .route("/api/v1/crises/{id}/close", post(routes::close))
         .route(
             "/api/v1/audiences",
             get(audience_routes::list).post(audience_routes::create),

@@ -14,7 +14,7 @@ use krisbud_proto::audit::{
     RecipientLookupAnswer, VerifyReport,
 };
 use krisbud_proto::command::DraftResult;
-use krisbud_proto::command::{DeclareCrisis, Declared};
+use krisbud_proto::command::{CancelCrisis, DeclareCrisis, Declared, ExpectRevision, Revised, UpdateCrisis};
 use krisbud_proto::status::CrisisStatus;
 use krisbud_proto::template::{
     TemplateDiff, TemplatePreview, TemplateRecord, TemplateSummary, TemplateVersion, VersionInfo,
@@ -436,6 +436,82 @@ pub fn document() -> Value {
         "422",
         problem_response("A field is wrong; `field` names it", &problem),
     );
+    // The lifecycle steps after a declaration share their answers.
+    let step = |id: &str, summary: &str, text: &str, body: RefOr<Schema>, schemas: &mut Schemas| {
+        secured::<DutyOfficers>(op(id, summary), Some(text), &problem)
+            .parameter(path_param("id", "The crisis id", string()))
+            .request_body(Some(json_body(body, true)))
+            .response(
+                "200",
+                json_response(
+                    "The crisis's revision and state after the step",
+                    schemas.of::<Revised>(),
+                ),
+            )
+            .response(
+                "400",
+                problem_response("Malformed JSON, named with its position", &problem),
+            )
+            .response("404", problem_response("No such crisis", &problem))
+            .response(
+                "409",
+                problem_response(
+                    "`expected_revision` is not the current revision (the detail names it), \
+                     or the crisis's state does not allow the step (the detail names the state)",
+                    &problem,
+                ),
+            )
+            .response(
+                "413",
+                problem_response("The body is over the size limit", &problem),
+            )
+            .response(
+                "415",
+                problem_response("The body is not application/json", &problem),
+            )
+            .response(
+                "422",
+                problem_response("A field is wrong; `field` names it", &problem),
+            )
+    };
+    let update_body = schemas.of::<UpdateCrisis>();
+    let update = step(
+        "updateCrisis",
+        "Update a crisis",
+        "A new revision from new values, added audiences and/or a newer approved version of \
+         the template, sent on every channel of the crisis with \"UPPDATERING\" (per language) \
+         and CAP msgType Update. SMS and email go to the earlier recipients; only added \
+         audiences bring new people.",
+        update_body,
+        &mut schemas,
+    );
+    let expect_body = schemas.of::<ExpectRevision>();
+    let all_clear = step(
+        "allClearCrisis",
+        "Give the all-clear",
+        "A new revision saying \"FARAN ÖVER\" on every channel (CAP msgType Update, \
+         responseType AllClear); the banner shows it for `banner.all_clear_display_secs`. \
+         Afterwards only closing is possible.",
+        expect_body.clone(),
+        &mut schemas,
+    );
+    let cancel_body = schemas.of::<CancelCrisis>();
+    let cancel = step(
+        "cancelCrisis",
+        "Withdraw a crisis sent in error",
+        "A new revision with a correction (\"RÄTTELSE\") to the earlier recipients on every \
+         channel (CAP msgType Cancel, referencing the earlier messages); the banner is taken \
+         down. `reason` is required. Afterwards only closing is possible.",
+        cancel_body,
+        &mut schemas,
+    );
+    let close = step(
+        "closeCrisis",
+        "Close a crisis",
+        "Nothing more can be sent; the banner is taken down. No messages go out.",
+        expect_body,
+        &mut schemas,
+    );
     let public = |id: &str, summary: &str, media: &str| {
         op(id, summary)
             .securities(Some(Vec::<SecurityRequirement>::new()))
@@ -507,6 +583,22 @@ pub fn document() -> Value {
             PathItem::new(HttpMethod::Post, confirm),
         )
         .path(
+            "/api/v1/crises/{id}/update",
+            PathItem::new(HttpMethod::Post, update),
+        )
+        .path(
+            "/api/v1/crises/{id}/all-clear",
+            PathItem::new(HttpMethod::Post, all_clear),
+        )
+        .path(
+            "/api/v1/crises/{id}/cancel",
+            PathItem::new(HttpMethod::Post, cancel),
+        )
+        .path(
+            "/api/v1/crises/{id}/close",
+            PathItem::new(HttpMethod::Post, close),
+        )
+        .path(
             "/api/v1/openapi.json",
             PathItem::new(
                 HttpMethod::Get,
@@ -533,6 +625,34 @@ pub fn document() -> Value {
         );
     let paths = audit_paths(paths, &mut schemas, &problem);
     let paths = audience_paths(paths, &mut schemas, &problem);
+    let live = secured::<CrisisReaders>(
+        op("followCrisis", "Follow a crisis's status live (server-sent events)"),
+        Some(
+            "A `text/event-stream`: the first `status` event is the crisis's status as \
+             it is (the body of `GET /crises/{id}`), then one `status` event per change \
+             (delivery counts, confirmations, revisions). A comment every 15 s keeps \
+             proxies from closing the stream.",
+        ),
+        &problem,
+    )
+    .parameter(path_param("id", "The crisis id", string()))
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("Status events; each `data` is a CrisisStatus")
+            .content(
+                "text/event-stream",
+                ContentBuilder::new()
+                    .schema(Some(schemas.of::<CrisisStatus>()))
+                    .build(),
+            )
+            .build(),
+    )
+    .response("404", problem_response("No such crisis", &problem));
+    let paths = paths.path(
+        "/api/v1/crises/{id}/events",
+        PathItem::new(HttpMethod::Get, live),
+    );
 
     let components = ComponentsBuilder::new()
         .security_scheme(

@@ -5,7 +5,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use krisbud_proto::command::{ConfirmChannel, DeclareCrisis, Declared, GetCrisis, ListCrises};
+use krisbud_proto::command::{
+    CancelCrisis, ConfirmChannel, CrisisStep, DeclareCrisis, Declared, ExpectRevision, GetCrisis,
+    ListCrises, Revised, UpdateCrisis,
+};
 use krisbud_proto::status::CrisisStatus;
 use krisbud_proto::{Channel, Problem, subject};
 use schemars::JsonSchema;
@@ -114,6 +117,61 @@ pub async fn confirm(
         .command(subject::cmd::CONFIRM, caller.actor(), None, confirmation)
         .await?;
     Ok(Json(status))
+}
+
+/// Sends one lifecycle step of crisis `crisis_id` to the coordinator.
+async fn lifecycle_step<T: serde::Serialize>(
+    app: &AppState,
+    caller: Caller<DutyOfficers>,
+    subject: &str,
+    crisis_id: String,
+    body: T,
+) -> Result<Json<Revised>, ApiError> {
+    check_crisis_id(&crisis_id)?;
+    let revised = app
+        .command(subject, caller.actor(), None, CrisisStep { crisis_id, body })
+        .await?;
+    Ok(Json(revised))
+}
+
+/// `POST /api/v1/crises/{id}/update`
+pub async fn update(
+    State(app): State<AppState>,
+    caller: Caller<DutyOfficers>,
+    Path(crisis_id): Path<String>,
+    JsonBody(body): JsonBody<UpdateCrisis>,
+) -> Result<Json<Revised>, ApiError> {
+    lifecycle_step(&app, caller, subject::cmd::UPDATE, crisis_id, body).await
+}
+
+/// `POST /api/v1/crises/{id}/all-clear`
+pub async fn all_clear(
+    State(app): State<AppState>,
+    caller: Caller<DutyOfficers>,
+    Path(crisis_id): Path<String>,
+    JsonBody(body): JsonBody<ExpectRevision>,
+) -> Result<Json<Revised>, ApiError> {
+    lifecycle_step(&app, caller, subject::cmd::ALL_CLEAR, crisis_id, body).await
+}
+
+/// `POST /api/v1/crises/{id}/cancel`
+pub async fn cancel(
+    State(app): State<AppState>,
+    caller: Caller<DutyOfficers>,
+    Path(crisis_id): Path<String>,
+    JsonBody(body): JsonBody<CancelCrisis>,
+) -> Result<Json<Revised>, ApiError> {
+    lifecycle_step(&app, caller, subject::cmd::CANCEL, crisis_id, body).await
+}
+
+/// `POST /api/v1/crises/{id}/close`
+pub async fn close(
+    State(app): State<AppState>,
+    caller: Caller<DutyOfficers>,
+    Path(crisis_id): Path<String>,
+    JsonBody(body): JsonBody<ExpectRevision>,
+) -> Result<Json<Revised>, ApiError> {
+    lifecycle_step(&app, caller, subject::cmd::CLOSE, crisis_id, body).await
 }
 
 /// `GET /api/v1/openapi.json`

@@ -26,6 +26,8 @@ pub struct AppState {
     pub openapi: Bytes,
     /// Largest audience CSV accepted.
     pub members_limit_bytes: usize,
+    /// Ends live streams (SSE) at shutdown.
+    pub shutdown: krisbud_kit::CancellationToken,
 }
 
 impl AppState {

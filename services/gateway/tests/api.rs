@@ -580,6 +580,14 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/api/v1/crises/{id}/channels/{channel}/confirm",
         "/api/v1/crises/c-1/channels/sms/confirm",
     ),
+    ("post", "/api/v1/crises/{id}/update", "/api/v1/crises/c-1/update"),
+    (
+        "post",
+        "/api/v1/crises/{id}/all-clear",
+        "/api/v1/crises/c-1/all-clear",
+    ),
+    ("post", "/api/v1/crises/{id}/cancel", "/api/v1/crises/c-1/cancel"),
+    ("post", "/api/v1/crises/{id}/close", "/api/v1/crises/c-1/close"),
     ("get", "/api/v1/audit", "/api/v1/audit"),
     ("get", "/api/v1/audit/verify", "/api/v1/audit/verify"),
     (

@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use krisbud_proto::event::{DeliveryReported, DeliveryState, RecipientOutcome};
+use krisbud_proto::audience::Audience;
+use krisbud_proto::event::{DeliveryReported, DeliveryState, ExerciseRefused, RecipientOutcome};
 use krisbud_proto::job::{DispatchJob, Recipient};
-use krisbud_proto::{Actor, Channel, Envelope, Event, spec, subject};
+use krisbud_proto::{Actor, AlertStatus, Channel, Envelope, Event, spec, subject};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -79,11 +80,25 @@ pub async fn consume(
         )
     };
     let handler = Arc::new(handler);
+    let guard = Arc::new(ExerciseGuard {
+        audiences: rt
+            .bus
+            .js
+            .get_key_value(spec::AUDIENCES.name)
+            .await
+            .map_err(|e| anyhow::anyhow!("audiences bucket: {e}"))?,
+        jobs: Jobs::new(rt.bus.clone(), channel, service),
+        service,
+    });
     let handle = move |delivery: Delivery| {
         let handler = handler.clone();
+        let guard = guard.clone();
         async move {
             match read_job(&delivery) {
-                Ok(job) => handler.handle(&delivery, job).await,
+                Ok(job) => match guard.check(&delivery, &job).await {
+                    Some(refused) => refused,
+                    None => handler.handle(&delivery, job).await,
+                },
                 Err(rejected) => rejected,
             }
         }
@@ -116,6 +131,82 @@ async fn drain(
             tracing::warn!("{channel} jobs in hand did not finish within the grace period; they will be delivered again");
             Ok(())
         }
+    }
+}
+
+/// Every channel's own check that an exercise or test reaches only audiences
+/// marked for exercises, whatever the coordinator decided: a job that would reach
+/// anyone else is refused, its recipients failed, and the attempt recorded.
+struct ExerciseGuard {
+    audiences: async_nats::jetstream::kv::Store,
+    jobs: Jobs,
+    service: &'static str,
+}
+
+/// The reason a refused exercise job's recipients fail with.
+pub const EXERCISE_REFUSED: &str =
+    "refused: an exercise or test may reach only audiences marked for exercises";
+
+impl ExerciseGuard {
+    /// `None` when the job may go out; otherwise how to acknowledge it.
+    async fn check(&self, delivery: &Delivery, job: &DispatchJob) -> Option<Ack> {
+        if job.status == AlertStatus::Actual || job.recipients.is_empty() {
+            return None;
+        }
+        let mut public = Vec::new();
+        for id in &job.audiences {
+            match self.audiences.get(id).await {
+                Ok(Some(bytes)) => {
+                    let exercise = serde_json::from_slice::<Audience>(&bytes)
+                        .map(|a| a.exercise)
+                        .unwrap_or(false);
+                    if !exercise {
+                        public.push(id.clone());
+                    }
+                }
+                // Deleted since: nobody can say it is an exercise audience.
+                Ok(None) => public.push(id.clone()),
+                Err(e) => {
+                    tracing::warn!(job = %job.job_id, error = %e, "cannot check the job's audiences; trying again later");
+                    return Some(Ack::Retry(retry_delay(delivery.delivered)));
+                }
+            }
+        }
+        if job.audiences.is_empty() {
+            // Recipients from nowhere known: never an exercise audience.
+            public.push("(none named)".into());
+        }
+        if public.is_empty() {
+            return None;
+        }
+        tracing::error!(job = %job.job_id, audiences = ?public, "exercise job to a public audience refused");
+        let refused = Envelope::with_id(
+            format!("{}.exercise-refused", job.job_id),
+            Actor::service(self.service),
+            Event::ExerciseRefused(ExerciseRefused {
+                crisis_id: Some(job.crisis_id.clone()),
+                job_id: Some(job.job_id.clone()),
+                status: job.status,
+                template: None,
+                audiences: public,
+                refused_by: self.service.to_owned(),
+            }),
+        );
+        if let Err(e) = self.jobs.bus.append(&refused, Expect::Any).await {
+            tracing::warn!(error = %e, "cannot record the refusal; trying again later");
+            return Some(Ack::Retry(retry_delay(delivery.delivered)));
+        }
+        Some(
+            self.jobs
+                .refuse(
+                    delivery,
+                    job,
+                    "refused",
+                    all_failed(job, EXERCISE_REFUSED),
+                    EXERCISE_REFUSED,
+                )
+                .await,
+        )
     }
 }
 

@@ -302,6 +302,60 @@ impl Client {
         .await
     }
 
+    /// `POST /crises/{id}/{step}` (`update`, `all-clear`, `cancel`, `close`) with
+    /// `body`; the body's `expected_revision` is the crisis's current revision as
+    /// the status reads it now.
+    pub async fn lifecycle(
+        &self,
+        id: &str,
+        step: &str,
+        mut body: serde_json::Value,
+    ) -> anyhow::Result<krisbud_proto::command::Revised> {
+        let status = self.crisis(id).await?;
+        body["expected_revision"] = serde_json::json!(status.revision);
+        self.send(
+            self.http
+                .post(self.url(&format!("/crises/{id}/{step}")))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `POST /crises/{id}/update`: changed values and added audiences.
+    pub async fn update(
+        &self,
+        id: &str,
+        variables: &BTreeMap<String, String>,
+        audiences: &[String],
+        template_version: Option<u32>,
+    ) -> anyhow::Result<krisbud_proto::command::Revised> {
+        let mut body = serde_json::json!({ "variables": variables, "audiences": audiences });
+        if let Some(v) = template_version {
+            body["template_version"] = serde_json::json!(v);
+        }
+        self.lifecycle(id, "update", body).await
+    }
+
+    /// `POST /crises/{id}/all-clear`.
+    pub async fn all_clear(&self, id: &str) -> anyhow::Result<krisbud_proto::command::Revised> {
+        self.lifecycle(id, "all-clear", serde_json::json!({})).await
+    }
+
+    /// `POST /crises/{id}/cancel` with the reason.
+    pub async fn cancel(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> anyhow::Result<krisbud_proto::command::Revised> {
+        self.lifecycle(id, "cancel", serde_json::json!({ "reason": reason }))
+            .await
+    }
+
+    /// `POST /crises/{id}/close`.
+    pub async fn close(&self, id: &str) -> anyhow::Result<krisbud_proto::command::Revised> {
+        self.lifecycle(id, "close", serde_json::json!({})).await
+    }
+
     /// `GET /audit` as one page.
     pub async fn audit_page(&self, query: &[(&str, String)]) -> anyhow::Result<AuditPage> {
         self.send(self.http.get(self.url("/audit")).query(query))
@@ -349,9 +403,10 @@ pub fn parse_vars(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
 /// A status as a few lines for the terminal.
 pub fn format_status(s: &CrisisStatus) -> String {
     let mut out = format!(
-        "{}  rev {}  {:?}  {}\n  declared by {} at {}\n",
+        "{}  rev {}  {}  {:?}  {}\n  declared by {} at {}\n",
         s.crisis_id,
         s.revision,
+        s.state,
         s.status,
         s.headline,
         s.declared_by.as_deref().unwrap_or("-"),

@@ -1,7 +1,9 @@
 //! The krisbud binary's library: `krisbud up` (every service in one process) and
 //! the API client behind the other subcommands.
 
+pub mod audiences_cli;
 pub mod audit_cli;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -95,6 +95,59 @@ enum Command {
         api: Api,
         /// The crisis id.
         id: Option<String>,
+        /// Follow the crisis: a progress bar per channel (plain lines when stdout is
+        /// not a terminal) until every channel has every outcome and is confirmed,
+        /// or Ctrl-C (exit code 130).
+        #[arg(long, requires = "id")]
+        watch: bool,
+    },
+    /// Audiences: list, show, create, import members from CSV, delete.
+    Audiences {
+        #[command(flatten)]
+        api: Api,
+        #[command(subcommand)]
+        command: krisbud::audiences_cli::AudiencesCommand,
+    },
+    /// Update a crisis: changed values, added audiences, a newer template version.
+    /// Sends the revision the status shows as `expected_revision`.
+    Update {
+        #[command(flatten)]
+        api: Api,
+        /// The crisis id.
+        id: String,
+        /// A changed variable as name=value; repeat for each.
+        #[arg(long = "var")]
+        vars: Vec<String>,
+        /// An audience to add; repeat for several.
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        /// A newer approved version of the crisis's template.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Give the all-clear ("faran över").
+    AllClear {
+        #[command(flatten)]
+        api: Api,
+        /// The crisis id.
+        id: String,
+    },
+    /// Withdraw a crisis whose message was sent in error; a correction goes out.
+    Cancel {
+        #[command(flatten)]
+        api: Api,
+        /// The crisis id.
+        id: String,
+        /// Why the message is withdrawn.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Close a crisis: nothing more is sent and the banner comes down.
+    Close {
+        #[command(flatten)]
+        api: Api,
+        /// The crisis id.
+        id: String,
     },
     /// Confirm that a channel's message is really out.
     Confirm {
@@ -112,6 +165,12 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Measure the system: `bench fanout` sends one SMS declaration to N recipients
+    /// through a provider simulator and compares with raw JetStream.
+    Bench {
+        #[command(subcommand)]
+        command: krisbud::bench::BenchCommand,
     },
 }
 
@@ -233,9 +292,20 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("  {channel}: {n} recipients");
             }
         }
-        Command::Status { api, id } => {
+        Command::Audiences { api, command } => {
+            let client = Client::new(&api.api, &api.token);
+            let code = krisbud::audiences_cli::run(&client, command).await?;
+            return Ok(ExitCode::from(code as u8));
+        }
+        Command::Status { api, id, watch } => {
             let client = Client::new(&api.api, &api.token);
             match id {
+                Some(id) if watch => {
+                    return Ok(match client::watch::watch(&client, &id).await? {
+                        client::watch::WatchEnd::Done => ExitCode::SUCCESS,
+                        client::watch::WatchEnd::Interrupted => ExitCode::from(130),
+                    });
+                }
                 Some(id) => print!("{}", client::format_status(&client.crisis(&id).await?)),
                 None => {
                     for s in client.crises().await? {
@@ -243,6 +313,32 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+        }
+        Command::Update {
+            api,
+            id,
+            vars,
+            audiences,
+            version,
+        } => {
+            let revised = Client::new(&api.api, &api.token)
+                .update(&id, &client::parse_vars(&vars)?, &audiences, version)
+                .await?;
+            println!("{} revision {} ({})", revised.crisis_id, revised.revision, revised.state);
+        }
+        Command::AllClear { api, id } => {
+            let revised = Client::new(&api.api, &api.token).all_clear(&id).await?;
+            println!("{} revision {} ({})", revised.crisis_id, revised.revision, revised.state);
+        }
+        Command::Cancel { api, id, reason } => {
+            let revised = Client::new(&api.api, &api.token)
+                .cancel(&id, &reason)
+                .await?;
+            println!("{} revision {} ({})", revised.crisis_id, revised.revision, revised.state);
+        }
+        Command::Close { api, id } => {
+            let revised = Client::new(&api.api, &api.token).close(&id).await?;
+            println!("{} revision {} ({})", revised.crisis_id, revised.revision, revised.state);
         }
         Command::Confirm {
             api,
@@ -256,6 +352,7 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", client::format_status(&status));
         }
         Command::Audit { command } => return krisbud::audit_cli::run(command).await,
+        Command::Bench { command } => return krisbud::bench::run(command).await,
     }
     Ok(ExitCode::SUCCESS)
 }
