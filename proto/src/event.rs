@@ -255,6 +255,9 @@ pub struct CrisisClosed {
     pub crisis_id: String,
     /// The revision in force when it was closed.
     pub revision: u32,
+    /// The languages of its messages: the banners to take down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub languages: Vec<String>,
 }
 
 /// An audience was created.

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use krisbud_kit::Bus;
 use krisbud_kit::channel::{self, Jobs};
 use krisbud_kit::consumer::{Ack, Delivery};
-use futures::StreamExt as _;
-use krisbud_proto::{Channel, Envelope, Event};
 use krisbud_proto::event::RecipientOutcome;
 use krisbud_proto::job::{ChannelMessage, DispatchJob, MsgType};
 use krisbud_proto::model::ResponseType;
 use krisbud_proto::publish::PublicBanner;
+use krisbud_proto::{Channel, Envelope, Event};
 
 use crate::SERVICE;
 use crate::store::{self, Stored};
@@ -133,13 +133,21 @@ pub async fn on_crisis_event(kv: &kv::Store, delivery: Delivery) -> Ack {
         Ok(keys) => keys,
         Err(e) => return retry(&delivery, &e.to_string()),
     };
-    let keys: Vec<String> = keys
+    let mut languages: Vec<String> = keys
         .filter_map(|k| async move { k.ok() })
         .filter(|k| std::future::ready(k.starts_with(&prefix)))
+        .map(|k| k[prefix.len()..].to_owned())
         .collect()
         .await;
-    for key in keys {
-        let language = &key[prefix.len()..];
+    // The crisis's languages too, so a banner job still on its way cannot put a
+    // banner up after the close.
+    languages.extend(closed.languages.iter().cloned());
+    languages.sort();
+    languages.dedup();
+    for language in &languages {
+        if !store::is_valid_key(&store::key(&closed.crisis_id, language)) {
+            continue;
+        }
         if let Err(e) =
             store::withdraw(kv, &closed.crisis_id, language, closed.revision, "closed").await
         {

@@ -121,9 +121,7 @@ async fn put(kv: &kv::Store, new: &Value) -> Result<Stored, StoreError> {
         Value::Withdrawn(w) => (&w.crisis_id, &w.language),
     };
     let key = key(crisis_id, language);
-    let value: bytes::Bytes = serde_json::to_vec(new)
-        .expect("a banner serializes")
-        .into();
+    let value: bytes::Bytes = serde_json::to_vec(new).expect("a banner serializes").into();
     for _ in 0..MAX_RACES {
         let current = kv
             .entry(key.as_str())

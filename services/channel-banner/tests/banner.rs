@@ -299,6 +299,7 @@ async fn a_cancellation_or_a_close_takes_the_banner_down_for_good() {
         Event::CrisisClosed(CrisisClosed {
             crisis_id: "ras-2".into(),
             revision: 3,
+            languages: vec!["en".into(), "sv".into(), "sv-x-lattlast".into()],
         }),
     );
     app.service
@@ -309,6 +310,20 @@ async fn a_cancellation_or_a_close_takes_the_banner_down_for_good() {
         .unwrap();
     app.wait_for_banners("the closed crisis's banners gone", gone("ras-2"))
         .await;
+    // A banner job still on its way when the crisis was closed stays down.
+    let late = job(
+        "ras-2",
+        3,
+        "sv-x-lattlast",
+        "FARAN ÄR ÖVER: Ras vid Slussen",
+    );
+    app.dispatch(&late).await;
+    let (_, reported) = app.outcome_of(&late).await;
+    assert_eq!(
+        reported.outcomes[0].reason.as_deref(),
+        Some("superseded by revision 3")
+    );
+    assert!(gone("ras-2")(&app.banners().await));
     app.stop().await;
 }
 

@@ -77,6 +77,15 @@ pub async fn start(
     rt: Runtime,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Started> {
+    // Boxed: the subscriptions make a large future for whoever awaits `start`.
+    Box::pin(start_services(config, rt, shutdown)).await
+}
+
+async fn start_services(
+    config: Config,
+    rt: Runtime,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Started> {
     let ready = rt.health.component("coordinator");
     let templates = catalog(&rt).await?;
     if rt.recipient_key.is_empty() {

@@ -333,6 +333,11 @@ impl Coordinator {
                     Event::CrisisClosed(CrisisClosed {
                         crisis_id: crisis.crisis_id.clone(),
                         revision: crisis.revision,
+                        languages: crisis
+                            .current
+                            .iter()
+                            .flat_map(|c| c.messages.iter().map(|m| m.language.clone()))
+                            .collect(),
                     }),
                     BTreeMap::new(),
                 ),

@@ -12,12 +12,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use krisbud_kit::Bus;
 use krisbud_kit::bus::Expect;
 use krisbud_kit::consumer::{Ack, Delivery};
 use krisbud_kit::privacy::recipient_ref;
-use chrono::{DateTime, Utc};
 use krisbud_proto::event::{CrisisDeclared, CrisisRevised, DispatchPlanned, PlannedChannel};
 use krisbud_proto::job::{DispatchJob, MsgType, Recipient};
 use krisbud_proto::model::CapInfo;
@@ -130,7 +130,9 @@ impl Planner {
                             });
                             if recipients.len() >= batch_size {
                                 let full = std::mem::take(recipients);
-                                pending.push(self.job(envelope, declared, channel, language, *batch, full));
+                                pending.push(
+                                    self.job(envelope, declared, channel, language, *batch, full),
+                                );
                                 *batch += 1;
                                 tally.jobs += 1;
                             }
@@ -143,7 +145,8 @@ impl Planner {
             }
             for ((channel, language), (batch, recipients)) in open {
                 if !recipients.is_empty() {
-                    pending.push(self.job(envelope, declared, channel, language, batch, recipients));
+                    pending
+                        .push(self.job(envelope, declared, channel, language, batch, recipients));
                     counts.get_mut(&channel).expect("counted").jobs += 1;
                 }
             }

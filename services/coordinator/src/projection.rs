@@ -98,7 +98,10 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
         Event::CrisisUpdated(e) | Event::CrisisAllClear(e) | Event::CrisisCancelled(e) => {
             migrate(p);
             let s = &mut p.status;
-            if s.revisions.iter().any(|r| r.revision == e.revision && r.at.is_some()) {
+            if s.revisions
+                .iter()
+                .any(|r| r.revision == e.revision && r.at.is_some())
+            {
                 return false;
             }
             let (kind, state) = match &envelope.event {
@@ -451,6 +454,99 @@ mod tests {
         assert_eq!(json["channels"]["sms"]["possible_duplicates"], 5);
     }
 
+    /// A crisis event from its JSON payload.
+    fn crisis_event(id: &str, kind: &str, payload: serde_json::Value) -> Envelope {
+        let event: Event =
+            serde_json::from_value(serde_json::json!({ "kind": kind, "payload": payload }))
+                .unwrap();
+        Envelope::with_id(
+            id.to_owned(),
+            Actor {
+                user: "tib.maria".into(),
+                roles: vec![],
+            },
+            event,
+        )
+    }
+
+    fn revision_payload(revision: u32) -> serde_json::Value {
+        serde_json::json!({
+            "crisis_id": "c1",
+            "revision": revision,
+            "msg_type": if revision == 1 { "Alert" } else { "Update" },
+            "references": [],
+            "template": { "id": "vattenlacka", "version": 1 },
+            "status": "Actual",
+            "cap": {
+                "category": "Infra", "event": "Vattenläcka", "urgency": "Immediate",
+                "severity": "Moderate", "certainty": "Observed", "response_type": "Prepare"
+            },
+            "variables": {},
+            "audiences": ["farsta-boende"],
+            "channels": ["sms"],
+            "messages": [],
+            "declared_at": "2026-11-26T08:00:00Z"
+        })
+    }
+
+    #[test]
+    fn each_revision_keeps_its_own_counts_and_status_shows_the_current_one() {
+        let mut p = CrisisProjection::default();
+        fold(
+            &mut p,
+            &crisis_event("c1.r1.declared", "CrisisDeclared", revision_payload(1)),
+        );
+        fold(&mut p, &plan(10, 2));
+        fold(
+            &mut p,
+            &flagged_report("c1.r1.sms.sv.0.outcome", "c1.r1.sms.sv.0", 10, 0),
+        );
+        assert_eq!(p.status.channels[&Channel::Sms].sent, 10);
+
+        let updated = crisis_event("c1.r2.update.x", "CrisisUpdated", revision_payload(2));
+        assert!(fold(&mut p, &updated));
+        assert!(
+            !fold(&mut p, &updated),
+            "a redelivered revision changes nothing"
+        );
+        assert_eq!(p.status.revision, 2);
+        assert_eq!(p.status.state, CrisisState::Active);
+        let sms = &p.status.channels[&Channel::Sms];
+        assert_eq!(
+            (sms.planned, sms.sent),
+            (false, 0),
+            "revision 2 starts afresh"
+        );
+        assert_eq!(p.status.revisions[0].channels[&Channel::Sms].sent, 10);
+        assert_eq!(p.status.revisions[1].kind, RevisionKind::Updated);
+
+        let mut all_clear = revision_payload(3);
+        all_clear["reason"] = serde_json::json!(null);
+        fold(
+            &mut p,
+            &crisis_event("c1.r3.all-clear.x", "CrisisAllClear", all_clear),
+        );
+        assert_eq!(p.status.state, CrisisState::AllClear);
+        fold(
+            &mut p,
+            &crisis_event(
+                "c1.r3.close.x",
+                "CrisisClosed",
+                serde_json::json!({ "crisis_id": "c1", "revision": 3 }),
+            ),
+        );
+        assert_eq!(p.status.state, CrisisState::Closed);
+        assert_eq!(p.status.revision, 3);
+        assert_eq!(p.status.closed_by.as_deref(), Some("tib.maria"));
+        // A late report of revision 1 counts there, not in the current revision.
+        fold(
+            &mut p,
+            &flagged_report("c1.r1.sms.sv.1.outcome", "c1.r1.sms.sv.1", 0, 0),
+        );
+        assert_eq!(p.status.revisions[0].channels[&Channel::Sms].sent, 10);
+        assert_eq!(p.status.channels[&Channel::Sms].sent, 0);
+    }
+
     #[test]
     fn retries_are_summed_over_jobs_once_each() {
         let mut p = CrisisProjection::default();
@@ -465,7 +561,10 @@ mod tests {
         let first = with_retries("c1.r1.sms.sv.0.outcome", "c1.r1.sms.sv.0", 3);
         assert!(fold(&mut p, &first));
         assert!(!fold(&mut p, &first));
-        fold(&mut p, &with_retries("c1.r1.sms.sv.1.outcome", "c1.r1.sms.sv.1", 2));
+        fold(
+            &mut p,
+            &with_retries("c1.r1.sms.sv.1.outcome", "c1.r1.sms.sv.1", 2),
+        );
         assert_eq!(p.status.channels[&Channel::Sms].retries, 5);
     }
 

@@ -14,7 +14,9 @@ use krisbud_proto::audit::{
     RecipientLookupAnswer, VerifyReport,
 };
 use krisbud_proto::command::DraftResult;
-use krisbud_proto::command::{CancelCrisis, DeclareCrisis, Declared, ExpectRevision, Revised, UpdateCrisis};
+use krisbud_proto::command::{
+    CancelCrisis, DeclareCrisis, Declared, ExpectRevision, Revised, UpdateCrisis,
+};
 use krisbud_proto::status::CrisisStatus;
 use krisbud_proto::template::{
     TemplateDiff, TemplatePreview, TemplateRecord, TemplateSummary, TemplateVersion, VersionInfo,

@@ -129,7 +129,12 @@ async fn lifecycle_step<T: serde::Serialize>(
 ) -> Result<Json<Revised>, ApiError> {
     check_crisis_id(&crisis_id)?;
     let revised = app
-        .command(subject, caller.actor(), None, CrisisStep { crisis_id, body })
+        .command(
+            subject,
+            caller.actor(),
+            None,
+            CrisisStep { crisis_id, body },
+        )
         .await?;
     Ok(Json(revised))
 }

@@ -576,18 +576,44 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/crises", "/api/v1/crises"),
     ("get", "/api/v1/crises/{id}", "/api/v1/crises/c-1"),
     (
+        "get",
+        "/api/v1/crises/{id}/events",
+        "/api/v1/crises/c-1/events",
+    ),
+    ("get", "/api/v1/audiences", "/api/v1/audiences"),
+    ("post", "/api/v1/audiences", "/api/v1/audiences"),
+    ("get", "/api/v1/audiences/{id}", "/api/v1/audiences/kista"),
+    ("delete", "/api/v1/audiences/{id}", "/api/v1/audiences/kista"),
+    (
+        "put",
+        "/api/v1/audiences/{id}/members",
+        "/api/v1/audiences/kista/members",
+    ),
+    (
         "post",
         "/api/v1/crises/{id}/channels/{channel}/confirm",
         "/api/v1/crises/c-1/channels/sms/confirm",
     ),
-    ("post", "/api/v1/crises/{id}/update", "/api/v1/crises/c-1/update"),
+    (
+        "post",
+        "/api/v1/crises/{id}/update",
+        "/api/v1/crises/c-1/update",
+    ),
     (
         "post",
         "/api/v1/crises/{id}/all-clear",
         "/api/v1/crises/c-1/all-clear",
     ),
-    ("post", "/api/v1/crises/{id}/cancel", "/api/v1/crises/c-1/cancel"),
-    ("post", "/api/v1/crises/{id}/close", "/api/v1/crises/c-1/close"),
+    (
+        "post",
+        "/api/v1/crises/{id}/cancel",
+        "/api/v1/crises/c-1/cancel",
+    ),
+    (
+        "post",
+        "/api/v1/crises/{id}/close",
+        "/api/v1/crises/c-1/close",
+    ),
     ("get", "/api/v1/audit", "/api/v1/audit"),
     ("get", "/api/v1/audit/verify", "/api/v1/audit/verify"),
     (
@@ -642,6 +668,8 @@ async fn the_openapi_document_lists_every_route() {
         let url = format!("{}{path}", app.base);
         let request = match *method {
             "get" => app.http.get(url),
+            "put" => app.http.put(url),
+            "delete" => app.http.delete(url),
             _ => app.http.post(url),
         };
         let status = request.send().await.unwrap().status();

@@ -324,21 +324,33 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
             let revised = Client::new(&api.api, &api.token)
                 .update(&id, &client::parse_vars(&vars)?, &audiences, version)
                 .await?;
-            println!("{} revision {} ({})", revised.crisis_id, revised.revision, revised.state);
+            println!(
+                "{} revision {} ({})",
+                revised.crisis_id, revised.revision, revised.state
+            );
         }
         Command::AllClear { api, id } => {
             let revised = Client::new(&api.api, &api.token).all_clear(&id).await?;
-            println!("{} revision {} ({})", revised.crisis_id, revised.revision, revised.state);
+            println!(
+                "{} revision {} ({})",
+                revised.crisis_id, revised.revision, revised.state
+            );
         }
         Command::Cancel { api, id, reason } => {
             let revised = Client::new(&api.api, &api.token)
                 .cancel(&id, &reason)
                 .await?;
-            println!("{} revision {} ({})", revised.crisis_id, revised.revision, revised.state);
+            println!(
+                "{} revision {} ({})",
+                revised.crisis_id, revised.revision, revised.state
+            );
         }
         Command::Close { api, id } => {
             let revised = Client::new(&api.api, &api.token).close(&id).await?;
-            println!("{} revision {} ({})", revised.crisis_id, revised.revision, revised.state);
+            println!(
+                "{} revision {} ({})",
+                revised.crisis_id, revised.revision, revised.state
+            );
         }
         Command::Confirm {
             api,
