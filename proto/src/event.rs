@@ -55,6 +55,11 @@ pub enum Event {
     /// An exercise or test was kept from reaching people or a site not marked for
     /// exercises.
     ExerciseRefused(ExerciseRefused),
+    /// A channel of the current revision was still unconfirmed when its
+    /// confirmation deadline (or a repeat of it) passed.
+    EscalationRaised(EscalationRaised),
+    /// A crisis reached its `expires_at`: its banners come down.
+    CrisisExpired(CrisisExpired),
 }
 
 impl Event {
@@ -80,6 +85,8 @@ impl Event {
             Event::AudienceMembersImported(_) => "AudienceMembersImported",
             Event::AudienceDeleted(_) => "AudienceDeleted",
             Event::ExerciseRefused(_) => "ExerciseRefused",
+            Event::EscalationRaised(_) => "EscalationRaised",
+            Event::CrisisExpired(_) => "CrisisExpired",
         }
     }
 
@@ -96,6 +103,8 @@ impl Event {
             Event::ChannelConfirmed(e) => Some(&e.crisis_id),
             Event::RecipientLookedUp(e) => e.crisis_id.as_deref(),
             Event::ExerciseRefused(e) => e.crisis_id.as_deref(),
+            Event::EscalationRaised(e) => Some(&e.crisis_id),
+            Event::CrisisExpired(e) => Some(&e.crisis_id),
             Event::AuditKeyRotated(_)
             | Event::AudienceCreated(_)
             | Event::AudienceMembersImported(_)
@@ -129,6 +138,8 @@ impl Event {
             | Event::AudienceMembersImported(_)
             | Event::AudienceDeleted(_)
             | Event::ExerciseRefused(_)
+            | Event::EscalationRaised(_)
+            | Event::CrisisExpired(_)
             | Event::RecipientLookedUp(_) => None,
         }
     }
@@ -155,6 +166,8 @@ impl Event {
             Event::AudienceMembersImported(e) => subject::audience_events(&e.audience_id),
             Event::AudienceDeleted(e) => subject::audience_events(&e.audience_id),
             Event::ExerciseRefused(_) => subject::EXERCISE_GUARD_EVENTS.to_owned(),
+            Event::EscalationRaised(e) => subject::crisis_events(&e.crisis_id),
+            Event::CrisisExpired(e) => subject::crisis_events(&e.crisis_id),
         }
     }
 }
@@ -255,6 +268,89 @@ pub struct CrisisClosed {
     pub crisis_id: String,
     /// The revision in force when it was closed.
     pub revision: u32,
+    /// The languages of its messages: the banners to take down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub languages: Vec<String>,
+}
+
+/// A channel of the crisis's current revision was unconfirmed when the deadline
+/// of `level` passed. Its id (and `Nats-Msg-Id`) is
+/// `<crisis>.r<revision>.<channel>.escalation.<level>`, so two coordinators raise
+/// each level once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EscalationRaised {
+    pub crisis_id: String,
+    /// The revision whose confirmation is missing.
+    pub revision: u32,
+    /// The unconfirmed channel.
+    pub channel: Channel,
+    /// 1 when the first deadline passed, +1 for every repeat interval after it.
+    pub level: u32,
+    /// When this level fell due.
+    pub deadline: DateTime<Utc>,
+    /// The CAP severity that set the deadline.
+    pub severity: crate::model::Severity,
+    /// Real, exercise or test: notices of an exercise are marked and reach only
+    /// audiences marked for exercises.
+    #[serde(default)]
+    pub status: AlertStatus,
+    /// The crisis's Swedish headline, for the notices.
+    #[serde(default)]
+    pub headline: String,
+    /// The audiences notified by SMS and email, with the member generation read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notify: BTreeMap<String, u32>,
+}
+
+impl EscalationRaised {
+    /// The event id: `<crisis>.r<revision>.<channel>.escalation.<level>`.
+    pub fn event_id(&self) -> String {
+        format!(
+            "{}.r{}.{}.escalation.{}",
+            self.crisis_id, self.revision, self.channel, self.level
+        )
+    }
+
+    /// The id of one notice job: the event id, the notice's channel and batch.
+    pub fn notice_job_id(&self, notice_channel: Channel, batch: usize) -> String {
+        format!("{}.{notice_channel}.{batch}", self.event_id())
+    }
+}
+
+/// What an escalation notice job's id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoticeJob {
+    pub revision: u32,
+    /// The unconfirmed channel the notice is about.
+    pub channel: Channel,
+    pub level: u32,
+}
+
+/// Reads an escalation notice job id
+/// (`<crisis>.r<revision>.<channel>.escalation.<level>.<notice channel>.<batch>`);
+/// `None` for every other job id (a crisis's own jobs have five parts).
+pub fn notice_job(job_id: &str) -> Option<NoticeJob> {
+    let parts: Vec<&str> = job_id.split('.').collect();
+    let [_, revision, channel, "escalation", level, notice, batch] = parts[..] else {
+        return None;
+    };
+    Channel::parse(notice)?;
+    batch.parse::<usize>().ok()?;
+    Some(NoticeJob {
+        revision: revision.strip_prefix('r')?.parse().ok()?,
+        channel: Channel::parse(channel)?,
+        level: level.parse().ok()?,
+    })
+}
+
+/// A crisis reached its `expires_at` while not closed; the banner channel takes
+/// its banners down. Id `<crisis>.r<revision>.expired`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CrisisExpired {
+    pub crisis_id: String,
+    /// The revision in force (whose `expires_at` passed).
+    pub revision: u32,
+    pub expires_at: DateTime<Utc>,
     /// The languages of its messages: the banners to take down.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub languages: Vec<String>,

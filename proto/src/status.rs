@@ -47,6 +47,13 @@ pub struct JobTally {
     /// counted apart, which were all of revision 1).
     #[serde(default)]
     pub revision: u32,
+    /// For an escalation notice to the duty officers: the level it belongs to.
+    /// Notices are counted under their escalation, never in the channel's counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_level: Option<u32>,
+    /// For an escalation notice: the unconfirmed channel it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_channel: Option<Channel>,
 }
 
 /// A crisis as the duty officer sees it.
@@ -77,6 +84,41 @@ pub struct CrisisStatus {
     pub closed_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<DateTime<Utc>>,
+    /// CAP severity of the current revision: it sets the confirmation deadlines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<crate::model::Severity>,
+    /// When the current revision stops being shown, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Set once the crisis expired: its banners were taken down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<Expiry>,
+}
+
+/// A crisis's expiry as recorded by `CrisisExpired`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Expiry {
+    /// The revision whose `expires_at` passed.
+    pub revision: u32,
+    pub expires_at: DateTime<Utc>,
+    /// When the expiry was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// One escalation of an unconfirmed channel, with how its notices fared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Escalation {
+    pub level: u32,
+    /// When the level fell due.
+    pub deadline: DateTime<Utc>,
+    /// When it was raised.
+    pub at: DateTime<Utc>,
+    /// Notices to the duty officers handed over or delivered.
+    #[serde(default)]
+    pub notices_sent: u64,
+    /// Notices that failed.
+    #[serde(default)]
+    pub notices_failed: u64,
 }
 
 /// Where a crisis is in its lifecycle: active (declared or updated) → all clear or
@@ -175,6 +217,9 @@ pub struct ChannelStatus {
     pub providers: BTreeMap<String, u64>,
     #[serde(default)]
     pub confirmations: Vec<Confirmation>,
+    /// Escalations raised while the channel was unconfirmed, lowest level first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<Escalation>,
 }
 
 /// Where a channel stands.

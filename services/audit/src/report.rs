@@ -103,6 +103,24 @@ pub fn build(
                     parts.join(", ")
                 )));
             }
+            Event::DeliveryReported(e)
+                if krisbud_proto::event::notice_job(&e.job_id).is_some() =>
+            {
+                // An escalation notice to the duty officers: listed under the
+                // escalation, never counted with the crisis's own recipients.
+                let sent = e
+                    .outcomes
+                    .iter()
+                    .filter(|o| o.state != DeliveryState::Failed)
+                    .count();
+                report.timeline.push(entry(format!(
+                    "Eskaleringsmeddelande via {} ({}): {} skickade, {} misslyckade",
+                    e.channel,
+                    e.provider,
+                    sent,
+                    e.outcomes.len() - sent
+                )));
+            }
             Event::DeliveryReported(e) => {
                 *reports.entry(e.channel).or_default() += 1;
                 for outcome in &e.outcomes {

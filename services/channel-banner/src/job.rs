@@ -119,14 +119,27 @@ impl Handler {
     }
 }
 
-/// Takes every banner of a closed crisis down (`CrisisClosed` on the crisis's
-/// events); other events need nothing.
+/// Takes every banner of a closed or expired crisis down (`CrisisClosed` or
+/// `CrisisExpired` on the crisis's events, up to their revision); other events
+/// need nothing.
 pub async fn on_crisis_event(kv: &kv::Store, delivery: Delivery) -> Ack {
     let Ok(envelope) = serde_json::from_slice::<Envelope>(&delivery.payload) else {
         return Ack::Done;
     };
-    let Event::CrisisClosed(closed) = &envelope.event else {
-        return Ack::Done;
+    let closed = match &envelope.event {
+        Event::CrisisClosed(e) => Down {
+            crisis_id: &e.crisis_id,
+            revision: e.revision,
+            languages: &e.languages,
+            why: "closed",
+        },
+        Event::CrisisExpired(e) => Down {
+            crisis_id: &e.crisis_id,
+            revision: e.revision,
+            languages: &e.languages,
+            why: "expired",
+        },
+        _ => return Ack::Done,
     };
     let prefix = format!("{}.", closed.crisis_id);
     let keys = match kv.keys().await {
@@ -145,17 +158,25 @@ pub async fn on_crisis_event(kv: &kv::Store, delivery: Delivery) -> Ack {
     languages.sort();
     languages.dedup();
     for language in &languages {
-        if !store::is_valid_key(&store::key(&closed.crisis_id, language)) {
+        if !store::is_valid_key(&store::key(closed.crisis_id, language)) {
             continue;
         }
         if let Err(e) =
-            store::withdraw(kv, &closed.crisis_id, language, closed.revision, "closed").await
+            store::withdraw(kv, closed.crisis_id, language, closed.revision, closed.why).await
         {
             return retry(&delivery, &e.to_string());
         }
     }
-    tracing::info!(crisis = %closed.crisis_id, "closed crisis's banners taken down");
+    tracing::info!(crisis = %closed.crisis_id, why = closed.why, "crisis's banners taken down");
     Ack::Done
+}
+
+/// What taking a crisis's banners down needs from `CrisisClosed` or `CrisisExpired`.
+struct Down<'a> {
+    crisis_id: &'a str,
+    revision: u32,
+    languages: &'a [String],
+    why: &'static str,
 }
 
 /// The banner a job publishes, or why the job can never be published.

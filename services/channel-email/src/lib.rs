@@ -233,7 +233,7 @@ impl EmailChannel {
         recipient: &Recipient,
         to: Mailbox,
     ) -> Attempt {
-        let id = message::message_id(&job.crisis_id, job.revision, recipient);
+        let id = message::job_message_id(job, recipient);
         match message::build(&self.from, to, job, email, recipient) {
             Ok(message) => self.mailer.send(message, recipient, &id).await,
             // Building fails the same way every time, so it is final.

@@ -66,6 +66,23 @@ pub fn message_id(crisis_id: &str, revision: u32, recipient: &Recipient) -> Stri
     format!("<{crisis}.r{revision}.{hash}@krisbud>")
 }
 
+/// The Message-ID of one recipient's copy of `job`: [`message_id`] of the crisis
+/// revision, except that an escalation notice names its channel and level too, so
+/// each level's notice to the same officer is a message of its own.
+pub fn job_message_id(job: &DispatchJob, recipient: &Recipient) -> String {
+    match krisbud_proto::event::notice_job(&job.job_id) {
+        Some(notice) => message_id(
+            &format!(
+                "{}.{}.escalation.{}",
+                job.crisis_id, notice.channel, notice.level
+            ),
+            job.revision,
+            recipient,
+        ),
+        None => message_id(&job.crisis_id, job.revision, recipient),
+    }
+}
+
 /// Whether `tag` looks like a BCP 47 language tag (`sv`, `en`, `sv-x-lattlast`).
 fn is_language_tag(tag: &str) -> bool {
     !tag.is_empty()
@@ -88,7 +105,7 @@ pub fn build(
         .to(to)
         .subject(email.subject.clone())
         .date_now()
-        .message_id(Some(message_id(&job.crisis_id, job.revision, recipient)))
+        .message_id(Some(job_message_id(job, recipient)))
         .header(AutoSubmitted);
     if is_language_tag(&job.language) {
         builder = builder.header(ContentLanguage(job.language.clone()));
@@ -119,6 +136,25 @@ mod tests {
         );
         assert!(!id.contains("anna"));
         assert_ne!(id, message_id("vattenlacka-farsta", 2, &anna()));
+        let notice = |job_id: &str| DispatchJob {
+            job_id: job_id.into(),
+            crisis_id: "vattenlacka-farsta".into(),
+            revision: 1,
+            ..serde_json::from_value(serde_json::json!({
+                "job_id": "x", "crisis_id": "x", "revision": 1, "channel": "email",
+                "status": "Actual", "language": "sv", "declared_at": "2026-11-26T08:00:00Z",
+                "cap": {"category": "Infra", "event": "e", "urgency": "Immediate",
+                        "severity": "Severe", "certainty": "Observed", "response_type": "Prepare"},
+                "message": {"channel": "email", "subject": "s", "text": "t", "html": "h"}
+            }))
+            .unwrap()
+        };
+        let alert = notice("vattenlacka-farsta.r1.email.sv.0");
+        let level1 = notice("vattenlacka-farsta.r1.sms.escalation.1.email.0");
+        let level2 = notice("vattenlacka-farsta.r1.sms.escalation.2.email.0");
+        assert_eq!(job_message_id(&alert, &anna()), id);
+        assert_ne!(job_message_id(&level1, &anna()), id);
+        assert_ne!(job_message_id(&level1, &anna()), job_message_id(&level2, &anna()));
         assert_ne!(id, message_id("vattenlacka-kista", 1, &anna()));
         // Nothing from the crisis id can break out of the header.
         assert_eq!(

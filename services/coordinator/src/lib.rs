@@ -4,6 +4,7 @@
 pub mod audiences;
 pub mod catalog;
 pub mod commands;
+pub mod deadlines;
 pub mod diff;
 pub mod gsm;
 pub mod lifecycle;
@@ -34,11 +35,16 @@ use crate::planner::Planner;
 pub struct Config {
     /// Recipients per SMS or email dispatch job.
     pub batch_size: usize,
+    /// `[coordinator.confirmation]`: confirmation deadlines and escalation.
+    pub confirmation: deadlines::ConfirmationConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { batch_size: 1000 }
+        Config {
+            batch_size: 1000,
+            confirmation: deadlines::ConfirmationConfig::default(),
+        }
     }
 }
 
@@ -105,11 +111,21 @@ async fn start_services(
         crises: crises.clone(),
         audiences: audiences.clone(),
     });
+    let notifier = deadlines::Notifier {
+        bus: rt.bus.clone(),
+        audiences: audiences.clone(),
+        recipient_key: rt.recipient_key.expose().as_bytes().to_vec(),
+        batch_size: config.batch_size,
+    };
     let planner = Planner {
         bus: rt.bus.clone(),
         audiences,
         recipient_key: rt.recipient_key.expose().as_bytes().to_vec(),
         batch_size: config.batch_size,
+    };
+    let sweeper = deadlines::Sweeper {
+        coordinator: coordinator.clone(),
+        config: config.confirmation.clone(),
     };
 
     // Every handler subscribes (and every consumer exists) before `start` returns.
@@ -126,11 +142,26 @@ async fn start_services(
         }};
     }
     serve!(subject::cmd::DECLARE, |c, req| c.declare(req).await);
-    serve!(subject::cmd::LIST_AUDIENCES, |c, req| c.audiences.list(req).await);
-    serve!(subject::cmd::GET_AUDIENCE, |c, req| c.audiences.show(req).await);
-    serve!(subject::cmd::CREATE_AUDIENCE, |c, req| c.audiences.create(req).await);
-    serve!(subject::cmd::DELETE_AUDIENCE, |c, req| c.audiences.delete(req).await);
-    serve!(subject::cmd::IMPORT_PART, |c, req| c.audiences.import_part(req).await);
+    serve!(subject::cmd::LIST_AUDIENCES, |c, req| c
+        .audiences
+        .list(req)
+        .await);
+    serve!(subject::cmd::GET_AUDIENCE, |c, req| c
+        .audiences
+        .show(req)
+        .await);
+    serve!(subject::cmd::CREATE_AUDIENCE, |c, req| c
+        .audiences
+        .create(req)
+        .await);
+    serve!(subject::cmd::DELETE_AUDIENCE, |c, req| c
+        .audiences
+        .delete(req)
+        .await);
+    serve!(subject::cmd::IMPORT_PART, |c, req| c
+        .audiences
+        .import_part(req)
+        .await);
     serve!(subject::cmd::IMPORT_COMMIT, |c, req| c
         .audiences
         .import_commit(req)
@@ -182,6 +213,24 @@ async fn start_services(
         })
         .await?,
     );
+    // Escalation notices to the duty officers, from `EscalationRaised`.
+    let notifier_spec = ConsumerSpec {
+        concurrency: 2,
+        ..ConsumerSpec::new(
+            spec::EVENTS.name,
+            "coordinator-escalation",
+            subject::ALL_CRISIS_EVENTS,
+        )
+    };
+    tasks.push(
+        consumer::spawn(&rt.bus.js, notifier_spec, shutdown.clone(), move |d| {
+            let notifier = notifier.clone();
+            async move { notifier.handle(d).await }
+        })
+        .await?,
+    );
+    // Deadlines and expiries: every instance sweeps the status read model.
+    tasks.push(tokio::spawn(sweeper.run(shutdown.clone())));
     // The template read model follows the template events, so an append whose
     // bucket write was lost (a crash in between) still shows up.
     let templates_spec = ConsumerSpec {

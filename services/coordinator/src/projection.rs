@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use krisbud_proto::job::MsgType;
 use krisbud_proto::status::{
     ChannelState, ChannelStatus, Confirmation, CrisisProjection, CrisisState, CrisisStatus,
-    JobTally, RevisionKind, RevisionStatus,
+    Escalation, Expiry, JobTally, RevisionKind, RevisionStatus,
 };
 use krisbud_proto::template::RenderedLanguage;
 use krisbud_proto::{Envelope, Event};
@@ -85,6 +85,8 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
                 s.template = Some(e.template.clone());
                 s.status = e.status;
                 s.headline = headline(&e.messages);
+                s.severity = Some(e.cap.severity);
+                s.expires_at = e.expires_at;
             }
             let r = revision_entry(s, e.revision);
             r.kind = RevisionKind::Declared;
@@ -114,6 +116,8 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
                 s.revision = e.revision;
                 s.template = Some(e.template.clone());
                 s.status = e.status;
+                s.severity = Some(e.cap.severity);
+                s.expires_at = e.expires_at;
                 if kind == RevisionKind::Updated {
                     s.headline = headline(&e.messages);
                 }
@@ -154,10 +158,13 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
             }
         }
         Event::DeliveryReported(e) => {
+            let notice = krisbud_proto::event::notice_job(&e.job_id);
             let mut tally = JobTally {
                 channel: Some(e.channel),
                 provider: e.provider.clone(),
                 revision: e.revision,
+                escalation_level: notice.map(|n| n.level),
+                escalated_channel: notice.map(|n| n.channel),
                 ..JobTally::default()
             };
             for outcome in &e.outcomes {
@@ -203,6 +210,43 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
         | Event::AudienceDeleted(_)
         | Event::ExerciseRefused(_)
         | Event::RecipientLookedUp(_) => return false,
+        Event::EscalationRaised(e) => {
+            migrate(p);
+            p.status.crisis_id = e.crisis_id.clone();
+            let escalations = &mut revision_entry(&mut p.status, e.revision)
+                .channels
+                .entry(e.channel)
+                .or_default()
+                .escalations;
+            match escalations.binary_search_by_key(&e.level, |x| x.level) {
+                Ok(_) => return false,
+                Err(i) => escalations.insert(
+                    i,
+                    Escalation {
+                        level: e.level,
+                        deadline: e.deadline,
+                        at: envelope.occurred_at,
+                        ..Escalation::default()
+                    },
+                ),
+            }
+        }
+        Event::CrisisExpired(e) => {
+            if p.status
+                .expired
+                .as_ref()
+                .is_some_and(|x| x.revision >= e.revision)
+            {
+                return false;
+            }
+            migrate(p);
+            p.status.crisis_id = e.crisis_id.clone();
+            p.status.expired = Some(Expiry {
+                revision: e.revision,
+                expires_at: e.expires_at,
+                at: envelope.occurred_at,
+            });
+        }
         Event::ChannelConfirmed(e) => {
             if !p.confirmation_events.insert(envelope.id.clone()) {
                 return false;
@@ -303,13 +347,35 @@ fn recount_revision(revision: &mut RevisionStatus, jobs: &BTreeMap<String, JobTa
             total: status.total,
             planned: status.planned,
             confirmations: std::mem::take(&mut status.confirmations),
+            escalations: std::mem::take(&mut status.escalations),
             ..ChannelStatus::default()
         };
+        // Escalation notices to the duty officers count under their escalation,
+        // never as the crisis's own recipients.
+        for escalation in fresh.escalations.iter_mut() {
+            let (mut handed, mut failed, mut failed_later) = (0, 0, 0);
+            for tally in jobs.values().filter(|t| {
+                t.escalated_channel == Some(*channel)
+                    && t.escalation_level == Some(escalation.level)
+                    && t.revision.max(1) == number
+            }) {
+                if tally.settles_sent > 0 {
+                    // A provider's later report: recipients counted as sent.
+                    failed_later += tally.failed;
+                } else {
+                    handed += tally.sent + tally.delivered;
+                    failed += tally.failed;
+                }
+            }
+            escalation.notices_sent = handed.saturating_sub(failed_later);
+            escalation.notices_failed = failed + failed_later;
+        }
         let mut settled = 0;
-        for tally in jobs
-            .values()
-            .filter(|t| t.channel == Some(*channel) && t.revision.max(1) == number)
-        {
+        for tally in jobs.values().filter(|t| {
+            t.channel == Some(*channel)
+                && t.revision.max(1) == number
+                && t.escalation_level.is_none()
+        }) {
             settled += tally.settles_sent;
             fresh.sent += tally.sent;
             fresh.delivered += tally.delivered;
@@ -455,7 +521,7 @@ mod tests {
     }
 
     /// A crisis event from its JSON payload.
-    fn crisis_event(id: &str, kind: &str, payload: serde_json::Value) -> Envelope {
+    fn crisis_event(id: &str, kind: &str, payload: &serde_json::Value) -> Envelope {
         let event: Event =
             serde_json::from_value(serde_json::json!({ "kind": kind, "payload": payload }))
                 .unwrap();
@@ -494,7 +560,7 @@ mod tests {
         let mut p = CrisisProjection::default();
         fold(
             &mut p,
-            &crisis_event("c1.r1.declared", "CrisisDeclared", revision_payload(1)),
+            &crisis_event("c1.r1.declared", "CrisisDeclared", &revision_payload(1)),
         );
         fold(&mut p, &plan(10, 2));
         fold(
@@ -503,7 +569,7 @@ mod tests {
         );
         assert_eq!(p.status.channels[&Channel::Sms].sent, 10);
 
-        let updated = crisis_event("c1.r2.update.x", "CrisisUpdated", revision_payload(2));
+        let updated = crisis_event("c1.r2.update.x", "CrisisUpdated", &revision_payload(2));
         assert!(fold(&mut p, &updated));
         assert!(
             !fold(&mut p, &updated),
@@ -524,7 +590,7 @@ mod tests {
         all_clear["reason"] = serde_json::json!(null);
         fold(
             &mut p,
-            &crisis_event("c1.r3.all-clear.x", "CrisisAllClear", all_clear),
+            &crisis_event("c1.r3.all-clear.x", "CrisisAllClear", &all_clear),
         );
         assert_eq!(p.status.state, CrisisState::AllClear);
         fold(
@@ -532,7 +598,7 @@ mod tests {
             &crisis_event(
                 "c1.r3.close.x",
                 "CrisisClosed",
-                serde_json::json!({ "crisis_id": "c1", "revision": 3 }),
+                &serde_json::json!({ "crisis_id": "c1", "revision": 3 }),
             ),
         );
         assert_eq!(p.status.state, CrisisState::Closed);
@@ -545,6 +611,90 @@ mod tests {
         );
         assert_eq!(p.status.revisions[0].channels[&Channel::Sms].sent, 10);
         assert_eq!(p.status.channels[&Channel::Sms].sent, 0);
+    }
+
+    fn escalation(level: u32) -> Envelope {
+        let e = krisbud_proto::event::EscalationRaised {
+            crisis_id: "c1".into(),
+            revision: 1,
+            channel: Channel::Sms,
+            level,
+            deadline: chrono::Utc::now(),
+            severity: krisbud_proto::model::Severity::Severe,
+            status: krisbud_proto::AlertStatus::Actual,
+            headline: "Vattenläcka".into(),
+            notify: [("tib".to_owned(), 1)].into(),
+        };
+        Envelope::with_id(
+            e.event_id(),
+            Actor::service("coordinator"),
+            Event::EscalationRaised(e),
+        )
+    }
+
+    #[test]
+    fn escalations_are_recorded_once_per_level_and_their_notices_kept_apart() {
+        let mut p = CrisisProjection::default();
+        fold(&mut p, &plan(10, 1));
+        fold(
+            &mut p,
+            &flagged_report("c1.r1.sms.sv.0.outcome", "c1.r1.sms.sv.0", 4, 0),
+        );
+        assert!(fold(&mut p, &escalation(1)));
+        assert!(!fold(&mut p, &escalation(1)), "a level is recorded once");
+        assert!(fold(&mut p, &escalation(2)));
+        // Two notices by SMS for level 1, one of which the provider later fails.
+        let notice = "c1.r1.sms.escalation.1.sms.0";
+        fold(
+            &mut p,
+            &flagged_report(&format!("{notice}.outcome"), notice, 2, 0),
+        );
+        let mut dlr = report(
+            "c1.r1.sms.escalation.1.sms.0.dlr.x",
+            &[DeliveryState::Failed],
+        );
+        if let Event::DeliveryReported(r) = &mut dlr.event {
+            r.job_id = notice.into();
+        }
+        fold(&mut p, &dlr);
+        let sms = &p.status.channels[&Channel::Sms];
+        assert_eq!(
+            (sms.total, sms.sent, sms.pending, sms.failed),
+            (10, 4, 6, 0),
+            "notices are not the crisis's recipients"
+        );
+        assert_eq!(sms.providers["sinch"], 4);
+        let levels: Vec<(u32, u64, u64)> = sms
+            .escalations
+            .iter()
+            .map(|e| (e.level, e.notices_sent, e.notices_failed))
+            .collect();
+        assert_eq!(levels, vec![(1, 1, 1), (2, 0, 0)]);
+        assert_eq!(
+            p.status.revisions[0].channels[&Channel::Sms]
+                .escalations
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn an_expiry_is_recorded_once() {
+        let mut p = CrisisProjection::default();
+        fold(&mut p, &plan(1, 1));
+        let expired = Envelope::with_id(
+            "c1.r1.expired".into(),
+            Actor::service("coordinator"),
+            Event::CrisisExpired(krisbud_proto::event::CrisisExpired {
+                crisis_id: "c1".into(),
+                revision: 1,
+                expires_at: chrono::Utc::now(),
+                languages: vec!["sv".into()],
+            }),
+        );
+        assert!(fold(&mut p, &expired));
+        assert!(!fold(&mut p, &expired));
+        assert_eq!(p.status.expired.as_ref().map(|x| x.revision), Some(1));
     }
 
     #[test]
