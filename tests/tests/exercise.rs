@@ -93,6 +93,24 @@ async fn an_exercise_reaches_only_exercise_audiences_and_the_exercise_site() {
         let text = line["message"].as_str().unwrap();
         assert!(text.starts_with("ÖVNING") || text.starts_with("EXERCISE"), "{text}");
     }
+    // Every channel's message carries the marker: email subjects, intranet
+    // titles and, below, the exercise site's banner headlines.
+    let marked = |text: &str| text.contains("ÖVNING") || text.contains("EXERCISE");
+    let emails = app.email_outbox();
+    assert_eq!(emails.len(), 3);
+    for email in &emails {
+        let subject = email
+            .lines()
+            .find(|l| l.starts_with("Subject:"))
+            .expect("a subject");
+        let decoded = mail_subject(email);
+        assert!(marked(&decoded), "{subject} / {decoded}");
+    }
+    let articles = app.intranet_outbox();
+    assert!(!articles.is_empty());
+    for article in &articles {
+        assert!(marked(article["title"].as_str().unwrap()), "{article}");
+    }
     let site = |query: &'static str| {
         let app = &app;
         async move {
@@ -113,6 +131,7 @@ async fn an_exercise_reaches_only_exercise_audiences_and_the_exercise_site() {
     assert!(!exercise.is_empty());
     assert!(exercise.iter().all(|b| b["crisis_id"] == id.as_str()));
     assert!(exercise.iter().all(|b| b["status"] == "Exercise"));
+    assert!(exercise.iter().all(|b| marked(b["headline"].as_str().unwrap())));
 
     // An actual crisis shows on the public site and not on the exercise site.
     let actual = app
@@ -128,4 +147,12 @@ async fn an_exercise_reaches_only_exercise_audiences_and_the_exercise_site() {
     assert!(!public.is_empty());
     assert!(public.iter().all(|b| b["crisis_id"] == actual.as_str()));
     assert!(site("?site=exercise").await.iter().all(|b| b["crisis_id"] == id.as_str()));
+}
+
+/// The decoded Subject of a raw message.
+fn mail_subject(raw: &str) -> String {
+    mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .and_then(|m| m.subject().map(str::to_owned))
+        .unwrap_or_default()
 }
