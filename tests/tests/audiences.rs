@@ -21,7 +21,12 @@ impl TestApp {
             .unwrap()
     }
 
-    async fn import_csv(&self, id: &str, role: Role, csv: impl Into<reqwest::Body>) -> (u16, Value) {
+    async fn import_csv(
+        &self,
+        id: &str,
+        role: Role,
+        csv: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let response = self
             .http
             .put(format!("{}/api/v1/audiences/{id}/members", self.api))
@@ -66,7 +71,12 @@ Telefon,E-post,Språk,Namn
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_import_normalises_dedupes_reports_bad_rows_and_reaches_each_language() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.create_audience("farsta-hemtjanst", "Hemtjänst i Farsta").await.status(), 201);
+    assert_eq!(
+        app.create_audience("farsta-hemtjanst", "Hemtjänst i Farsta")
+            .await
+            .status(),
+        201
+    );
 
     let (status, report) = app
         .import_csv("farsta-hemtjanst", Role::Admin, MEMBERS_CSV)
@@ -74,7 +84,10 @@ async fn csv_import_normalises_dedupes_reports_bad_rows_and_reaches_each_languag
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["rows"], 10, "{report}");
     assert_eq!(report["imported"], 4, "{report}");
-    assert_eq!(report["duplicates"], 2, "line 5 repeats a phone, line 9 an email: {report}");
+    assert_eq!(
+        report["duplicates"], 2,
+        "line 5 repeats a phone, line 9 an email: {report}"
+    );
     assert_eq!(report["rejected"], 4, "{report}");
     let errors: Vec<(u64, Option<&str>)> = report["errors"]
         .as_array()
@@ -84,11 +97,19 @@ async fn csv_import_normalises_dedupes_reports_bad_rows_and_reaches_each_languag
         .collect();
     assert_eq!(
         errors,
-        [(6, Some("phone")), (7, Some("email")), (8, Some("language")), (11, None)],
+        [
+            (6, Some("phone")),
+            (7, Some("email")),
+            (8, Some("language")),
+            (11, None)
+        ],
         "{report}"
     );
     let text = report.to_string();
-    assert!(!text.contains("070-12") && !text.contains("not-an-address"), "{text}");
+    assert!(
+        !text.contains("070-12") && !text.contains("not-an-address"),
+        "{text}"
+    );
 
     let audience = app.audience("farsta-hemtjanst").await;
     assert_eq!(audience["members"], 4);
@@ -113,7 +134,12 @@ async fn csv_import_normalises_dedupes_reports_bad_rows_and_reaches_each_languag
     to.sort();
     assert_eq!(
         to,
-        ["+46701740620", "+46701740621", "+46701740622", "+46701740623"]
+        [
+            "+46701740620",
+            "+46701740621",
+            "+46701740622",
+            "+46701740623"
+        ]
     );
     let text_to = |phone: &str| {
         sms.iter()
@@ -123,7 +149,11 @@ async fn csv_import_normalises_dedupes_reports_bad_rows_and_reaches_each_languag
     };
     let swedish = text_to("+46701740620");
     assert_ne!(text_to("+46701740621"), swedish, "Sam reads English");
-    assert_eq!(text_to("+46701740622"), swedish, "no Arabic version: Swedish");
+    assert_eq!(
+        text_to("+46701740622"),
+        swedish,
+        "no Arabic version: Swedish"
+    );
     assert_ne!(text_to("+46701740623"), swedish, "Greta reads easy Swedish");
     assert_eq!(app.email_outbox().len(), 2);
 
@@ -162,14 +192,23 @@ async fn a_bad_file_is_refused_whole_and_the_old_members_stay() {
     // An unknown column, a quote never closed, bytes that are not UTF-8, an empty
     // file: each is refused, naming the line, and nothing changes.
     for (csv, words) in [
-        (b"phone,fax\n0701740632,1\n".to_vec(), "unknown column `fax`"),
+        (
+            b"phone,fax\n0701740632,1\n".to_vec(),
+            "unknown column `fax`",
+        ),
         (b"phone\n0701740632\n\"0701740633\n".to_vec(), "line 3"),
-        (b"phone\n0701740632\n07017406\xff\n".to_vec(), "line 3 is not UTF-8"),
+        (
+            b"phone\n0701740632\n07017406\xff\n".to_vec(),
+            "line 3 is not UTF-8",
+        ),
         (Vec::new(), "empty"),
     ] {
         let (status, problem) = app.import_csv("kista", Role::Admin, csv).await;
         assert_eq!(status, 422, "{problem}");
-        assert!(problem["detail"].as_str().unwrap().contains(words), "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(words),
+            "{problem}"
+        );
     }
     assert_eq!(app.audience("kista").await["members"], 2);
 
@@ -187,7 +226,10 @@ async fn a_bad_file_is_refused_whole_and_the_old_members_stay() {
     assert_eq!(response.status(), 415);
     let (status, _) = app.import_csv("finns-inte", Role::Admin, "phone\n").await;
     assert_eq!(status, 404);
-    assert_eq!(app.create_audience("kista", "Något annat").await.status(), 409);
+    assert_eq!(
+        app.create_audience("kista", "Något annat").await.status(),
+        409
+    );
     let response = app
         .http
         .post(format!("{}/api/v1/audiences", app.api))

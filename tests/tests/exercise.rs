@@ -26,7 +26,10 @@ async fn an_exercise_reaches_only_exercise_audiences_and_the_exercise_site() {
     assert_eq!(created.status(), 201);
     let imported = app
         .http
-        .put(format!("{}/api/v1/audiences/alla-i-farsta/members", app.api))
+        .put(format!(
+            "{}/api/v1/audiences/alla-i-farsta/members",
+            app.api
+        ))
         .bearer_auth(&admin)
         .header("content-type", "text/csv")
         .body("phone\n0701740650\n")
@@ -47,7 +50,12 @@ async fn an_exercise_reaches_only_exercise_audiences_and_the_exercise_site() {
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["field"], "audiences[1]", "{problem}");
-    assert!(problem["detail"].as_str().unwrap().contains("alla-i-farsta"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("alla-i-farsta")
+    );
     let page: Value = app
         .http
         .get(format!("{}/api/v1/audit", app.api))
@@ -62,7 +70,10 @@ async fn an_exercise_reaches_only_exercise_audiences_and_the_exercise_site() {
     let records = page["records"].as_array().unwrap();
     assert_eq!(records.len(), 1, "{page}");
     assert_eq!(records[0]["event"]["actor"]["user"], "tib.maria");
-    assert_eq!(records[0]["event"]["payload"]["audiences"], json!(["alla-i-farsta"]));
+    assert_eq!(
+        records[0]["event"]["payload"]["audiences"],
+        json!(["alla-i-farsta"])
+    );
     let crises: Vec<Value> = app
         .http
         .get(format!("{}/api/v1/crises", app.api))
@@ -91,7 +102,10 @@ async fn an_exercise_reaches_only_exercise_audiences_and_the_exercise_site() {
     assert!(sms.iter().all(|l| l["to"] != "+46701740650"));
     for line in &sms {
         let text = line["message"].as_str().unwrap();
-        assert!(text.starts_with("ÖVNING") || text.starts_with("EXERCISE"), "{text}");
+        assert!(
+            text.starts_with("ÖVNING") || text.starts_with("EXERCISE"),
+            "{text}"
+        );
     }
     // Every channel's message carries the marker: email subjects, intranet
     // titles and, below, the exercise site's banner headlines.
@@ -131,7 +145,11 @@ async fn an_exercise_reaches_only_exercise_audiences_and_the_exercise_site() {
     assert!(!exercise.is_empty());
     assert!(exercise.iter().all(|b| b["crisis_id"] == id.as_str()));
     assert!(exercise.iter().all(|b| b["status"] == "Exercise"));
-    assert!(exercise.iter().all(|b| marked(b["headline"].as_str().unwrap())));
+    assert!(
+        exercise
+            .iter()
+            .all(|b| marked(b["headline"].as_str().unwrap()))
+    );
 
     // An actual crisis shows on the public site and not on the exercise site.
     let actual = app
@@ -146,7 +164,12 @@ async fn an_exercise_reaches_only_exercise_audiences_and_the_exercise_site() {
     let public = site("").await;
     assert!(!public.is_empty());
     assert!(public.iter().all(|b| b["crisis_id"] == actual.as_str()));
-    assert!(site("?site=exercise").await.iter().all(|b| b["crisis_id"] == id.as_str()));
+    assert!(
+        site("?site=exercise")
+            .await
+            .iter()
+            .all(|b| b["crisis_id"] == id.as_str())
+    );
 }
 
 /// The decoded Subject of a raw message.

@@ -81,11 +81,18 @@ async fn the_status_streams_from_declaration_to_confirmation() {
 
     // An operator's confirmation arrives as an event, with who confirmed.
     let confirmed = app
-        .confirm(Some(&app.token(Role::Operator)), &id, "banner", "syns på stockholm.se")
+        .confirm(
+            Some(&app.token(Role::Operator)),
+            &id,
+            "banner",
+            "syns på stockholm.se",
+        )
         .await;
     assert_eq!(confirmed.status(), 200);
     let after = read_until(&mut body, &mut buffer, &mut seen, |s| {
-        !s.channels[&krisbud_proto::Channel::Banner].confirmations.is_empty()
+        !s.channels[&krisbud_proto::Channel::Banner]
+            .confirmations
+            .is_empty()
     })
     .await;
     assert_eq!(

@@ -103,9 +103,7 @@ pub fn build(
                     parts.join(", ")
                 )));
             }
-            Event::DeliveryReported(e)
-                if krisbud_proto::event::notice_job(&e.job_id).is_some() =>
-            {
+            Event::DeliveryReported(e) if krisbud_proto::event::notice_job(&e.job_id).is_some() => {
                 // An escalation notice to the duty officers: listed under the
                 // escalation, never counted with the crisis's own recipients.
                 let sent = e

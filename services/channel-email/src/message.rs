@@ -154,7 +154,10 @@ mod tests {
         let level2 = notice("vattenlacka-farsta.r1.sms.escalation.2.email.0");
         assert_eq!(job_message_id(&alert, &anna()), id);
         assert_ne!(job_message_id(&level1, &anna()), id);
-        assert_ne!(job_message_id(&level1, &anna()), job_message_id(&level2, &anna()));
+        assert_ne!(
+            job_message_id(&level1, &anna()),
+            job_message_id(&level2, &anna())
+        );
         assert_ne!(id, message_id("vattenlacka-kista", 1, &anna()));
         // Nothing from the crisis id can break out of the header.
         assert_eq!(

@@ -264,18 +264,27 @@ async fn an_exercise_job_reaching_a_public_audience_is_refused_and_recorded() {
             .await
             .unwrap();
     }
-    let exercise_job = |crisis: &str, status: AlertStatus, audiences: &[&str], number: &str| {
-        DispatchJob {
+    let exercise_job =
+        |crisis: &str, status: AlertStatus, audiences: &[&str], number: &str| DispatchJob {
             status,
             audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
             ..job(crisis, vec![recipient(number)])
-        }
-    };
+        };
     // The coordinator let these through (a bug, or a forged job): the channel
     // still refuses them.
-    let leaking = exercise_job("ovning-lacka", AlertStatus::Exercise, &["ovningsgrupp", "allmanheten"], "+46701740640");
+    let leaking = exercise_job(
+        "ovning-lacka",
+        AlertStatus::Exercise,
+        &["ovningsgrupp", "allmanheten"],
+        "+46701740640",
+    );
     let nameless = exercise_job("test-utan-publik", AlertStatus::Test, &[], "+46701740641");
-    let allowed = exercise_job("ovning-ok", AlertStatus::Exercise, &["ovningsgrupp"], "+46701740642");
+    let allowed = exercise_job(
+        "ovning-ok",
+        AlertStatus::Exercise,
+        &["ovningsgrupp"],
+        "+46701740642",
+    );
     for job in [&leaking, &nameless, &allowed] {
         app.rt.bus.dispatch(job).await.unwrap();
     }
@@ -307,7 +316,8 @@ async fn an_exercise_job_reaching_a_public_audience_is_refused_and_recorded() {
             continue;
         };
         if message.subject.as_str() == krisbud_proto::subject::EXERCISE_GUARD_EVENTS {
-            let envelope: krisbud_proto::Envelope = serde_json::from_slice(&message.payload).unwrap();
+            let envelope: krisbud_proto::Envelope =
+                serde_json::from_slice(&message.payload).unwrap();
             if let krisbud_proto::Event::ExerciseRefused(e) = envelope.event {
                 refused.push((e.crisis_id.unwrap(), e.audiences, envelope.actor.user));
             }
@@ -317,8 +327,16 @@ async fn an_exercise_job_reaching_a_public_audience_is_refused_and_recorded() {
     assert_eq!(
         refused,
         [
-            ("ovning-lacka".to_owned(), vec!["allmanheten".to_owned()], "service:channel-sms".to_owned()),
-            ("test-utan-publik".to_owned(), vec!["(none named)".to_owned()], "service:channel-sms".to_owned()),
+            (
+                "ovning-lacka".to_owned(),
+                vec!["allmanheten".to_owned()],
+                "service:channel-sms".to_owned()
+            ),
+            (
+                "test-utan-publik".to_owned(),
+                vec!["(none named)".to_owned()],
+                "service:channel-sms".to_owned()
+            ),
         ]
     );
     app.stop().await;

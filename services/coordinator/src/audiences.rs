@@ -24,8 +24,8 @@ use krisbud_kit::Bus;
 use krisbud_kit::bus::Expect;
 use krisbud_kit::privacy;
 use krisbud_proto::audience::{
-    Audience, AudienceId, CreateAudience, ImportCommit, ImportPart, ImportReport, Member,
-    PartReport, RowError, MAX_REPORTED_ERRORS, MEMBERS_PER_CHUNK, chunk_key,
+    Audience, AudienceId, CreateAudience, ImportCommit, ImportPart, ImportReport,
+    MAX_REPORTED_ERRORS, MEMBERS_PER_CHUNK, Member, PartReport, RowError, chunk_key,
 };
 use krisbud_proto::event::{AudienceCreated, AudienceDeleted, AudienceMembersImported};
 use krisbud_proto::{Actor, CommandRequest, Envelope, Event, Problem, Role, subject};
@@ -120,7 +120,10 @@ impl Audiences {
             ));
         }
         if name.chars().any(char::is_control) {
-            return Err(Problem::invalid("name", "the name contains a control character"));
+            return Err(Problem::invalid(
+                "name",
+                "the name contains a control character",
+            ));
         }
         let audience = Audience {
             id: body.id.clone(),
@@ -140,7 +143,9 @@ impl Audiences {
                 return Err(internal(e));
             }
             return match self.get(&body.id).await? {
-                Some(existing) if existing.name == audience.name && existing.exercise == audience.exercise => {
+                Some(existing)
+                    if existing.name == audience.name && existing.exercise == audience.exercise =>
+                {
                     Ok(existing)
                 }
                 _ => Err(Problem::conflict(format!(
@@ -241,11 +246,16 @@ impl Audiences {
         let mut seen = Seen::default();
         for part in 0..commit.parts {
             let key = chunk_key(&commit.audience, commit.generation, part);
-            let chunk = self.members.get(&key).await.map_err(internal)?.ok_or_else(|| {
-                Problem::conflict(format!(
-                    "part {part} of the import is missing; send the file again"
-                ))
-            })?;
+            let chunk = self
+                .members
+                .get(&key)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| {
+                    Problem::conflict(format!(
+                        "part {part} of the import is missing; send the file again"
+                    ))
+                })?;
             let members = decode_chunk(&chunk).map_err(internal)?;
             let before = members.len();
             let kept: Vec<Member> = members.into_iter().filter(|m| seen.first(m)).collect();
@@ -260,7 +270,8 @@ impl Audiences {
                     .map_err(internal)?;
             }
         }
-        self.make_current(&request.actor, &report, commit.parts).await?;
+        self.make_current(&request.actor, &report, commit.parts)
+            .await?;
         Ok(report)
     }
 
@@ -362,7 +373,10 @@ impl Audiences {
         let chunks: Vec<&[Member]> = members.chunks(MEMBERS_PER_CHUNK).collect();
         for (n, chunk) in chunks.iter().enumerate() {
             self.members
-                .put(chunk_key(&id, generation, n as u32), encode_chunk(chunk).into())
+                .put(
+                    chunk_key(&id, generation, n as u32),
+                    encode_chunk(chunk).into(),
+                )
                 .await
                 .map_err(internal)?;
         }
@@ -493,7 +507,10 @@ fn columns(header: &str) -> Result<Vec<Column>, Problem> {
         .transpose()
         .map_err(|e| Problem::invalid("csv", format!("line 1: the header cannot be read: {e}")))?
         .ok_or_else(|| {
-            Problem::invalid("csv", "the file is empty; the first line must name the columns")
+            Problem::invalid(
+                "csv",
+                "the file is empty; the first line must name the columns",
+            )
         })?;
     let mut out = Vec::new();
     for (i, name) in record.iter().enumerate() {
@@ -569,12 +586,17 @@ fn parse_part(part: &ImportPart) -> Result<(Vec<Member>, PartReport), Problem> {
                 }
             }
             Err(e) => {
-                let line = e.position().map_or(line, |p| part.first_line + p.line() - 1);
+                let line = e
+                    .position()
+                    .map_or(line, |p| part.first_line + p.line() - 1);
                 // The reader cannot resynchronise after a broken quote; refuse the
                 // file rather than guess where the next row begins.
                 return Err(Problem::invalid(
                     "csv",
-                    format!("line {line}: the row cannot be read as CSV: {}", csv_reason(&e)),
+                    format!(
+                        "line {line}: the row cannot be read as CSV: {}",
+                        csv_reason(&e)
+                    ),
                 ));
             }
         }
@@ -649,10 +671,7 @@ fn member(
             }
             Column::Name => {
                 if value.chars().count() > MAX_NAME {
-                    return Err((
-                        Some(*column),
-                        format!("longer than {MAX_NAME} characters"),
-                    ));
+                    return Err((Some(*column), format!("longer than {MAX_NAME} characters")));
                 }
                 member.name = Some(value.to_owned());
             }
@@ -668,7 +687,10 @@ fn member(
         }
     }
     if member.phone.is_none() && member.email.is_none() {
-        return Err((None, "the row has neither a phone number nor an email address".to_owned()));
+        return Err((
+            None,
+            "the row has neither a phone number nor an email address".to_owned(),
+        ));
     }
     Ok(member)
 }
@@ -680,7 +702,8 @@ fn is_language_tag(tag: &str) -> bool {
     (2..=3).contains(&primary.len())
         && primary.chars().all(|c| c.is_ascii_alphabetic())
         && tag.len() <= 35
-        && subtags.all(|s| (1..=8).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()))
+        && subtags
+            .all(|s| (1..=8).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 #[cfg(test)]
@@ -755,7 +778,11 @@ mod tests {
         ] {
             let problem = parse_part(&part(header, "", 2)).unwrap_err();
             assert_eq!(problem.field.as_deref(), Some("csv"));
-            assert!(problem.detail.contains(word), "{header}: {}", problem.detail);
+            assert!(
+                problem.detail.contains(word),
+                "{header}: {}",
+                problem.detail
+            );
         }
         assert!(parse_part(&part("Telefon;E-post", "", 2)).is_err());
         assert!(parse_part(&part("\u{feff}Telefon,E-post,Språk,Namn", "", 2)).is_ok());

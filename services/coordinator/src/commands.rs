@@ -11,7 +11,9 @@ use krisbud_proto::command::{ConfirmChannel, DeclareCrisis, Declared, GetCrisis}
 use krisbud_proto::event::{ChannelConfirmed, CrisisDeclared, ExerciseRefused};
 use krisbud_proto::status::CrisisStatus;
 use krisbud_proto::template::TemplateRef;
-use krisbud_proto::{Actor, AlertStatus, Channel, CommandRequest, Envelope, Event, Problem, Role, subject};
+use krisbud_proto::{
+    Actor, AlertStatus, Channel, CommandRequest, Envelope, Event, Problem, Role, subject,
+};
 use sha2::{Digest, Sha256};
 
 use crate::audiences::Audiences;

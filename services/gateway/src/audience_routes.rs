@@ -188,7 +188,9 @@ pub async fn import(
                 Some(_) => text,
             };
             let skipped = if parts == 0 {
-                1 + header.as_deref().map_or(0, |h| h.matches('\n').count() as u64)
+                1 + header
+                    .as_deref()
+                    .map_or(0, |h| h.matches('\n').count() as u64)
             } else {
                 0
             };

@@ -40,10 +40,7 @@ pub async fn events(
         .get_key_value(spec::CRISES.name)
         .await
         .map_err(|e| unavailable(&e))?;
-    let mut changes = store
-        .watch(&crisis_id)
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let mut changes = store.watch(&crisis_id).await.map_err(|e| unavailable(&e))?;
     let first: CrisisStatus = app
         .command(
             subject::cmd::GET_CRISIS,

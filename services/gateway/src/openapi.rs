@@ -37,8 +37,8 @@ use utoipa::openapi::{
 
 use crate::audit_routes::{CSV, NDJSON};
 use crate::auth::{
-    Allowed, AnyUser, AudienceAdmins, AudienceReaders, Auditors, CrisisReaders, DutyOfficers, Operators, TemplateApprovers,
-    TemplateEditors, TemplateRetirers, role_list,
+    Allowed, AnyUser, AudienceAdmins, AudienceReaders, Auditors, CrisisReaders, DutyOfficers,
+    Operators, TemplateApprovers, TemplateEditors, TemplateRetirers, role_list,
 };
 use crate::problem::{PROBLEM_JSON, ProblemDetails};
 use crate::routes::ConfirmBody;
@@ -628,7 +628,10 @@ pub fn document() -> Value {
     let paths = audit_paths(paths, &mut schemas, &problem);
     let paths = audience_paths(paths, &mut schemas, &problem);
     let live = secured::<CrisisReaders>(
-        op("followCrisis", "Follow a crisis's status live (server-sent events)"),
+        op(
+            "followCrisis",
+            "Follow a crisis's status live (server-sent events)",
+        ),
         Some(
             "A `text/event-stream`: the first `status` event is the crisis's status as \
              it is (the body of `GET /crises/{id}`), then one `status` event per change \
@@ -750,10 +753,7 @@ fn audience_paths(
         problem,
     )
     .request_body(Some(json_body(schemas.of::<CreateAudience>(), true)))
-    .response(
-        "201",
-        json_response("Created", schemas.of::<Audience>()),
-    )
+    .response("201", json_response("Created", schemas.of::<Audience>()))
     .response(
         "400",
         problem_response("Malformed JSON, named with its position", problem),
@@ -768,7 +768,10 @@ fn audience_paths(
     );
     let show = secured::<AudienceReaders>(op("getAudience", "One audience"), None, problem)
         .parameter(id_param())
-        .response("200", json_response("The audience", schemas.of::<Audience>()))
+        .response(
+            "200",
+            json_response("The audience", schemas.of::<Audience>()),
+        )
         .response("404", problem_response("No such audience", problem));
     let delete = secured::<AudienceAdmins>(
         op("deleteAudience", "Delete an audience and its members"),
@@ -779,7 +782,10 @@ fn audience_paths(
     .response("204", ResponseBuilder::new().description("Deleted").build())
     .response("404", problem_response("No such audience", problem));
     let import = secured::<AudienceAdmins>(
-        op("importAudienceMembers", "Replace an audience's members from CSV"),
+        op(
+            "importAudienceMembers",
+            "Replace an audience's members from CSV",
+        ),
         Some(
             "A UTF-8 CSV file: a header line naming the columns (phone, email, language, \
              and optionally name and external_id; the Swedish telefon, e-post, språk and namn \
@@ -795,7 +801,10 @@ fn audience_paths(
     .request_body(Some(
         RequestBodyBuilder::new()
             .required(Some(Required::True))
-            .content("text/csv", ContentBuilder::new().schema(Some(string())).build())
+            .content(
+                "text/csv",
+                ContentBuilder::new().schema(Some(string())).build(),
+            )
             .build(),
     ))
     .response(
@@ -810,10 +819,7 @@ fn audience_paths(
         "413",
         problem_response("The file is larger than the configured limit", problem),
     )
-    .response(
-        "415",
-        problem_response("The body is not text/csv", problem),
-    )
+    .response("415", problem_response("The body is not text/csv", problem))
     .response(
         "422",
         problem_response(
@@ -825,7 +831,10 @@ fn audience_paths(
     paths
         .path("/api/v1/audiences", PathItem::new(HttpMethod::Get, list))
         .path("/api/v1/audiences", PathItem::new(HttpMethod::Post, create))
-        .path("/api/v1/audiences/{id}", PathItem::new(HttpMethod::Get, show))
+        .path(
+            "/api/v1/audiences/{id}",
+            PathItem::new(HttpMethod::Get, show),
+        )
         .path(
             "/api/v1/audiences/{id}",
             PathItem::new(HttpMethod::Delete, delete),

@@ -583,7 +583,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/audiences", "/api/v1/audiences"),
     ("post", "/api/v1/audiences", "/api/v1/audiences"),
     ("get", "/api/v1/audiences/{id}", "/api/v1/audiences/kista"),
-    ("delete", "/api/v1/audiences/{id}", "/api/v1/audiences/kista"),
+    (
+        "delete",
+        "/api/v1/audiences/{id}",
+        "/api/v1/audiences/kista",
+    ),
     (
         "put",
         "/api/v1/audiences/{id}/members",

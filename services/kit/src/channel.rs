@@ -395,7 +395,10 @@ impl Jobs {
         let sent = count(DeliveryState::Sent);
         let delivered = count(DeliveryState::Delivered);
         let failed = count(DeliveryState::Failed);
-        match self.report(job, provider, outcomes, retries(delivery)).await {
+        match self
+            .report(job, provider, outcomes, retries(delivery))
+            .await
+        {
             Ok(()) => {
                 tracing::info!(job = %job.job_id, sent, delivered, failed, "{} job reported", self.channel);
                 Ack::Done
@@ -417,7 +420,10 @@ impl Jobs {
         outcomes: Vec<RecipientOutcome>,
         reason: &str,
     ) -> Ack {
-        match self.report(job, provider, outcomes, retries(delivery)).await {
+        match self
+            .report(job, provider, outcomes, retries(delivery))
+            .await
+        {
             Ok(()) => Ack::Reject(reason.to_owned()),
             Err(e) => {
                 tracing::warn!(job = %job.job_id, error = %e, "cannot store why a job is refused; trying again later");

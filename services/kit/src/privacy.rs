@@ -37,7 +37,10 @@ pub fn normalise_phone(raw: &str) -> Result<String, &'static str> {
             "a phone number may hold only digits, spaces, dashes, parentheses and a leading +",
         );
     }
-    let compact: String = raw.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect();
+    let compact: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '+')
+        .collect();
     if compact[1..].contains('+') {
         return Err("a + may only begin the phone number");
     }
@@ -151,13 +154,21 @@ mod tests {
         ] {
             assert_eq!(normalise_phone(raw).as_deref(), Ok("+46701234567"), "{raw}");
         }
-        assert_eq!(normalise_phone("08-508 000 00").as_deref(), Ok("+46850800000"));
-        assert_eq!(normalise_phone("+47 412 34 567").as_deref(), Ok("+4741234567"));
+        assert_eq!(
+            normalise_phone("08-508 000 00").as_deref(),
+            Ok("+46850800000")
+        );
+        assert_eq!(
+            normalise_phone("+47 412 34 567").as_deref(),
+            Ok("+4741234567")
+        );
     }
 
     #[test]
     fn the_mobile_short_cut_agrees_with_the_library() {
-        for national in (0..20_000u32).map(|i| format!("07{:08}", i.wrapping_mul(2_654_435_761) % 100_000_000)) {
+        for national in
+            (0..20_000u32).map(|i| format!("07{:08}", i.wrapping_mul(2_654_435_761) % 100_000_000))
+        {
             let library = phonenumber::parse(Some(phonenumber::country::Id::SE), &national)
                 .ok()
                 .filter(|n| n.is_valid())
@@ -170,7 +181,14 @@ mod tests {
 
     #[test]
     fn bad_numbers_are_refused_without_echoing_them() {
-        for raw in ["070-12", "abc", "0701234567890123", "70 123 45 67", "+46+70", ""] {
+        for raw in [
+            "070-12",
+            "abc",
+            "0701234567890123",
+            "70 123 45 67",
+            "+46+70",
+            "",
+        ] {
             let err = normalise_phone(raw).expect_err(raw);
             assert!(raw.is_empty() || !err.contains(raw), "{err}");
         }
@@ -182,7 +200,13 @@ mod tests {
             normalise_email(" Anna.Lind@Farsta.Example ").as_deref(),
             Ok("anna.lind@farsta.example")
         );
-        for raw in ["anna", "anna@", "@farsta.se", "anna lind@farsta.se", "anna@farsta"] {
+        for raw in [
+            "anna",
+            "anna@",
+            "@farsta.se",
+            "anna lind@farsta.se",
+            "anna@farsta",
+        ] {
             assert!(normalise_email(raw).is_err(), "{raw}");
         }
     }

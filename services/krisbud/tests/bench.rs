@@ -39,14 +39,19 @@ fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no `{prefix}` line in {lines:#?}"))
 }
 
-/// The number before `unit` in `text`, e.g. `12,345 msgs/s`.
+/// The number before the first `unit` in `text`, e.g. `(12,345 msgs/s`.
 fn figure(text: &str, unit: &str) -> f64 {
     let before = text
         .split(unit)
         .next()
         .filter(|b| b.len() < text.len())
         .unwrap_or_else(|| panic!("no `{unit}` in {text}"));
-    let number = before.split_whitespace().last().unwrap().replace(',', "");
+    let number = before
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_start_matches('(')
+        .replace(',', "");
     number
         .parse()
         .unwrap_or_else(|e| panic!("`{number}` before `{unit}` in {text}: {e}"))
@@ -93,7 +98,7 @@ fn format_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

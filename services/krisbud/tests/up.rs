@@ -354,7 +354,10 @@ elks_password = "elks-secret"
         csv.push_str(&format!("+4670174{:04},sv\n", 1000 + i));
     }
     let imported: Value = http
-        .put(format!("{}/api/v1/audiences/stor-publik/members", first.api))
+        .put(format!(
+            "{}/api/v1/audiences/stor-publik/members",
+            first.api
+        ))
         .bearer_auth(&admin)
         .header("content-type", "text/csv")
         .body(csv)
@@ -503,7 +506,9 @@ fn a_million_member_csv_imports_through_the_cli_with_progress() {
     for i in 0..MEMBERS {
         csv.push_str(&format!("070-1{:06},sv\n", i));
     }
-    csv.push_str("070-12,sv\n0701000007,klingon-is-not-a-tag\nabc,sv\n0701000001,sv\n070-1000002,en\n");
+    csv.push_str(
+        "070-12,sv\n0701000007,klingon-is-not-a-tag\nabc,sv\n0701000001,sv\n070-1000002,en\n",
+    );
     std::fs::write(&file, csv).unwrap();
 
     let started = Instant::now();
@@ -512,12 +517,22 @@ fn a_million_member_csv_imports_through_the_cli_with_progress() {
     let stdout = String::from_utf8_lossy(&import.stdout);
     let stderr = String::from_utf8_lossy(&import.stderr);
     eprintln!("import of {MEMBERS} rows took {took:?}\n{stdout}");
-    assert_eq!(import.status.code(), Some(1), "rows were refused: {stdout}{stderr}");
+    assert_eq!(
+        import.status.code(),
+        Some(1),
+        "rows were refused: {stdout}{stderr}"
+    );
     assert!(
-        stdout.contains("1000005 rows read, 1000000 members imported, 2 duplicates left out, 3 rows refused"),
+        stdout.contains(
+            "1000005 rows read, 1000000 members imported, 2 duplicates left out, 3 rows refused"
+        ),
         "{stdout}{stderr}"
     );
-    for line in ["line 1000002 (phone)", "line 1000003 (language)", "line 1000004 (phone)"] {
+    for line in [
+        "line 1000002 (phone)",
+        "line 1000003 (language)",
+        "line 1000004 (phone)",
+    ] {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }
     let progress = stderr.lines().filter(|l| l.starts_with("sent ")).count();
@@ -526,5 +541,8 @@ fn a_million_member_csv_imports_through_the_cli_with_progress() {
 
     let show = cli(&["audiences", "show", "hela-stan"]);
     let shown = String::from_utf8_lossy(&show.stdout);
-    assert!(shown.contains("1000000 members (1000000 with phone"), "{shown}");
+    assert!(
+        shown.contains("1000000 members (1000000 with phone"),
+        "{shown}"
+    );
 }

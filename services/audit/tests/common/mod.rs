@@ -335,7 +335,7 @@ pub fn reported(
                     possible_duplicate: false,
                 })
                 .collect(),
-                retries: 0,
+            retries: 0,
         }),
     )
 }
