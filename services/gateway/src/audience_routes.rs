@@ -285,6 +285,23 @@ fn split_first_record(text: &str) -> (&str, &str) {
     (text, "")
 }
 
+/// The end (exclusive) of the first record that ends at or past `min` bytes into
+/// `buffer`, which starts at a record boundary.
+fn first_boundary_from(buffer: &[u8], min: usize) -> Option<usize> {
+    if buffer.len() < min {
+        return None;
+    }
+    let mut quoted = false;
+    for (i, b) in buffer.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted && i + 1 >= min => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Cuts a byte stream into pieces of whole CSV records.
 #[derive(Default)]
 struct Splitter {
@@ -322,12 +339,12 @@ impl Splitter {
     /// The next piece and the line it starts at: whole records once about
     /// [`PART_BYTES`] have gathered, or whatever is left at the end.
     fn next_piece(&mut self, done: bool) -> Option<(u64, Vec<u8>)> {
-        let cut = if self.buffer.len() >= PART_BYTES && self.boundary > 0 {
-            self.boundary
-        } else if done && !self.buffer.is_empty() {
-            self.buffer.len()
-        } else {
-            return None;
+        // The first record boundary at or past PART_BYTES, not the last one in the
+        // buffer: a large read must not make one oversized part.
+        let cut = match first_boundary_from(&self.buffer, PART_BYTES) {
+            Some(cut) => cut,
+            None if done && !self.buffer.is_empty() => self.buffer.len(),
+            None => return None,
         };
         let rest = self.buffer.split_off(cut);
         let piece = std::mem::replace(&mut self.buffer, rest);
@@ -371,6 +388,26 @@ mod tests {
             line += piece.iter().filter(|b| **b == b'\n').count() as u64;
             joined.extend_from_slice(piece);
         }
+        assert_eq!(joined, text.as_bytes());
+    }
+
+    #[test]
+    fn a_large_read_still_makes_parts_of_about_part_bytes() {
+        let mut text = String::new();
+        for i in 0..80_000 {
+            text.push_str(&format!("070{i:07},sv\n"));
+        }
+        let mut splitter = Splitter::default();
+        splitter.push(text.as_bytes());
+        let mut pieces = Vec::new();
+        while let Some(piece) = splitter.next_piece(true) {
+            pieces.push(piece);
+        }
+        assert!(pieces.len() >= 7, "{}", pieces.len());
+        for (_, piece) in &pieces {
+            assert!(piece.len() <= PART_BYTES + 16, "{}", piece.len());
+        }
+        let joined: Vec<u8> = pieces.into_iter().flat_map(|(_, p)| p).collect();
         assert_eq!(joined, text.as_bytes());
     }
 

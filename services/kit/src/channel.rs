@@ -319,9 +319,11 @@ impl Jobs {
     ) -> Ack {
         let mut settled = self.settled.take(&job.job_id);
         let mut open: Vec<(Recipient, T)> = Vec::new();
+        // A recipient named twice in a job is sent to once.
+        let mut named = std::collections::HashSet::with_capacity(job.recipients.len());
         for recipient in &job.recipients {
             if settled.contains_key(&recipient.reference)
-                || open.iter().any(|(r, _)| r.reference == recipient.reference)
+                || !named.insert(recipient.reference.as_str())
             {
                 continue;
             }

@@ -269,6 +269,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
 
     // 6. The fan-out.
     let fan = fan_out(&duty, &simulator, &audience, n, &args).await?;
+    let audit_lag = audit_lag(&nats_url).await?;
     let peaks = Peaks::read(&own_pid, nats_pid.as_deref());
     let e2e = n as f64 / fan.complete.as_secs_f64();
     say(&format!(
@@ -294,6 +295,12 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         reset,
         nats_pid.is_some(),
     ));
+    say(&format!(
+        "audit: when every recipient was counted, the chain was {} records behind the {} events; it held them all {:.3} s later [target <= 2 s]",
+        int(audit_lag.behind),
+        int(audit_lag.events),
+        audit_lag.caught_up.as_secs_f64()
+    ));
     let ratio = e2e / base.rate();
     say(&format!(
         "e2e/baseline: {} recipients/s ÷ {} msgs/s{}",
@@ -313,6 +320,41 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     stopped?;
     say(&format!("ratio {ratio:.2}"));
     Ok(())
+}
+
+/// How far the audit chain was behind the events at the end of the fan-out, and
+/// how long it took to record them all.
+struct AuditLag {
+    events: u64,
+    behind: u64,
+    caught_up: Duration,
+}
+
+/// Compares the chain's length with the events stream's (one record per event)
+/// now, then waits until the chain holds every event there was now.
+async fn audit_lag(nats_url: &str) -> anyhow::Result<AuditLag> {
+    let started = Instant::now();
+    let client = async_nats::connect(nats_url).await?;
+    let js = async_nats::jetstream::new(client);
+    let mut events = js.get_stream(krisbud_proto::spec::EVENTS.name).await?;
+    let mut audit = js.get_stream(krisbud_proto::spec::AUDIT.name).await?;
+    let total = events.info().await?.state.last_sequence;
+    let recorded = audit.info().await?.state.last_sequence;
+    loop {
+        if audit.info().await?.state.last_sequence >= total {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the audit chain did not catch up within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(AuditLag {
+        events: total,
+        behind: total.saturating_sub(recorded),
+        caught_up: started.elapsed(),
+    })
 }
 
 fn describe_baseline(base: &Baseline, batch: usize, private: bool) -> String {

@@ -81,6 +81,10 @@ fn check(lines: &[String], recipients: u64) {
     assert!(e2e.contains(&format!("sent {n},")), "{e2e}");
     assert!(e2e.contains("failed 0)"), "{e2e}");
 
+    let audit = line(lines, "audit:");
+    assert!(figure(audit, "events;") > 0.0, "{audit}");
+    assert!(figure(audit, "s later") >= 0.0, "{audit}");
+
     let rss = line(lines, "rss (VmHWM):");
     assert!(figure(rss, "MB +") > 0.0, "{rss}");
     assert!(!rss.contains("n/a"), "{rss}");
