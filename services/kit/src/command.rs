@@ -135,7 +135,15 @@ where
     let mut headers = HeaderMap::new();
     telemetry::inject(&mut headers);
     let body = serde_json::to_vec(request).expect("a request serializes");
-    let sent = client.request_with_headers(subject.to_owned(), headers, body.into());
+    // The client's own request timeout (10 s by default) would cut a long
+    // command (a large import's commit) short; the caller's timeout rules.
+    let sent = client.send_request(
+        subject.to_owned(),
+        async_nats::Request::new()
+            .payload(body.into())
+            .headers(headers)
+            .timeout(Some(timeout + Duration::from_secs(1))),
+    );
     let message = match tokio::time::timeout(timeout, sent).await {
         Err(_) => {
             return Err(Problem::new(
