@@ -176,7 +176,7 @@ impl Audiences {
         let id = &request.body.id;
         let audience = self.get(id).await?.ok_or_else(|| not_found(id))?;
         self.meta.purge(id).await.map_err(internal)?;
-        self.purge_members(id, None).await?;
+        self.purge_members(id, &[]).await?;
         let envelope = Envelope::new(
             request.actor,
             Event::AudienceDeleted(AudienceDeleted {
@@ -191,15 +191,18 @@ impl Audiences {
         Ok(audience)
     }
 
-    /// Removes the member chunks of `id`, except those of generation `keep`.
-    async fn purge_members(&self, id: &str, keep: Option<u32>) -> Result<(), Problem> {
+    /// Removes the member chunks of `id`, except those of the generations in `keep`.
+    async fn purge_members(&self, id: &str, keep: &[u32]) -> Result<(), Problem> {
         let prefix = format!("{id}.");
-        let keep = keep.map(|g| format!("{id}.{g}."));
         let mut keys = self.members.keys().await.map_err(internal)?;
         let mut doomed = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(internal)?;
-            if key.starts_with(&prefix) && keep.as_ref().is_none_or(|k| !key.starts_with(k)) {
+            let generation = key
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|g| g.parse::<u32>().ok());
+            if generation.is_some_and(|g| !keep.contains(&g)) {
                 doomed.push(key);
             }
         }
@@ -320,23 +323,8 @@ impl Audiences {
             .await
             .map_err(internal)?;
         // Keep the current and the previous generation.
-        let prefix = format!("{id}.");
-        let keep = [report.generation, previous];
-        let mut keys = self.members.keys().await.map_err(internal)?;
-        let mut doomed = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(internal)?;
-            let generation = key
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|g| g.parse::<u32>().ok());
-            if generation.is_some_and(|g| !keep.contains(&g)) {
-                doomed.push(key);
-            }
-        }
-        for key in doomed {
-            self.members.purge(&key).await.map_err(internal)?;
-        }
+        self.purge_members(id, &[report.generation, previous])
+            .await?;
         tracing::info!(
             audience = %id,
             members = report.imported,
