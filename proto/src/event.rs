@@ -415,7 +415,11 @@ pub struct DeliveryReported {
     pub job_id: String,
     /// The provider or transport that carried the job (`46elks`, `smtp`, `outbox` ...).
     pub provider: String,
-    /// One outcome per recipient of the job.
+    /// One outcome per recipient of the job. Stored grouped: recipients whose
+    /// outcomes differ in nothing else (a Sinch batch: same state, same batch id)
+    /// share one entry (see [`outcome_groups`]).
+    #[serde(with = "outcome_groups")]
+    #[schemars(with = "Vec<OutcomeGroup>")]
     pub outcomes: Vec<RecipientOutcome>,
     /// How often the job was delivered to the channel again after a transient
     /// failure (a provider outage, a rate limit, an unreachable relay) before this
@@ -445,6 +449,141 @@ pub struct RecipientOutcome {
     /// so the recipient may have got the message twice.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub possible_duplicate: bool,
+}
+
+/// Outcomes as stored: an entry names one `recipient` or several `recipients`
+/// that share the state, provider reference, reason and duplicate flag.
+///
+/// A job's report repeats the same outcome for a thousand recipients when a
+/// batch API answers for all of them at once; written out per recipient that is
+/// ~115 bytes each in the events, again in the audit chain and again in the send
+/// claims. Grouped, a recipient costs its reference (~39 bytes). A group of one
+/// is written exactly as a single outcome, so reports with a provider id per
+/// recipient (46elks, Twilio, SMTP) look as they always did, and records written
+/// before grouping read the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutcomeGroup {
+    /// The one recipient of this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// The recipients of this entry, in the job's order, when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    pub state: DeliveryState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub possible_duplicate: bool,
+}
+
+/// Serde for `Vec<RecipientOutcome>` as [`OutcomeGroup`]s: consecutive outcomes
+/// that differ only in the recipient become one group; reading expands them in
+/// order, so a round trip gives the same vector.
+pub mod outcome_groups {
+    use serde::ser::SerializeSeq as _;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use super::{DeliveryState, OutcomeGroup, RecipientOutcome};
+
+    /// A group borrowed from the outcomes, so writing copies nothing.
+    #[derive(serde::Serialize)]
+    struct GroupRef<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recipient: Option<&'a str>,
+        #[serde(skip_serializing_if = "References::is_empty")]
+        recipients: References<'a>,
+        state: DeliveryState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider_ref: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        possible_duplicate: bool,
+    }
+
+    fn same_but_recipient(a: &RecipientOutcome, b: &RecipientOutcome) -> bool {
+        a.state == b.state
+            && a.provider_ref == b.provider_ref
+            && a.reason == b.reason
+            && a.possible_duplicate == b.possible_duplicate
+    }
+
+    /// Writes the groups.
+    pub fn serialize<S: Serializer>(
+        outcomes: &[RecipientOutcome],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let groups = outcomes.chunk_by(same_but_recipient);
+        let mut seq = serializer.serialize_seq(Some(groups.clone().count()))?;
+        for group in groups {
+            let first = &group[0];
+            let single = group.len() == 1;
+            seq.serialize_element(&GroupRef {
+                recipient: single.then_some(first.recipient.as_str()),
+                recipients: References(if single { &[] } else { group }),
+                state: first.state,
+                provider_ref: first.provider_ref.as_deref(),
+                reason: first.reason.as_deref(),
+                possible_duplicate: first.possible_duplicate,
+            })?;
+        }
+        seq.end()
+    }
+
+    /// Reads groups (and single outcomes, the same thing) back into outcomes.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<RecipientOutcome>, D::Error> {
+        let groups = Vec::<OutcomeGroup>::deserialize(deserializer)?;
+        let mut outcomes = Vec::with_capacity(
+            groups
+                .iter()
+                .map(|g| g.recipients.len() + usize::from(g.recipient.is_some()))
+                .sum(),
+        );
+        for group in groups {
+            if group.recipient.is_none() && group.recipients.is_empty() {
+                return Err(serde::de::Error::custom(
+                    "an outcome names no recipient (`recipient` or `recipients`)",
+                ));
+            }
+            let OutcomeGroup {
+                recipient,
+                recipients,
+                state,
+                provider_ref,
+                reason,
+                possible_duplicate,
+            } = group;
+            for recipient in recipient.into_iter().chain(recipients) {
+                outcomes.push(RecipientOutcome {
+                    recipient,
+                    state,
+                    provider_ref: provider_ref.clone(),
+                    reason: reason.clone(),
+                    possible_duplicate,
+                });
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// A group's outcomes written as their recipients' references only.
+    struct References<'a>(&'a [RecipientOutcome]);
+
+    impl References<'_> {
+        fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    impl serde::Serialize for References<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(self.0.iter().map(|o| o.recipient.as_str()))
+        }
+    }
 }
 
 /// The state of one recipient's message.
@@ -508,4 +647,83 @@ pub struct TemplateRetired {
     pub version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(recipient: &str, state: DeliveryState, provider_ref: Option<&str>) -> RecipientOutcome {
+        RecipientOutcome {
+            recipient: recipient.into(),
+            state,
+            provider_ref: provider_ref.map(Into::into),
+            reason: None,
+            possible_duplicate: false,
+        }
+    }
+
+    fn report(outcomes: Vec<RecipientOutcome>) -> DeliveryReported {
+        DeliveryReported {
+            crisis_id: "c".into(),
+            revision: 1,
+            channel: Channel::Sms,
+            job_id: "c.r1.sms.sv.0".into(),
+            provider: "sinch".into(),
+            outcomes,
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn outcomes_that_differ_only_in_the_recipient_are_written_once() {
+        let mut failed = outcome("rcp:c", DeliveryState::Failed, Some("b1"));
+        failed.reason = Some("expired".into());
+        let outcomes = vec![
+            outcome("rcp:a", DeliveryState::Sent, Some("b1")),
+            outcome("rcp:b", DeliveryState::Sent, Some("b1")),
+            failed,
+            outcome("rcp:d", DeliveryState::Sent, Some("b1")),
+        ];
+        let json = serde_json::to_value(report(outcomes.clone())).unwrap();
+        assert_eq!(
+            json["outcomes"],
+            serde_json::json!([
+                { "recipients": ["rcp:a", "rcp:b"], "state": "sent", "provider_ref": "b1" },
+                { "recipient": "rcp:c", "state": "failed", "provider_ref": "b1", "reason": "expired" },
+                { "recipient": "rcp:d", "state": "sent", "provider_ref": "b1" },
+            ])
+        );
+        let back: DeliveryReported = serde_json::from_value(json).unwrap();
+        assert_eq!(back.outcomes, outcomes, "a round trip keeps every outcome in order");
+    }
+
+    #[test]
+    fn reports_written_one_outcome_per_recipient_still_read() {
+        let json = serde_json::json!({
+            "crisis_id": "c", "revision": 1, "channel": "sms", "job_id": "j", "provider": "46elks",
+            "outcomes": [
+                { "recipient": "rcp:a", "state": "sent", "provider_ref": "s1" },
+                { "recipient": "rcp:b", "state": "delivered", "possible_duplicate": true },
+            ]
+        });
+        let read: DeliveryReported = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(read.outcomes.len(), 2);
+        assert!(read.outcomes[1].possible_duplicate);
+        assert_eq!(
+            serde_json::to_value(&read).unwrap(),
+            json,
+            "outcomes with their own provider ids are written as before"
+        );
+    }
+
+    #[test]
+    fn an_outcome_without_a_recipient_is_refused() {
+        let json = serde_json::json!({
+            "crisis_id": "c", "revision": 1, "channel": "sms", "job_id": "j", "provider": "x",
+            "outcomes": [ { "state": "sent" } ]
+        });
+        let error = serde_json::from_value::<DeliveryReported>(json).unwrap_err();
+        assert!(error.to_string().contains("names no recipient"), "{error}");
+    }
 }

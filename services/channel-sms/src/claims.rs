@@ -41,8 +41,9 @@ const BATCHES_IN_FLIGHT: usize = 8;
 struct Claim {
     /// Handed to the provider and not yet recorded: in flight, or lost in a crash.
     claimed: bool,
-    /// The outcomes recorded so far, one per settled recipient of the batch.
-    #[serde(default)]
+    /// The outcomes recorded so far, one per settled recipient of the batch,
+    /// grouped as in the events.
+    #[serde(default, with = "krisbud_proto::event::outcome_groups")]
     outcomes: Vec<RecipientOutcome>,
 }
 

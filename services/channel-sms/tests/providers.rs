@@ -641,15 +641,12 @@ async fn after_a_crash_only_the_batches_in_flight_are_sent_again_and_counted() {
             .unwrap();
         let claim: serde_json::Value = serde_json::from_slice(&entry).unwrap();
         assert_eq!(claim["claimed"], false, "batch {n} is recorded");
-        assert_eq!(claim["outcomes"].as_array().unwrap().len(), 100);
+        let recorded =
+            krisbud_proto::event::outcome_groups::deserialize(claim["outcomes"].clone()).unwrap();
+        assert_eq!(recorded.len(), 100);
         // The flag is recorded with the outcomes, so a repeated delivery of the
         // job reports the same.
-        let flagged = claim["outcomes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|o| o["possible_duplicate"] == true)
-            .count();
+        let flagged = recorded.iter().filter(|o| o.possible_duplicate).count();
         assert_eq!(flagged, if n == 0 { 100 } else { 0 }, "batch {n}");
     }
     app.stop().await;
