@@ -466,12 +466,14 @@ async fn a_batch_in_flight_at_a_crash_is_sent_again_and_counted_in_status_and_re
                 .iter()
                 .filter(|r| r["event"]["kind"] == "DeliveryReported")
                 .flat_map(|r| {
-                    r["event"]["payload"]["outcomes"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
+                    // Stored grouped: recipients with the same outcome share an entry.
+                    krisbud_proto::event::outcome_groups::deserialize(
+                        r["event"]["payload"]["outcomes"].clone(),
+                    )
+                    .unwrap()
                 })
-                .filter(|o| o["possible_duplicate"] == true)
+                .filter(|o| o.possible_duplicate)
+                .map(|o| serde_json::to_value(o).unwrap())
                 .collect();
             (flagged.len() == 3).then_some(flagged)
         },
