@@ -12,6 +12,7 @@
 pub mod message;
 pub mod transport;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -72,6 +73,10 @@ pub struct Config {
     pub smtp_port: Option<u16>,
     /// `none`, `starttls` (default) or `tls`.
     pub smtp_tls: TlsMode,
+    /// A PEM file of certificates to trust for the relay besides the system's
+    /// roots: a private CA's, or the relay's own self-signed one. With `starttls`
+    /// or `tls` only. (No setting turns certificate checks off.)
+    pub smtp_tls_ca_file: Option<PathBuf>,
     /// Authenticate with this user name; no authentication when empty.
     pub smtp_username: String,
     /// The SMTP password.
@@ -96,6 +101,7 @@ impl Default for Config {
             smtp_host: "localhost".into(),
             smtp_port: None,
             smtp_tls: TlsMode::Starttls,
+            smtp_tls_ca_file: None,
             smtp_username: String::new(),
             smtp_password: Secret::default(),
             concurrency: 4,
@@ -127,7 +133,33 @@ impl Config {
         if self.smtp_port == Some(0) {
             anyhow::bail!("email.smtp_port must not be 0");
         }
+        if self.smtp_tls_ca_file.is_some() && self.smtp_tls == TlsMode::None {
+            anyhow::bail!("email.smtp_tls_ca_file needs email.smtp_tls starttls or tls");
+        }
         Ok(from)
+    }
+
+    /// The certificates of `smtp_tls_ca_file`, when it is set, checked to hold at
+    /// least one.
+    fn ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = &self.smtp_tls_ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!(
+                "email.smtp_tls_ca_file cannot be read ({e}): {}",
+                path.display()
+            )
+        })?;
+        // lettre reads only the CERTIFICATE blocks and would take a file without
+        // any (a key, a DER file) as trusting nothing more.
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            anyhow::bail!(
+                "email.smtp_tls_ca_file holds no PEM certificate: {}",
+                path.display()
+            );
+        }
+        Ok(Some(pem))
     }
 
     fn mailer(&self, rt: &Runtime) -> anyhow::Result<Mailer> {
@@ -139,6 +171,12 @@ impl Config {
                     TlsMode::Starttls => SmtpTls::Starttls,
                     TlsMode::Tls => SmtpTls::Tls,
                 };
+                let ca_pem = self.ca_pem()?;
+                let context = if ca_pem.is_some() {
+                    "email smtp transport with the certificates of email.smtp_tls_ca_file"
+                } else {
+                    "email smtp transport"
+                };
                 Mailer::smtp(&SmtpSettings {
                     host: self.smtp_host.clone(),
                     port: self.smtp_port.unwrap_or(tls.default_port()),
@@ -147,8 +185,9 @@ impl Config {
                     password: self.smtp_password.clone(),
                     timeout: Duration::from_secs(self.timeout_secs),
                     connections: self.connections,
+                    ca_pem,
                 })
-                .context("email smtp transport")
+                .context(context)
             }
         }
     }
@@ -276,6 +315,52 @@ mod tests {
         let config: Config =
             serde_json::from_value(serde_json::json!({"parallel_sends": 6})).unwrap();
         assert_eq!(config.connections, 6);
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates_and_needs_tls() {
+        let dir = std::env::temp_dir().join(format!("krisbud-email-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = Config {
+            smtp_tls_ca_file: Some(dir.join("saknas.pem")),
+            ..Config::default()
+        };
+        let err = missing.ca_pem().unwrap_err().to_string();
+        assert!(err.contains("email.smtp_tls_ca_file"), "{err}");
+
+        let key_only = dir.join("nyckel.pem");
+        std::fs::write(
+            &key_only,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let no_certificate = Config {
+            smtp_tls_ca_file: Some(key_only.clone()),
+            ..Config::default()
+        };
+        let err = no_certificate.ca_pem().unwrap_err().to_string();
+        assert!(
+            err.contains("email.smtp_tls_ca_file holds no PEM certificate"),
+            "{err}"
+        );
+
+        let in_clear = Config {
+            smtp_tls: TlsMode::None,
+            smtp_tls_ca_file: Some(key_only),
+            ..Config::default()
+        };
+        let err = in_clear.validate().unwrap_err().to_string();
+        assert!(err.contains("email.smtp_tls_ca_file"), "{err}");
+
+        let config: Config = serde_json::from_value(
+            serde_json::json!({"smtp_tls_ca_file": "/etc/krisbud/relay-ca.pem"}),
+        )
+        .unwrap();
+        assert_eq!(
+            config.smtp_tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/krisbud/relay-ca.pem"))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

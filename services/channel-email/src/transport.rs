@@ -5,9 +5,19 @@
 //! SMTP 250 means the relay took the message (`Sent`); a 5xx, or a message the
 //! relay cannot take at all (a non-ASCII address without SMTPUTF8), is final
 //! (`Failed`, with the relay's code and text, the address masked); a 4xx, a lost
-//! session, a timeout or a relay that cannot be reached or logged in to is transient
-//! and the job is tried again. A written `.eml` is where it is read, so it is
+//! session, a timeout, a relay that cannot be reached or whose certificate is not
+//! trusted is transient and the job is tried again. A relay that refuses the login
+//! for good (5xx, or no mechanism we can use), or that does not offer the STARTTLS
+//! the configuration requires, fails the recipients (`Failed`) instead of being
+//! tried forever; nothing is ever sent in clear when TLS is asked for. After such a
+//! refusal the pool does not try to open a session again for a minute (failing
+//! the messages at once), so a wrong password does not cost the relay one login
+//! attempt per recipient. A written `.eml` is where it is read, so it is
 //! `Delivered`.
+//!
+//! The relay's certificate is checked against the system's roots and, when the
+//! operator gives them (`email.smtp_tls_ca_file`), a private CA's certificates or
+//! the relay's own self-signed one. There is no switch to accept any certificate.
 //!
 //! The SMTP sessions are this module's own small pool, [`SmtpPool`], over lettre's
 //! `AsyncSmtpConnection`, instead of lettre's pooled transport: that one bounds only
@@ -34,7 +44,9 @@ use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 #[allow(deprecated)] // the only public way to run lettre's TLS over a socket of our own
 use lettre::transport::smtp::client::AsyncNetworkStream;
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncFileTransport, AsyncTransport as _, Message, Tokio1Executor};
@@ -84,6 +96,9 @@ pub struct SmtpSettings {
     pub timeout: Duration,
     /// SMTP sessions open at once, at most.
     pub connections: usize,
+    /// PEM certificates to trust for the relay besides the system's roots: a
+    /// private CA, or the relay's own self-signed certificate.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Where emails go.
@@ -166,6 +181,11 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_secs(5);
 /// Sessions idle this long are closed.
 const CLOSE_IDLE_AFTER: Duration = Duration::from_secs(60);
 
+/// After the relay refused us for good (the login, or a STARTTLS it does not
+/// offer), no session is opened for this long: messages fail at once with the
+/// same reason.
+const HOLD_AFTER_REFUSAL: Duration = Duration::from_secs(60);
+
 /// The SMTP sessions with one relay: at most `connections` open at once (the ones
 /// carrying a message and the idle ones together), kept open between messages.
 ///
@@ -177,6 +197,8 @@ pub struct SmtpPool {
     relay: Relay,
     permits: Semaphore,
     idle: Mutex<Vec<IdleSession>>,
+    /// When and why the relay last refused us for good.
+    refused: Mutex<Option<(Instant, String)>>,
 }
 
 /// How to open a session with the relay.
@@ -203,6 +225,9 @@ pub enum SendError {
     Connect(String),
     /// The relay did not answer within the timeout; the session is closed.
     Timeout(Duration),
+    /// No session can be opened until the relay or the configuration changes: the
+    /// relay refused the login for good, or does not offer the STARTTLS required.
+    Refused(String),
     /// The relay refused the transaction, or the session broke during it.
     Smtp(lettre::transport::smtp::Error),
 }
@@ -211,7 +236,11 @@ impl SendError {
     /// Whether trying again can never help: the relay refused the message for good
     /// (5xx), or the message cannot be sent to this relay at all.
     pub fn is_final(&self) -> bool {
-        matches!(self, SendError::Smtp(e) if e.is_permanent() || e.is_client())
+        match self {
+            SendError::Smtp(e) => e.is_permanent() || e.is_client(),
+            SendError::Refused(_) => true,
+            SendError::Connect(_) | SendError::Timeout(_) => false,
+        }
     }
 }
 
@@ -219,6 +248,7 @@ impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Connect(why) => write!(f, "smtp cannot open a session: {why}"),
+            SendError::Refused(why) => write!(f, "smtp relay refused the session: {why}"),
             SendError::Timeout(after) => {
                 write!(f, "smtp relay did not answer within {} s", after.as_secs())
             }
@@ -234,7 +264,13 @@ impl SmtpPool {
     pub fn new(settings: &SmtpSettings) -> anyhow::Result<Arc<SmtpPool>> {
         let tls_parameters = match settings.tls {
             SmtpTls::None => None,
-            SmtpTls::Starttls | SmtpTls::Tls => Some(TlsParameters::new(settings.host.clone())?),
+            SmtpTls::Starttls | SmtpTls::Tls => {
+                let mut builder = TlsParameters::builder(settings.host.clone());
+                if let Some(pem) = &settings.ca_pem {
+                    builder = builder.add_root_certificate(Certificate::from_pem(pem)?);
+                }
+                Some(builder.build()?)
+            }
         };
         let pool = Arc::new(SmtpPool {
             relay: Relay {
@@ -250,6 +286,7 @@ impl SmtpPool {
             },
             permits: Semaphore::new(settings.connections.max(1)),
             idle: Mutex::default(),
+            refused: Mutex::default(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(close_idle_sessions(Arc::downgrade(&pool)));
@@ -300,13 +337,31 @@ impl SmtpPool {
             // Stale or dead: close it (politely when it still listens) and look on.
             let _ = tokio::time::timeout(self.relay.timeout, session.abort()).await;
         }
+        if let Some(why) = self.refused_lately() {
+            return Err(SendError::Refused(why));
+        }
         match tokio::time::timeout(self.relay.timeout, self.relay.open()).await {
             Ok(Ok(session)) => Ok(session),
-            Ok(Err(e)) => Err(SendError::Connect(format!("{e:#}"))),
+            Ok(Err(OpenError::Refused(why))) => {
+                *self.refused.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((Instant::now(), why.clone()));
+                Err(SendError::Refused(why))
+            }
+            Ok(Err(OpenError::Failed(e))) => Err(SendError::Connect(format!("{e:#}"))),
             Err(_) => Err(SendError::Connect(format!(
                 "no answer within {} s",
                 self.relay.timeout.as_secs()
             ))),
+        }
+    }
+
+    /// Why the relay refused us for good, when that was less than
+    /// [`HOLD_AFTER_REFUSAL`] ago.
+    fn refused_lately(&self) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*refused {
+            Some((at, why)) if at.elapsed() < HOLD_AFTER_REFUSAL => Some(why.clone()),
+            _ => None,
         }
     }
 
@@ -371,9 +426,23 @@ async fn close_idle_sessions(pool: Weak<SmtpPool>) {
     }
 }
 
+/// Why a session could not be opened.
+enum OpenError {
+    /// Until the relay or the configuration changes: final.
+    Refused(String),
+    /// For now (unreachable, TLS failed, a 4xx): tried again later.
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for OpenError {
+    fn from(e: E) -> Self {
+        OpenError::Failed(e.into())
+    }
+}
+
 impl Relay {
     /// Opens a session: TCP, (TLS,) greeting, EHLO, (STARTTLS, EHLO,) (AUTH).
-    async fn open(&self) -> anyhow::Result<AsyncSmtpConnection> {
+    async fn open(&self) -> Result<AsyncSmtpConnection, OpenError> {
         use anyhow::Context as _;
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -390,10 +459,30 @@ impl Relay {
         };
         let mut session = AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await?;
         if let (SmtpTls::Starttls, Some(parameters)) = (&self.tls, &self.tls_parameters) {
+            // lettre sends nothing more when the relay does not offer STARTTLS: no
+            // falling back to clear text.
+            if !session.can_starttls() {
+                session.abort().await;
+                return Err(OpenError::Refused(
+                    "the relay does not offer STARTTLS, which email.smtp_tls = \"starttls\" \
+                     requires; nothing was sent in clear"
+                        .to_owned(),
+                ));
+            }
             session.starttls(parameters.clone(), &self.hello).await?;
         }
-        if let Some(credentials) = &self.credentials {
-            session.auth(DEFAULT_MECHANISMS, credentials).await?;
+        if let Some(credentials) = &self.credentials
+            && let Err(e) = session.auth(DEFAULT_MECHANISMS, credentials).await
+        {
+            // 5xx: wrong user name or password, or logins not allowed; a client
+            // error: no mechanism in common. A 4xx (454) may pass.
+            let refused = e.is_permanent() || e.is_client();
+            session.abort().await;
+            return Err(if refused {
+                OpenError::Refused(format!("the login failed: {}", error_chain(&e)))
+            } else {
+                OpenError::Failed(anyhow::Error::new(e).context("the login failed"))
+            });
         }
         Ok(session)
     }
