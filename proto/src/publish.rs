@@ -10,7 +10,9 @@ use crate::template::BannerLevel;
 
 /// One language of an active banner, as `GET /v1/banners` serves it.
 ///
-/// Text fields are plain text: a web page must insert them as text, never as HTML.
+/// `headline`, `body` and `link_text` are HTML-escaped markup (`&`, `<`, `>`, `"`
+/// and `'` as character references): a web page inserts them into its HTML as they
+/// are. `link_url` is a URL, not escaped, for a link's `href`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PublicBanner {
     pub crisis_id: String,

@@ -493,8 +493,7 @@ async fn preview_renders_every_channel_and_language_and_names_bad_variables() {
 }
 
 #[tokio::test]
-async fn a_script_in_a_value_is_escaped_in_email_html_and_the_intranet_and_plain_text_on_the_banner()
- {
+async fn a_script_in_a_value_is_escaped_in_the_email_html_the_banner_and_the_intranet() {
     let app = TestApp::spawn().await;
     let api = Api { app: &app };
     let hostile = "<script>alert(1)</script>";
@@ -543,7 +542,26 @@ async fn a_script_in_a_value_is_escaped_in_email_html_and_the_intranet_and_plain
             "{body}"
         );
     }
-    // The banner is JSON text, never HTML: the value is data to insert as text.
+    // The delivered email: its HTML part carries the value escaped.
+    let emails = app.email_outbox();
+    assert!(!emails.is_empty(), "the email outbox is empty");
+    for raw in &emails {
+        let message = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .expect("a parseable .eml");
+        assert_eq!(message.html_body_count(), 1, "{raw}");
+        let part = message.html_part(0).expect("an HTML part");
+        assert!(
+            mail_parser::MimeHeaders::is_content_type(part, "text", "html"),
+            "{raw}"
+        );
+        let html = message.body_html(0).unwrap();
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;"), "{html}");
+        assert!(!html.to_lowercase().contains("<script"), "{html}");
+    }
+
+    // The banner is an HTML context (pages insert its text into their HTML), so
+    // its JSON carries the value HTML-escaped, and nowhere a raw `<script`.
     let response = app
         .http
         .get(format!("{}/v1/banners", app.banner))
@@ -556,16 +574,104 @@ async fn a_script_in_a_value_is_escaped_in_email_html_and_the_intranet_and_plain
             .unwrap()
             .starts_with("application/json")
     );
-    let banners: Vec<Value> = response.json().await.unwrap();
+    let text = response.text().await.unwrap();
+    assert!(!text.to_lowercase().contains("<script"), "{text}");
+    let banners: Vec<Value> = serde_json::from_str(&text).unwrap();
     let sv = banners
         .iter()
         .find(|b| b["crisis_id"] == id.as_str() && b["language"] == "sv")
         .expect("the Swedish banner");
     assert_eq!(
         sv["headline"],
-        format!("Vattnet är avstängt i {hostile}"),
-        "the exact text, for a consumer to insert as text"
+        "Vattnet är avstängt i &lt;script&gt;alert(1)&lt;/script&gt;"
     );
+    assert_eq!(banners.len(), 3, "{text}");
+    for b in &banners {
+        for field in ["headline", "body", "link_text"] {
+            let value = b[field].as_str().unwrap();
+            assert!(!value.contains(['<', '>']), "{field}: {value}");
+        }
+    }
+    // The preview and the declared event keep the banner text as typed: the
+    // channel escapes it when it serves it, once.
+    assert_eq!(
+        preview["languages"][1]["banner"]["headline"],
+        format!("Vattnet är avstängt i {hostile}")
+    );
+}
+
+#[tokio::test]
+async fn enum_datetime_url_and_phone_values_are_checked_when_declaring() {
+    let app = TestApp::spawn().await;
+    let api = Api { app: &app };
+    let mut body = reworded(&api, "Vattenläcka (med nivå, tid, länk och telefon)").await;
+    let variables = body["variables"].as_array_mut().unwrap();
+    variables.extend([
+        json!({"name": "niva", "label": "Nivå", "type": "enum", "max_length": 6,
+               "allowed": ["gul", "orange", "röd"]}),
+        json!({"name": "tid", "label": "Från när", "type": "datetime", "max_length": 25}),
+        json!({"name": "lank", "label": "Länk", "type": "url", "max_length": 80}),
+        json!({"name": "telefon", "label": "Telefon", "type": "phone", "max_length": 20}),
+    ]);
+    let sv = &mut body["languages"]["sv"]["email_text"];
+    *sv = json!(format!(
+        "{}\n\nNivå {{{{ niva }}}} från {{{{ tid }}}}. Ring {{{{ telefon }}}} eller läs {{{{ lank }}}}.",
+        sv.as_str().unwrap()
+    ));
+    let v = api.approved("vattenlacka", &body).await;
+
+    let good = json!({
+        "omrade": "Farsta",
+        "beraknat_klart": "i kväll kl. 20",
+        "vattenpunkt": "Farsta centrum",
+        "niva": "orange",
+        "tid": "2026-11-26 14:00",
+        "lank": "https://stockholm.se/vatten?omrade=farsta&sida=1",
+        "telefon": "08-508 000 00"
+    });
+    let (status, preview) = api.preview("vattenlacka", v, good.clone()).await;
+    assert_eq!(status, 200, "{preview}");
+    let text = preview["languages"][1]["email"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("Nivå orange från 2026-11-26 14:00. Ring 08-508 000 00 eller läs https://stockholm.se/vatten?omrade=farsta&sida=1."),
+        "{text}"
+    );
+    let mut declaration = declaration_of(v);
+    declaration["variables"] = good.clone();
+    let id = app.declare_ok(&declaration).await;
+    assert_eq!(app.status(&id).await.template.unwrap().version, v);
+
+    for (name, bad, reason) in [
+        ("niva", "lila", "must be one of: gul, orange, röd"),
+        ("tid", "i morgon kl. 14", "must be a date and time"),
+        ("tid", "2026-02-30 10:00", "must be a date and time"),
+        ("lank", "javascript:alert(1)", "must be a web address"),
+        (
+            "lank",
+            "https://stockholm.se/\"><script>alert(1)</script>",
+            "must be a web address",
+        ),
+        ("telefon", "ring växeln", "must be a phone number"),
+        ("omrade", "Farsta\u{1b}[2J", "control character U+001B"),
+        ("omrade", "Farsta\nHökarängen", "control character U+000A"),
+        ("omrade", "Farsta\u{202E}atsraF", "control character U+202E"),
+    ] {
+        let mut variables = good.clone();
+        variables[name] = json!(bad);
+        let mut declaration = declaration_of(v);
+        declaration["variables"] = variables;
+        let problem = declare_refused(&app, &declaration).await;
+        assert_eq!(
+            problem["field"],
+            format!("variables.{name}"),
+            "{bad:?}: {problem}"
+        );
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("`{name}`")) && detail.contains(reason),
+            "{bad:?}: {problem}"
+        );
+    }
 }
 
 #[tokio::test]

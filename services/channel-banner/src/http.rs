@@ -1,6 +1,7 @@
 //! The public HTTP side: `GET /v1/banners` (JSON with ETag and a short public
 //! cache) and `GET /v1/banners/stream` (SSE), open to any origin because other
-//! sites embed the banner.
+//! sites embed the banner. Both serve the banner text HTML-escaped (see the crate
+//! docs).
 
 use std::convert::Infallible;
 use std::time::Duration;

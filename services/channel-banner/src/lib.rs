@@ -5,6 +5,14 @@
 //! Every instance serves from an in-memory copy of the bucket that a KV watch keeps
 //! current, so a banner stored by any instance reaches the readers of every instance,
 //! and reading the banner costs NATS nothing however many web pages embed it.
+//!
+//! The banner is an HTML context: the pages that show it insert its text into their
+//! HTML. So `headline`, `body` and `link_text` are served HTML-escaped (`&`, `<`,
+//! `>`, `"` and `'` as character references), in the JSON and on the stream alike:
+//! a page inserts them as they are and a value such as `<script>` shows as the
+//! characters it is. Nothing else changes (å, ä, ö and the ÖVNING marker stay as
+//! written), and the bucket keeps the text unescaped. `link_url` is a URL and is
+//! served as it is, for the page to set as a link's `href`.
 
 mod http;
 mod job;

@@ -1,5 +1,6 @@
 //! The in-memory copy of the `KRISBUD_BANNERS` bucket, kept current by a KV watch,
-//! and the rendering of the public list (active banners, sorted, with an ETag).
+//! and the rendering of the public list (active banners, sorted, their text
+//! HTML-escaped, with an ETag).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -175,7 +176,8 @@ pub fn render(
             .then_with(|| a.crisis_id.cmp(&b.crisis_id))
             .then_with(|| a.language.cmp(&b.language))
     });
-    let body = serde_json::to_vec(&active).expect("banners serialize");
+    let shown: Vec<PublicBanner> = active.iter().copied().map(as_markup).collect();
+    let body = serde_json::to_vec(&shown).expect("banners serialize");
     let digest = Sha256::digest(&body);
     let etag = format!("\"{}\"", hex::encode(&digest[..16]));
     let next_expiry = active.iter().filter_map(|b| b.expires_at).min();
@@ -184,6 +186,36 @@ pub fn render(
         etag,
         next_expiry,
     }
+}
+
+/// A banner as pages receive it: headline, body and link text HTML-escaped, since
+/// pages insert them into their HTML; the bucket keeps the text as written. The
+/// link URL is left as it is, for a page to set as a link's `href`.
+fn as_markup(banner: &PublicBanner) -> PublicBanner {
+    PublicBanner {
+        headline: escape_html(&banner.headline),
+        body: escape_html(&banner.body),
+        link_text: escape_html(&banner.link_text),
+        ..banner.clone()
+    }
+}
+
+/// Escapes `&`, `<`, `>`, `"` and `'` as character references, so the text stays
+/// text wherever a page puts it, in an element or in a quoted attribute. Every
+/// other character (å, ä, ö, the exercise marker) is left as it is.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn severity_rank(severity: Severity) -> u8 {
@@ -245,5 +277,33 @@ mod tests {
         assert_eq!(rendered.next_expiry, later.expires_at);
         assert_eq!(render(&map, now, None).etag, rendered.etag);
         assert_ne!(render(&map, now, Some("en")).etag, rendered.etag);
+    }
+
+    #[test]
+    fn text_is_served_html_escaped_and_nothing_else_changes() {
+        assert_eq!(
+            escape_html(r#"<script>alert('x')</script> & "citat""#),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;citat&quot;"
+        );
+        let swedish = "ÖVNING: Vattnet är avstängt på Åsögatan – läs mer";
+        assert_eq!(escape_html(swedish), swedish);
+
+        let mut hostile = banner("xss", Severity::Severe, 1);
+        hostile.headline = "ÖVNING: <b>Brand</b> & rök".into();
+        hostile.body = "<img src=x onerror=alert(1)>".into();
+        hostile.link_text = "Läs \"mer\"".into();
+        hostile.link_url = "https://example.se/?a=1&b=2".into();
+        let map = BTreeMap::from([("xss.sv".to_owned(), hostile.clone())]);
+        let list: Vec<PublicBanner> =
+            serde_json::from_slice(&render(&map, Utc::now(), None).body).unwrap();
+        assert_eq!(
+            list[0].headline,
+            "ÖVNING: &lt;b&gt;Brand&lt;/b&gt; &amp; rök"
+        );
+        assert_eq!(list[0].body, "&lt;img src=x onerror=alert(1)&gt;");
+        assert_eq!(list[0].link_text, "Läs &quot;mer&quot;");
+        assert_eq!(list[0].link_url, hostile.link_url, "a URL, not markup");
+        // The snapshot (the bucket's copy) keeps the text as written.
+        assert_eq!(map["xss.sv"].headline, "ÖVNING: <b>Brand</b> & rök");
     }
 }

@@ -355,10 +355,16 @@ async fn the_all_clear_is_cleared_its_display_time_after_it_was_issued() {
 }
 
 #[tokio::test]
-async fn text_is_plain_json_never_html() {
+async fn text_is_served_html_escaped_in_the_json_and_on_the_stream() {
     let app = spawn_app().await;
-    let headline = "<script>alert('x')</script> & <b>fet</b>";
-    app.dispatch(&job("xss-1", 1, "sv", headline)).await;
+    let headline = "ÖVNING: <script>alert('x')</script> & <b>fet</b> på Åsögatan";
+    let escaped = "ÖVNING: &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &lt;b&gt;fet&lt;/b&gt; på Åsögatan";
+    let mut hostile = job("xss-1", 1, "sv", headline);
+    if let ChannelMessage::Banner(m) = &mut hostile.message {
+        m.body = "<img src=x onerror=alert(1)> Kranvattnet är avstängt.".into();
+        m.link_text = "<script>Läs mer</script>".into();
+    }
+    app.dispatch(&hostile).await;
     app.wait_for_banners("the banner", |l| !l.is_empty()).await;
 
     let body = app
@@ -370,14 +376,32 @@ async fn text_is_plain_json_never_html() {
         .text()
         .await
         .unwrap();
-    // The literal characters, as a JSON string: neither entity-escaped nor dropped.
+    // Pages insert the text into their HTML, so it comes HTML-escaped; the
+    // Swedish letters and the exercise marker are left as they are.
     assert!(
-        body.contains(r#""headline":"<script>alert('x')</script> & <b>fet</b>""#),
+        body.contains(&format!(r#""headline":"{escaped}""#)),
         "{body}"
     );
-    assert!(!body.contains("&lt;") && !body.contains("&amp;"), "{body}");
+    assert!(!body.to_lowercase().contains("<script"), "{body}");
+    assert!(!body.contains('<') && !body.contains('>'), "{body}");
     let list: Vec<PublicBanner> = serde_json::from_str(&body).unwrap();
-    assert_eq!(list[0].headline, headline);
+    assert_eq!(list[0].headline, escaped);
+    assert_eq!(
+        list[0].body,
+        "&lt;img src=x onerror=alert(1)&gt; Kranvattnet är avstängt."
+    );
+    assert_eq!(list[0].link_text, "&lt;script&gt;Läs mer&lt;/script&gt;");
+    assert_eq!(list[0].link_url, "https://start.stockholm/kris");
+
+    // The stream serves the very same list.
+    let response = app
+        .http
+        .get(format!("{}/v1/banners/stream", app.base))
+        .send()
+        .await
+        .expect("GET /v1/banners/stream");
+    let streamed = SseReader::new(response).next_list().await;
+    assert_eq!(streamed, list);
     app.stop().await;
 }
 

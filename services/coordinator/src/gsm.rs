@@ -185,6 +185,66 @@ mod tests {
     }
 
     #[test]
+    fn every_extension_character_costs_two_septets() {
+        for c in ['[', ']', '{', '}', '\\', '^', '~', '|', '€'] {
+            let eighty = c.to_string().repeat(80);
+            assert_eq!(
+                cost(&eighty),
+                SmsCost {
+                    encoding: Encoding::Gsm7,
+                    units: 160,
+                    segments: 1
+                },
+                "80 × {c}"
+            );
+            let eighty_one = format!("{eighty}{c}");
+            assert_eq!(
+                cost(&eighty_one),
+                SmsCost {
+                    encoding: Encoding::Gsm7,
+                    units: 162,
+                    segments: 2
+                },
+                "81 × {c}"
+            );
+            // Mixed with basic characters: 158 + 2 fits, 159 + 2 does not.
+            assert_eq!(cost(&format!("{}{c}", "a".repeat(158))).segments, 1, "{c}");
+            assert_eq!(cost(&format!("{}{c}", "a".repeat(159))).segments, 2, "{c}");
+            assert_eq!(first_non_gsm(&eighty_one), None, "{c}");
+        }
+        // Their look-alikes in the basic table cost one septet each.
+        assert_eq!(cost("()<>/$").units, 6);
+    }
+
+    #[test]
+    fn a_character_outside_both_tables_makes_the_whole_text_ucs2() {
+        for c in [
+            'ç', 'á', 'ô', 'ł', 'ı', '`', '\u{a0}', '’', '–', '…', '😀', 'ب', 'Ж', '中',
+        ] {
+            assert_eq!(first_non_gsm(&format!("Hej {c}")), Some(c), "{c:?}");
+            // 150 septets of GSM-7 text (€ counts twice) and that one character:
+            // in UCS-2 each character is one unit (an emoji two), so 141 or 142
+            // units, three segments.
+            let text = format!("{}{}{c}", "€".repeat(10), "a".repeat(130));
+            let units = 140 + c.len_utf16();
+            assert_eq!(
+                cost(&text),
+                SmsCost {
+                    encoding: Encoding::Ucs2,
+                    units,
+                    segments: units.div_ceil(67) as u32
+                },
+                "{c:?}"
+            );
+        }
+        // In GSM-7 the same text without it costs 150 septets: one segment.
+        assert_eq!(
+            cost(&format!("{}{}", "€".repeat(10), "a".repeat(130))).segments,
+            1
+        );
+    }
+
+    #[test]
     fn characters_that_force_ucs2_are_named() {
         assert_eq!(describe('”'), "typographic quote ” (U+201D)");
         assert_eq!(describe('–'), "typographic dash – (U+2013)");

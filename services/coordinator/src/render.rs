@@ -4,7 +4,8 @@
 //!
 //! Contexts differ by where the text ends up: email HTML is auto-escaped, the
 //! intranet body is Markdown and gets Markdown-escaped values, everything else is
-//! plain text that its consumer must insert as text.
+//! plain text. The banner's text stays plain here too (so its length is what a
+//! reader sees); the banner channel HTML-escapes it when it serves the banner.
 
 use std::collections::BTreeMap;
 
@@ -53,7 +54,7 @@ pub fn validate(specs: &[VariableSpec], values: &BTreeMap<String, String>) -> Re
                 ),
             ));
         }
-        if let Some(c) = value.chars().find(|c| c.is_control()) {
+        if let Some(c) = value.chars().find(|c| is_control(*c)) {
             return Err(Problem::invalid(
                 field,
                 format!(
@@ -69,11 +70,7 @@ pub fn validate(specs: &[VariableSpec], values: &BTreeMap<String, String>) -> Re
                 chrono::DateTime::parse_from_rfc3339(value).is_ok()
                     || chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%d %H:%M").is_ok()
             }
-            VariableType::Url => {
-                (value.starts_with("https://") || value.starts_with("http://"))
-                    && !value.contains(char::is_whitespace)
-                    && value.len() > "https://".len()
-            }
+            VariableType::Url => is_web_address(value),
             VariableType::Phone => {
                 let digits = value.chars().filter(char::is_ascii_digit).count();
                 (6..=15).contains(&digits)
@@ -87,7 +84,9 @@ pub fn validate(specs: &[VariableSpec], values: &BTreeMap<String, String>) -> Re
                 VariableType::Text => String::new(),
                 VariableType::Enum => format!("one of: {}", spec.allowed.join(", ")),
                 VariableType::Datetime => "a date and time like 2026-11-26 14:00".into(),
-                VariableType::Url => "a web address starting with https://".into(),
+                VariableType::Url => {
+                    "a web address like https://stockholm.se/vatten, without spaces, quotes or angle brackets".into()
+                }
                 VariableType::Phone => "a phone number like 08-508 000 00".into(),
             };
             return Err(Problem::invalid(
@@ -97,6 +96,36 @@ pub fn validate(specs: &[VariableSpec], values: &BTreeMap<String, String>) -> Re
         }
     }
     Ok(())
+}
+
+/// Whether a value may not contain `c`: the C0 and C1 controls (line breaks and
+/// tabs among them), the Unicode line and paragraph separators, and the
+/// bidirectional embeddings, overrides and isolates that make text read otherwise
+/// than it is stored.
+fn is_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// An absolute `http(s)://` address with a host and nothing a page would have to
+/// escape or a reader could misread: no whitespace, quotes, angle brackets,
+/// backslashes or braces.
+fn is_web_address(value: &str) -> bool {
+    let Some(rest) = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    !host.is_empty()
+        && !value.chars().any(|c| {
+            c.is_whitespace()
+                || matches!(
+                    c,
+                    '"' | '\'' | '<' | '>' | '\\' | '`' | '{' | '}' | '|' | '^'
+                )
+        })
 }
 
 /// Renders every language of `template` with `values`; exercise and test crises get
@@ -444,7 +473,8 @@ mod tests {
             sv.intranet.body
         );
         assert!(sv.intranet.body.contains("&lt;script&gt;"));
-        // Plain-text channels keep the text as typed; their consumers insert text.
+        // The banner's text stays as typed here, so its length is what a reader sees;
+        // the banner channel HTML-escapes it when it serves it.
         assert!(sv.banner.headline.contains("<script>alert(1)</script>"));
     }
 
@@ -545,6 +575,34 @@ mod warning_tests {
     }
 
     #[test]
+    fn banner_lengths_count_the_characters_a_reader_sees_not_their_escapes() {
+        // 100 ampersands, a space and a 19-character value: exactly 120 characters,
+        // which HTML escaping would make 500 and more.
+        let mut t = water();
+        t.languages.get_mut("sv").unwrap().banner_headline =
+            format!("{} {{{{ omrade }}}}", "&".repeat(100));
+        let at_limit = values(&format!("{}{}", "<".repeat(10), ">".repeat(9)));
+        let out = render(&t, &at_limit, AlertStatus::Actual).unwrap();
+        let sv = out.iter().find(|l| l.language == "sv").unwrap();
+        assert_eq!(sv.banner.headline.chars().count(), BANNER_HEADLINE_MAX);
+        let w = warnings(&t, sv, &at_limit);
+        assert!(
+            w.iter().all(|w| w.channel != Some(Channel::Banner)),
+            "{w:?}"
+        );
+
+        let over = values(&format!("{}{}", "<".repeat(10), ">".repeat(10)));
+        let out = render(&t, &over, AlertStatus::Actual).unwrap();
+        let sv = out.iter().find(|l| l.language == "sv").unwrap();
+        let w = warnings(&t, sv, &over);
+        assert!(
+            w.iter().any(|w| w.channel == Some(Channel::Banner)
+                && w.message == "banner headline over 120 characters (121)"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn a_long_banner_headline_is_flagged() {
         let mut t = water();
         t.languages.get_mut("sv").unwrap().banner_headline =
@@ -564,5 +622,167 @@ mod warning_tests {
             &v,
         );
         assert!(plain.is_empty(), "{plain:?}");
+    }
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+
+    fn spec(name: &str, kind: VariableType, allowed: &[&str]) -> VariableSpec {
+        VariableSpec {
+            name: name.to_owned(),
+            label: format!("Etikett för {name}"),
+            kind,
+            required: true,
+            max_length: 60,
+            allowed: allowed.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    fn check(spec: &VariableSpec, value: &str) -> Result<(), Problem> {
+        let values = BTreeMap::from([(spec.name.clone(), value.to_owned())]);
+        validate(std::slice::from_ref(spec), &values)
+    }
+
+    fn accepted(spec: &VariableSpec, value: &str) {
+        if let Err(p) = check(spec, value) {
+            panic!("{value:?} should be a good {:?}: {}", spec.kind, p.detail);
+        }
+    }
+
+    /// Asserts that `value` is refused, naming the variable (as the field and in
+    /// the text) and giving `reason`.
+    fn refused(spec: &VariableSpec, value: &str, reason: &str) {
+        let p = check(spec, value).expect_err(value);
+        assert_eq!(p.status, 422, "{value:?}");
+        assert_eq!(
+            p.field.as_deref(),
+            Some(format!("variables.{}", spec.name).as_str()),
+            "{value:?}"
+        );
+        assert!(
+            p.detail.contains(&format!("`{}`", spec.name)) && p.detail.contains(reason),
+            "{value:?}: {}",
+            p.detail
+        );
+    }
+
+    #[test]
+    fn an_enum_takes_only_its_allowed_values_exactly() {
+        let s = spec("niva", VariableType::Enum, &["gul", "orange", "röd"]);
+        for good in ["gul", "orange", "röd"] {
+            accepted(&s, good);
+        }
+        for bad in ["lila", "Röd", "röd ", "gul,röd", "<b>röd</b>"] {
+            refused(&s, bad, "must be one of: gul, orange, röd");
+        }
+    }
+
+    #[test]
+    fn a_datetime_is_a_real_date_and_time() {
+        let s = spec("tid", VariableType::Datetime, &[]);
+        for good in [
+            "2026-11-26 14:00",
+            "2026-11-26T14:00:00+01:00",
+            "2026-11-26T13:00:00Z",
+        ] {
+            accepted(&s, good);
+        }
+        for bad in [
+            "i morgon kl. 14",
+            "2026-11-26",
+            "26/11/2026 14:00",
+            "2026-02-30 10:00",
+            "2026-11-26 25:00",
+            "2026-11-26 14:00 <script>",
+        ] {
+            refused(&s, bad, "must be a date and time like 2026-11-26 14:00");
+        }
+    }
+
+    #[test]
+    fn a_url_is_an_http_address_with_a_host_and_nothing_to_escape() {
+        let s = spec("lank", VariableType::Url, &[]);
+        for good in [
+            "https://stockholm.se/vatten",
+            "https://stockholm.se/vatten#farsta",
+            "http://intranat.stad.local/kris?id=1&lang=sv",
+            "https://start.stockholm/~kris/%C3%B6",
+        ] {
+            accepted(&s, good);
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "stockholm.se/vatten",
+            "ftp://stockholm.se/vatten",
+            "https://",
+            "https:///vatten",
+            "https://stockholm.se/\"><script>alert(1)</script>",
+            "https://stockholm.se/a b",
+            "https://stockholm.se/'onmouseover",
+            " https://stockholm.se",
+        ] {
+            refused(&s, bad, "must be a web address");
+        }
+    }
+
+    #[test]
+    fn a_phone_number_has_digits_and_little_else() {
+        let s = spec("telefon", VariableType::Phone, &[]);
+        for good in ["08-508 000 00", "+46 8 508 000 00", "0701740650", "112 112"] {
+            accepted(&s, good);
+        }
+        for bad in [
+            "ring växeln",
+            "12345",
+            "+46 8 508 000 00 00 00 00",
+            "08/508 000 00",
+            "tel:0850800000",
+            "08-508 000 00 <script>",
+        ] {
+            refused(&s, bad, "must be a phone number like 08-508 000 00");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_type() {
+        let text = spec("omrade", VariableType::Text, &[]);
+        for (value, code) in [
+            ("Farsta\nHökarängen", "U+000A"),
+            ("Farsta\r", "U+000D"),
+            ("\tFarsta", "U+0009"),
+            ("Farsta\u{0}", "U+0000"),
+            ("Farsta\u{1b}[31m", "U+001B"),
+            ("Farsta\u{7f}", "U+007F"),
+            ("Farsta\u{85}", "U+0085"),
+            ("Farsta\u{2028}Hökarängen", "U+2028"),
+            ("Farsta\u{202E}atsraF", "U+202E"),
+            ("Farsta\u{2067}x", "U+2067"),
+        ] {
+            refused(
+                &text,
+                value,
+                &format!("contains the control character {code}"),
+            );
+        }
+        // The other types refuse them too, before their own check.
+        refused(
+            &spec("lank", VariableType::Url, &[]),
+            "https://stockholm.se/\nvatten",
+            "control character U+000A",
+        );
+        refused(
+            &spec("niva", VariableType::Enum, &["gul"]),
+            "gul\u{0}",
+            "control character U+0000",
+        );
+        // Letters, typographic quotes and emoji are text (the SMS warns about
+        // UCS-2; that is not a reason to refuse).
+        for good in ["Åsögatan, Hökarängen", "”Farsta”", "Farsta 🌊", "حي فارستا"]
+        {
+            accepted(&text, good);
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! `krisbud templates ...` as a person at a terminal would use it, against the
 //! whole system running in this process on a real nats-server: list, show, draft
-//! from a file, preview, submit, diff, four eyes, approve, retire, export, import.
+//! from a file, preview, submit, diff, four eyes, approve, reject, retire, export,
+//! import.
 
 use std::path::Path;
 use std::process::Output;
 
 use krisbud::config::Config;
+use krisbud::demo::DemoTokens;
 use krisbud::system::{self, UpOptions};
 use krisbud_kit::CancellationToken;
 use krisbud_proto::Role;
@@ -49,13 +51,24 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_template_lifecycle_from_the_command_line() {
-    krisbud_tests::init_test_log();
-    let nats = NatsServer::start();
-    let data = tempfile::tempdir().unwrap();
-    let config = Config::from_toml(&format!(
-        r#"
+/// The whole system with the demo set, in this process, on its own nats-server
+/// and data directory.
+struct Running {
+    api: String,
+    tokens: DemoTokens,
+    data: tempfile::TempDir,
+    shutdown: CancellationToken,
+    system: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _nats: NatsServer,
+}
+
+impl Running {
+    async fn start() -> Running {
+        krisbud_tests::init_test_log();
+        let nats = NatsServer::start();
+        let data = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(&format!(
+            r#"
 data_dir = "{dir}"
 [nats]
 url = "{url}"
@@ -66,22 +79,46 @@ listen = "127.0.0.1:0"
 [banner]
 listen = "127.0.0.1:0"
 "#,
-        dir = data.path().display(),
-        url = nats.url()
-    ))
-    .unwrap();
-    let shutdown = CancellationToken::new();
-    let running = system::up(config, UpOptions { demo: true }, shutdown.clone())
-        .await
-        .expect("the system starts");
-    let api = format!("http://{}", running.api);
-    let tokens = running.demo_tokens.clone().unwrap();
-    let duty = tokens.token_for(Role::DutyOfficer).to_owned();
-    let editor = tokens.token_for(Role::TemplateEditor).to_owned();
-    let approver = tokens.token_for(Role::TemplateApprover).to_owned();
-    let admin = tokens.token_for(Role::Admin).to_owned();
-    let system = tokio::spawn(running.wait());
-    let api = api.as_str();
+            dir = data.path().display(),
+            url = nats.url()
+        ))
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let running = system::up(config, UpOptions { demo: true }, shutdown.clone())
+            .await
+            .expect("the system starts");
+        let api = format!("http://{}", running.api);
+        let tokens = running.demo_tokens.clone().unwrap();
+        let system = tokio::spawn(running.wait());
+        Running {
+            api,
+            tokens,
+            data,
+            shutdown,
+            system,
+            _nats: nats,
+        }
+    }
+
+    fn token(&self, role: Role) -> String {
+        self.tokens.token_for(role).to_owned()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.system.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_lifecycle_from_the_command_line() {
+    let running = Running::start().await;
+    let data = &running.data;
+    let duty = running.token(Role::DutyOfficer);
+    let editor = running.token(Role::TemplateEditor);
+    let approver = running.token(Role::TemplateApprover);
+    let admin = running.token(Role::Admin);
+    let api = running.api.as_str();
 
     // The duty officer's list, then every version.
     let listed = ok(api, &duty, &["templates"]).await;
@@ -223,6 +260,86 @@ listen = "127.0.0.1:0"
         "{err}"
     );
 
-    shutdown.cancel();
-    system.await.unwrap().unwrap();
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_version_is_rejected_with_a_reason_the_author_sees() {
+    let running = Running::start().await;
+    let editor = running.token(Role::TemplateEditor);
+    let approver = running.token(Role::TemplateApprover);
+    let api = running.api.as_str();
+
+    let file = running.data.path().join("varmebolja.toml");
+    let toml = ok(api, &editor, &["templates", "show", "varmebolja", "1"]).await;
+    std::fs::write(
+        &file,
+        toml.replacen("name = \"", "name = \"Ny lydelse: ", 1),
+    )
+    .unwrap();
+    let drafted = ok(api, &editor, &["templates", "draft", path(&file)]).await;
+    assert_eq!(drafted.trim(), "varmebolja v2 draft");
+
+    // Only a submitted version can be rejected.
+    let early = fails(
+        api,
+        &approver,
+        &[
+            "templates",
+            "reject",
+            "varmebolja",
+            "2",
+            "--reason",
+            "För tidigt",
+        ],
+    )
+    .await;
+    assert!(early.contains("draft"), "{early}");
+    ok(api, &editor, &["templates", "submit", "varmebolja", "2"]).await;
+
+    // The author may not reject, and a rejection without a reason is refused.
+    let by_author = fails(
+        api,
+        &editor,
+        &[
+            "templates",
+            "reject",
+            "varmebolja",
+            "2",
+            "--reason",
+            "Ångrar mig",
+        ],
+    )
+    .await;
+    assert!(by_author.contains("403"), "{by_author}");
+    let blank = fails(
+        api,
+        &approver,
+        &["templates", "reject", "varmebolja", "2", "--reason", "  "],
+    )
+    .await;
+    assert!(blank.contains("[field: reason]"), "{blank}");
+
+    let reason = "Säg vart man ringer: lägg till telefonnumret i SMS:et";
+    let rejected = ok(
+        api,
+        &approver,
+        &["templates", "reject", "varmebolja", "2", "--reason", reason],
+    )
+    .await;
+    assert_eq!(rejected.trim(), "varmebolja v2 rejected");
+
+    // `show` tells the author who rejected it and why.
+    let history = ok(api, &editor, &["templates", "show", "varmebolja"]).await;
+    assert!(history.contains("v2   rejected"), "{history}");
+    assert!(
+        history.contains(&format!("rejected   granskare.erik: {reason}")),
+        "{history}"
+    );
+    // A rejected version can be neither approved nor declared; version 1 stays.
+    let again = fails(api, &approver, &["templates", "approve", "varmebolja", "2"]).await;
+    assert!(again.contains("rejected"), "{again}");
+    assert!(history.contains("v1   approved"), "{history}");
+
+    running.stop().await;
 }
