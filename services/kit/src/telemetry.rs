@@ -38,8 +38,7 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Telemetry {
             .with_service_name(service.to_owned())
             .build(),
     );
-    if let Some(endpoint) = &config.otlp_endpoint {
-        let endpoint = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    if let Some(endpoint) = otlp_traces_url(config) {
         match opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(endpoint.as_str())
@@ -50,6 +49,15 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Telemetry {
         }
     }
     init_with(service, config, builder.build())
+}
+
+/// Where spans are exported: the OTLP/HTTP traces URL under
+/// `telemetry.otlp_endpoint` (`KRISBUD_TELEMETRY__OTLP_ENDPOINT`), or `None` when
+/// it is not set, and then no exporter is built.
+pub fn otlp_traces_url(config: &TelemetryConfig) -> Option<String> {
+    let endpoint = config.otlp_endpoint.as_deref()?.trim();
+    let endpoint = endpoint.trim_end_matches('/');
+    (!endpoint.is_empty()).then(|| format!("{endpoint}/v1/traces"))
 }
 
 /// Sets up logging and tracing with a given tracer provider (tests pass one with an
@@ -137,4 +145,46 @@ pub fn current_trace_id() -> String {
         .span_context()
         .trace_id()
         .to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
+mod tests {
+    use super::*;
+    use crate::Common;
+
+    fn traces_url() -> Option<String> {
+        let common: Common = crate::config::load(None).expect("the configuration loads");
+        otlp_traces_url(&common.telemetry)
+    }
+
+    #[test]
+    fn otlp_export_only_when_the_endpoint_is_set() {
+        assert_eq!(
+            otlp_traces_url(&Common::default().telemetry),
+            None,
+            "nothing exported by default"
+        );
+        figment::Jail::expect_with(|jail| {
+            // Not `clear_env`: it would take PATH from tests running alongside.
+            jail.set_env("KRISBUD_TELEMETRY__OTLP_ENDPOINT", "");
+            assert_eq!(traces_url(), None, "an empty value leaves it unset");
+
+            jail.set_env("KRISBUD_TELEMETRY__OTLP_ENDPOINT", "http://collector:4318/");
+            assert_eq!(
+                traces_url().as_deref(),
+                Some("http://collector:4318/v1/traces")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_blank_endpoint_exports_nothing() {
+        let config = TelemetryConfig {
+            otlp_endpoint: Some(" / ".into()),
+            ..TelemetryConfig::default()
+        };
+        assert_eq!(otlp_traces_url(&config), None);
+    }
 }

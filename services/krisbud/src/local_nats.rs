@@ -1,7 +1,8 @@
 //! The local `nats-server` that `krisbud up` starts when no NATS URL is configured.
 
+use std::ffi::OsString;
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,9 @@ impl LocalNatsServer {
         } else {
             config.port
         };
-        let child = Command::new(&config.binary)
+        let binary = find_binary(&config.binary, std::env::var_os("PATH"), DEBIAN_BINARY);
+        let mut command = Command::new(&binary);
+        command
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
             .arg("-sd")
             .arg(&store)
@@ -40,12 +43,17 @@ impl LocalNatsServer {
             .arg(store.join("nats-server.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        // A process group of its own, so a Ctrl-C at the terminal reaches krisbud
+        // only: the services drain against a running server, then `stop` ends it.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command
             .spawn()
             .with_context(|| {
                 format!(
                     "cannot start `{}`; install nats-server 2.9 or newer (Debian: apt-get install -y nats-server) or set nats.url",
-                    config.binary
+                    binary.display()
                 )
             })?;
         let mut server = LocalNatsServer {
@@ -71,6 +79,9 @@ impl LocalNatsServer {
 
     /// Stops the server and waits for it, so its store is flushed.
     pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // already stopped (by an earlier call, or it died)
+        }
         #[cfg(unix)]
         {
             // SIGTERM lets nats-server close its store cleanly; fall back to kill.
@@ -95,6 +106,30 @@ impl Drop for LocalNatsServer {
     }
 }
 
+/// Where Debian and Ubuntu install `nats-server`, off a normal user's PATH.
+const DEBIAN_BINARY: &str = "/usr/sbin/nats-server";
+
+/// The binary to start: a configured path as it is; a bare name from `path` (the
+/// PATH variable); the default name, when not on PATH, Debian's `debian` if it
+/// exists, as the test harness finds it. Otherwise the name, so the error says it.
+fn find_binary(configured: &str, path: Option<OsString>, debian: &str) -> PathBuf {
+    if configured.contains(std::path::MAIN_SEPARATOR) {
+        return PathBuf::from(configured);
+    }
+    let on_path = path.and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(configured))
+            .find(|p| p.is_file())
+    });
+    if let Some(found) = on_path {
+        return found;
+    }
+    if configured == LocalNats::default().binary && Path::new(debian).is_file() {
+        return PathBuf::from(debian);
+    }
+    PathBuf::from(configured)
+}
+
 /// Stops a server left running by an earlier `krisbud up` that was killed, so it
 /// does not hold the store.
 fn stop_stale(pid_file: &Path) {
@@ -112,4 +147,49 @@ fn stop_stale(pid_file: &Path) {
         }
     }
     let _ = std::fs::remove_file(pid_file);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_server_is_found_on_path_then_where_debian_installs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, sbin) = (dir.path().join("bin"), dir.path().join("sbin"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&sbin).unwrap();
+        let debian = sbin.join("nats-server");
+        std::fs::write(&debian, "").unwrap();
+        let debian = debian.to_str().unwrap();
+        let path = || Some(std::env::join_paths([&bin]).unwrap());
+
+        // Not on PATH: Debian's binary.
+        assert_eq!(
+            find_binary("nats-server", path(), debian),
+            Path::new(debian)
+        );
+        assert_eq!(find_binary("nats-server", None, debian), Path::new(debian));
+        // On PATH: that one.
+        std::fs::write(bin.join("nats-server"), "").unwrap();
+        assert_eq!(
+            find_binary("nats-server", path(), debian),
+            bin.join("nats-server")
+        );
+        // A configured path is used as it is; another name is not replaced.
+        assert_eq!(
+            find_binary("/opt/nats/nats-server", path(), debian),
+            Path::new("/opt/nats/nats-server")
+        );
+        assert_eq!(
+            find_binary("nats-server-2.10", path(), debian),
+            Path::new("nats-server-2.10")
+        );
+        // Nowhere: the name, so the error names it.
+        let missing = sbin.join("missing").display().to_string();
+        assert_eq!(
+            find_binary("nats-server", None, &missing),
+            Path::new("nats-server")
+        );
+    }
 }

@@ -546,3 +546,104 @@ fn a_million_member_csv_imports_through_the_cli_with_progress() {
         "{shown}"
     );
 }
+
+/// Ctrl-C at a terminal: SIGINT to the whole foreground process group. krisbud
+/// drains, says so, exits 0 and stops the nats-server it started, which the Ctrl-C
+/// itself does not reach (the draining services still need it).
+#[test]
+fn ctrl_c_stops_up_cleanly() {
+    use std::os::unix::process::CommandExt as _;
+
+    let data = tempfile::tempdir().unwrap();
+    let mut command = Command::new(KRISBUD);
+    command
+        .arg("up")
+        .arg("--demo")
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("KRISBUD_GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("KRISBUD_BANNER__LISTEN", "127.0.0.1:0")
+        .env("KRISBUD_TELEMETRY__LOG", "info")
+        .env_remove("KRISBUD_CONFIG")
+        .env_remove("KRISBUD_NATS__URL")
+        // A process group of its own, as a shell gives a foreground job.
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = command.spawn().expect("krisbud starts");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!("{line}");
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let mut up = Spawned {
+        child,
+        lines,
+        started,
+    }
+    .wait_ready();
+    let tokens = read_tokens(data.path());
+    let listed = cli(
+        &up.api,
+        tokens["tib.maria"].as_str().unwrap(),
+        &["templates"],
+    );
+    assert!(listed.status.success(), "the API answers before Ctrl-C");
+    let nats_pid = std::fs::read_to_string(data.path().join("nats/nats-server.pid"))
+        .expect("the local nats-server's pid file")
+        .trim()
+        .to_owned();
+
+    // The Ctrl-C must not take the server away under the draining services: it
+    // runs in a process group of its own, and krisbud stops it once they are done.
+    let stat = std::fs::read_to_string(format!("/proc/{nats_pid}/stat")).unwrap();
+    let nats_group = stat.rsplit(')').next().unwrap().split_whitespace().nth(2);
+    assert_ne!(
+        nats_group,
+        Some(up.child.id().to_string().as_str()),
+        "the local nats-server is outside krisbud's process group"
+    );
+    let group = format!("-{}", up.child.id());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_until(
+        "krisbud to exit after Ctrl-C",
+        Duration::from_secs(30),
+        || up.child.try_wait().unwrap(),
+    );
+    let log = log.join().unwrap();
+    assert!(
+        status.success(),
+        "krisbud exited with {status} after Ctrl-C:\n{log}"
+    );
+    assert!(
+        log.contains("shutdown requested"),
+        "krisbud says it is shutting down:\n{log}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{nats_pid}")).exists(),
+        "the local nats-server {nats_pid} is gone"
+    );
+}
