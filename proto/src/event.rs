@@ -653,7 +653,11 @@ pub struct TemplateRetired {
 mod tests {
     use super::*;
 
-    fn outcome(recipient: &str, state: DeliveryState, provider_ref: Option<&str>) -> RecipientOutcome {
+    fn outcome(
+        recipient: &str,
+        state: DeliveryState,
+        provider_ref: Option<&str>,
+    ) -> RecipientOutcome {
         RecipientOutcome {
             recipient: recipient.into(),
             state,
@@ -695,7 +699,10 @@ mod tests {
             ])
         );
         let back: DeliveryReported = serde_json::from_value(json).unwrap();
-        assert_eq!(back.outcomes, outcomes, "a round trip keeps every outcome in order");
+        assert_eq!(
+            back.outcomes, outcomes,
+            "a round trip keeps every outcome in order"
+        );
     }
 
     #[test]
