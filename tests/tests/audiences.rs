@@ -271,3 +271,41 @@ async fn a_bad_file_is_refused_whole_and_the_old_members_stay() {
         .await;
     assert_eq!(response.status(), 422);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn someone_in_two_audiences_is_reached_once() {
+    let app = TestApp::spawn().await;
+    for (id, csv) in [
+        (
+            "farsta-a",
+            "phone,email,language\n070-174 06 30,,sv\n070-174 06 31,delad@farsta.example,sv\n",
+        ),
+        (
+            "farsta-b",
+            "phone,email,language\n+46701740631,delad@farsta.example,sv\n070-174 06 32,,sv\n",
+        ),
+    ] {
+        assert_eq!(app.create_audience(id, id).await.status(), 201);
+        let (status, report) = app.import_csv(id, Role::Admin, csv).await;
+        assert_eq!(status, 200, "{report}");
+    }
+    let id = app
+        .declare_ok(&json!({
+            "template": "vattenlacka",
+            "variables": water_variables(),
+            "audiences": ["farsta-a", "farsta-b"],
+            "channels": ["sms", "email"]
+        }))
+        .await;
+    let status = app.wait_delivered(&id, Duration::from_secs(30)).await;
+    assert_eq!(status.channels[&krisbud_proto::Channel::Sms].total, 3);
+    assert_eq!(status.channels[&krisbud_proto::Channel::Email].total, 1);
+    let mut to: Vec<String> = app
+        .sms_outbox()
+        .iter()
+        .map(|l| l["to"].as_str().unwrap().to_owned())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["+46701740630", "+46701740631", "+46701740632"]);
+    assert_eq!(app.email_outbox().len(), 1);
+}

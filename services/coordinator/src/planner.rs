@@ -79,6 +79,10 @@ impl Planner {
             // once, so memory holds a few batches, not the audience.
             let batch_size = self.batch_size.max(1);
             let mut open: BTreeMap<(Channel, &str), (usize, Vec<Recipient>)> = BTreeMap::new();
+            // An import already keeps one member per phone number and email
+            // address, so only several audiences can name someone twice; the set
+            // that catches it costs ~35 MB at a million, kept only then.
+            let across_audiences = declared.audiences.len() > 1;
             let mut seen: BTreeMap<Channel, HashSet<u128>> = BTreeMap::new();
             let mut counts: BTreeMap<Channel, PlannedChannel> = BTreeMap::new();
             for id in &declared.audiences {
@@ -118,7 +122,9 @@ impl Planner {
                                 jobs: 0,
                                 duplicates_removed: 0,
                             });
-                            if !seen.entry(channel).or_default().insert(digest(&reference)) {
+                            if across_audiences
+                                && !seen.entry(channel).or_default().insert(digest(&reference))
+                            {
                                 tally.duplicates_removed += 1;
                                 continue;
                             }

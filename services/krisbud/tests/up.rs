@@ -1,6 +1,7 @@
 //! `krisbud up` as a real process: the ready line, the CLI tour against it, offline
 //! verification of a tampered export, and SIGTERM in the middle of delivery.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -16,6 +17,8 @@ const KRISBUD: &str = env!("CARGO_BIN_EXE_krisbud");
 struct Up {
     child: Child,
     api: String,
+    /// `GET /v1/banners` on the banner listener.
+    banners: String,
     _lines: mpsc::Receiver<String>,
 }
 
@@ -95,12 +98,13 @@ impl Spawned {
                 .unwrap_or_else(|| panic!("{name} in {ready}"))
                 .to_owned()
         };
-        for name in ["console", "banner", "nats"] {
+        for name in ["console", "nats"] {
             field(name);
         }
         Up {
             child,
             api: field("api").trim_end_matches("/api/v1").to_owned(),
+            banners: field("banner"),
             _lines: lines,
         }
     }
@@ -437,6 +441,333 @@ elks_password = "elks-secret"
     eprintln!("{before_restart} sent before SIGTERM; {duplicates} duplicates after restart");
     // At most the jobs in flight at SIGTERM are sent again (jobs of 20).
     assert!(duplicates <= 20 * 16, "{duplicates} duplicates");
+    tokio::task::spawn_blocking(move || second.terminate())
+        .await
+        .unwrap();
+}
+
+/// The lines of `<data>/outbox/sms.jsonl` written so far; a line still being
+/// written (no newline yet) is left out.
+fn sms_outbox(data: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(data.join("outbox").join("sms.jsonl")).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an SMS outbox line is JSON"))
+        .collect()
+}
+
+/// Recipients in the SMS outbox so far (one line apiece), without parsing them.
+fn sms_outbox_lines(data: &Path) -> usize {
+    std::fs::read(data.join("outbox").join("sms.jsonl"))
+        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// The `.eml` files of `<data>/outbox/email`.
+fn email_outbox(data: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(data.join("outbox").join("email")) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect()
+}
+
+/// The value of a top-level header of an `.eml`.
+fn eml_header<'a>(eml: &'a str, name: &str) -> Option<&'a str> {
+    eml.lines()
+        .take_while(|l| !l.trim_end().is_empty())
+        .find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+}
+
+/// How many times each key occurs.
+fn tally<'a>(keys: impl IntoIterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
+    let mut counts = BTreeMap::new();
+    for key in keys {
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Keys that occur more than once.
+fn repeated(counts: &BTreeMap<&str, usize>) -> u64 {
+    counts.values().filter(|&&n| n > 1).count() as u64
+}
+
+/// SIGTERM to `krisbud up` while all four channels deliver to their outboxes
+/// (with the nats-server it started itself, which stops and starts with it), then
+/// a restart on the same data directory: every recipient has an SMS line and an
+/// `.eml`, the banner is up and the article is out, and the recipients found more
+/// than once in an outbox are no more than the status counts as possible
+/// duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_delivery_on_every_outbox_then_restart_loses_nobody() {
+    const PEOPLE: usize = 3000;
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("krisbud.toml");
+    // Jobs of 20 recipients, so there are many and a few are in hand at SIGTERM.
+    std::fs::write(
+        &config,
+        r#"
+[privacy]
+recipient_key = "restart-all-outboxes"
+[coordinator]
+batch_size = 20
+[sms]
+provider = "outbox"
+[email]
+transport = "outbox"
+[intranet]
+mode = "outbox"
+"#,
+    )
+    .unwrap();
+
+    let first = Up::start(data.path(), Some(&config), true);
+    let tokens = read_tokens(data.path());
+    let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
+    let admin = tokens["admin.olle"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/api/v1/audiences", first.api))
+        .bearer_auth(&admin)
+        .json(&json!({ "id": "hela-farsta", "name": "Hela Farsta" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let phone = |i: usize| format!("+46701{i:06}");
+    let email = |i: usize| format!("boende{i}@farsta.example");
+    let mut csv = String::from("phone,email,language\n");
+    for i in 0..PEOPLE {
+        csv.push_str(&format!("{},{},sv\n", phone(i), email(i)));
+    }
+    let imported: Value = http
+        .put(format!(
+            "{}/api/v1/audiences/hela-farsta/members",
+            first.api
+        ))
+        .bearer_auth(&admin)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(imported["imported"], PEOPLE, "{imported}");
+
+    let response = http
+        .post(format!("{}/api/v1/crises", first.api))
+        .bearer_auth(&duty)
+        .json(&json!({
+            "template": "vattenlacka",
+            "variables": { "omrade": "Farsta", "beraknat_klart": "i kväll", "vattenpunkt": "Farsta centrum" },
+            "audiences": ["hela-farsta"],
+            "channels": ["sms", "email", "banner", "intranet"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let declared = Instant::now();
+    let id = response.json::<Value>().await.unwrap()["crisis_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let under_way = wait_until_async(
+        "the SMS outbox to have some recipients but not all",
+        Duration::from_secs(30),
+        || async {
+            let n = sms_outbox_lines(data.path());
+            (n > 0 && n < PEOPLE).then_some(n)
+        },
+    )
+    .await;
+    eprintln!(
+        "SIGTERM {:?} after the declaration, with {under_way} SMS lines and {} .eml",
+        declared.elapsed(),
+        email_outbox(data.path()).len()
+    );
+    tokio::task::spawn_blocking(move || first.terminate())
+        .await
+        .unwrap();
+    let sms_before = sms_outbox_lines(data.path());
+    let email_before = email_outbox(data.path()).len();
+    eprintln!("after a clean exit: {sms_before} SMS lines and {email_before} .eml of {PEOPLE}");
+    assert!(
+        sms_before < PEOPLE || email_before < PEOPLE,
+        "stopped in the middle of delivery: {sms_before} SMS and {email_before} emails of {PEOPLE}"
+    );
+
+    let restarted = Instant::now();
+    let second = Up::start(data.path(), Some(&config), true);
+    let tokens = read_tokens(data.path());
+    let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
+    let status = wait_until_async(
+        "every channel complete after the restart",
+        Duration::from_secs(120),
+        || async {
+            let s: Value = http
+                .get(format!("{}/api/v1/crises/{id}", second.api))
+                .bearer_auth(&duty)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            ["sms", "email", "banner", "intranet"]
+                .iter()
+                .all(|c| {
+                    let c = &s["channels"][c];
+                    c["planned"] == true && c["pending"] == 0 && c["state"] == "delivered"
+                })
+                .then_some(s)
+        },
+    )
+    .await;
+    eprintln!("complete {:?} after the restart", restarted.elapsed());
+    for (channel, total) in [("sms", PEOPLE), ("email", PEOPLE)] {
+        let c = &status["channels"][channel];
+        assert_eq!(c["total"], total, "{channel}: {c}");
+        assert_eq!(c["delivered"], total, "{channel}: {c}");
+        assert_eq!(c["failed"], 0, "{channel}: {c}");
+    }
+    let counted = |channel: &str| {
+        status["channels"][channel]["possible_duplicates"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{channel} possible_duplicates in {status}"))
+    };
+
+    // SMS: one line per recipient, by phone number.
+    let sms = sms_outbox(data.path());
+    let sms_counts = tally(
+        sms.iter()
+            .filter(|l| l["crisis_id"] == id.as_str())
+            .map(|l| l["to"].as_str().unwrap()),
+    );
+    let missing: Vec<String> = (0..PEOPLE)
+        .map(phone)
+        .filter(|p| !sms_counts.contains_key(p.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} recipients without an SMS line, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(sms_counts.len(), PEOPLE, "nobody else got an SMS");
+
+    // Email: one .eml per recipient, by its To header.
+    let emails = email_outbox(data.path());
+    let email_counts = tally(
+        emails
+            .iter()
+            .filter(|e| eml_header(e, "Message-ID").is_some_and(|m| m.contains(id.as_str())))
+            .map(|e| eml_header(e, "To").expect("an .eml has a To header")),
+    );
+    let missing: Vec<String> = (0..PEOPLE)
+        .map(email)
+        .filter(|a| !email_counts.contains_key(a.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} recipients without an .eml, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(email_counts.len(), PEOPLE, "nobody else got an email");
+
+    // Banner: up on the restarted banner listener.
+    let banners: Vec<Value> = http
+        .get(&second.banners)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sv = banners
+        .iter()
+        .find(|b| b["crisis_id"] == id.as_str() && b["language"] == "sv")
+        .unwrap_or_else(|| panic!("the Swedish banner is up: {banners:?}"));
+    assert_eq!(sv["headline"], "Vattnet är avstängt i Farsta");
+
+    // Intranet: the article of every language, by article id.
+    let text = std::fs::read_to_string(data.path().join("outbox").join("intranet.jsonl"))
+        .expect("the intranet outbox");
+    let articles: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let article_counts = tally(
+        articles
+            .iter()
+            .filter(|a| a["crisis_id"] == id.as_str())
+            .map(|a| a["article_id"].as_str().unwrap()),
+    );
+    assert!(
+        articles.iter().any(|a| a["crisis_id"] == id.as_str()
+            && a["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("Vattenläcka i Farsta"))),
+        "the Swedish article is out"
+    );
+    assert_eq!(
+        article_counts.len() as u64,
+        status["channels"]["intranet"]["total"].as_u64().unwrap(),
+        "one article per language: {article_counts:?}"
+    );
+
+    let figures = [
+        (
+            "sms",
+            sms_counts.values().sum::<usize>(),
+            repeated(&sms_counts),
+        ),
+        (
+            "email",
+            email_counts.values().sum::<usize>(),
+            repeated(&email_counts),
+        ),
+        (
+            "intranet",
+            article_counts.values().sum::<usize>(),
+            repeated(&article_counts),
+        ),
+    ];
+    eprintln!(
+        "before the restart: {sms_before} SMS lines, {email_before} .eml of {PEOPLE} recipients"
+    );
+    for (channel, written, twice) in figures {
+        eprintln!(
+            "{channel}: {written} written for {} recipients, {twice} recipients more than once, \
+             {} counted as possible duplicates",
+            written as u64 - twice.min(written as u64),
+            counted(channel)
+        );
+    }
+    eprintln!(
+        "banner: {} counted as possible duplicates",
+        counted("banner")
+    );
+    for (channel, _, twice) in figures {
+        assert!(
+            twice <= counted(channel),
+            "{channel}: {twice} recipients more than once in the outbox, only {} counted as \
+             possible duplicates in {}",
+            counted(channel),
+            status["channels"][channel]
+        );
+    }
     tokio::task::spawn_blocking(move || second.terminate())
         .await
         .unwrap();
