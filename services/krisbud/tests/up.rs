@@ -727,31 +727,27 @@ mode = "outbox"
         "one article per language: {article_counts:?}"
     );
 
+    // (channel, lines or files written, distinct recipients, recipients more than once)
     let figures = [
+        ("sms", &sms_counts),
+        ("email", &email_counts),
+        ("intranet", &article_counts),
+    ]
+    .map(|(channel, counts)| {
         (
-            "sms",
-            sms_counts.values().sum::<usize>(),
-            repeated(&sms_counts),
-        ),
-        (
-            "email",
-            email_counts.values().sum::<usize>(),
-            repeated(&email_counts),
-        ),
-        (
-            "intranet",
-            article_counts.values().sum::<usize>(),
-            repeated(&article_counts),
-        ),
-    ];
+            channel,
+            counts.values().sum::<usize>(),
+            counts.len(),
+            repeated(counts),
+        )
+    });
     eprintln!(
         "before the restart: {sms_before} SMS lines, {email_before} .eml of {PEOPLE} recipients"
     );
-    for (channel, written, twice) in figures {
+    for (channel, written, distinct, twice) in figures {
         eprintln!(
-            "{channel}: {written} written for {} recipients, {twice} recipients more than once, \
-             {} counted as possible duplicates",
-            written as u64 - twice.min(written as u64),
+            "{channel}: {written} written for {distinct} recipients, {twice} recipients more \
+             than once, {} counted as possible duplicates",
             counted(channel)
         );
     }
@@ -759,7 +755,7 @@ mode = "outbox"
         "banner: {} counted as possible duplicates",
         counted("banner")
     );
-    for (channel, _, twice) in figures {
+    for (channel, _, _, twice) in figures {
         assert!(
             twice <= counted(channel),
             "{channel}: {twice} recipients more than once in the outbox, only {} counted as \
