@@ -196,6 +196,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         config.sms.concurrency = j;
     }
     let batch = config.coordinator.batch_size;
+    let memory_limit = config.local_nats.memory_limit.clone();
     say(&format!(
         "krisbud bench fanout: {} recipients via {} (simulated at {}); sms: {} jobs at once, {} requests in flight, {} recipients a job{}",
         int(n),
@@ -219,7 +220,12 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     // 2. The baseline, before the services run, on the same server.
     let share = baseline::recipient_share(batch)?;
     let base = baseline::run(&nats_url, n, share).await?;
-    say(&describe_baseline(&base, batch, local_nats.is_some()));
+    let memory_limit = std::env::var("GOMEMLIMIT").unwrap_or(memory_limit);
+    say(&describe_baseline(
+        &base,
+        batch,
+        local_nats.as_ref().map(|_| memory_limit.as_str()),
+    ));
 
     // 3. The services.
     let shutdown = krisbud_kit::CancellationToken::new();
@@ -357,14 +363,18 @@ async fn audit_lag(nats_url: &str) -> anyhow::Result<AuditLag> {
     })
 }
 
-fn describe_baseline(base: &Baseline, batch: usize, private: bool) -> String {
+fn describe_baseline(base: &Baseline, batch: usize, private: Option<&str>) -> String {
     format!(
         "baseline: {} msgs of {} B (one recipient's share of a {}-recipient sms job) on nats-server {} ({}): async publish {:.3} s ({} msgs/s), pull+ack {:.3} s ({} msgs/s), together {} msgs/s",
         int(base.messages),
         base.message_bytes,
         int(batch as u64),
         base.server,
-        if private { "private" } else { "given" },
+        match private {
+            Some("") => "private, no memory limit".to_owned(),
+            Some(limit) => format!("private, GOMEMLIMIT {limit}"),
+            None => "given".to_owned(),
+        },
         base.publish.as_secs_f64(),
         int(base.publish_rate().round() as u64),
         base.consume.as_secs_f64(),

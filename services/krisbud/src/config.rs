@@ -29,6 +29,12 @@ pub struct LocalNats {
     pub binary: String,
     /// Client port; 0 picks a free one.
     pub port: u16,
+    /// The server's soft memory limit (Go's `GOMEMLIMIT`, e.g. `128MiB`; empty for
+    /// none). nats-server keeps recently written blocks in memory, so a fan-out to
+    /// a million grows it to ~400 MB without a limit; with 128 MiB its garbage
+    /// collector works harder and it stays near 210 MB. A `GOMEMLIMIT` in
+    /// krisbud's own environment wins.
+    pub memory_limit: String,
 }
 
 impl Default for LocalNats {
@@ -36,6 +42,7 @@ impl Default for LocalNats {
         LocalNats {
             binary: "nats-server".into(),
             port: 0,
+            memory_limit: "128MiB".into(),
         }
     }
 }

@@ -31,6 +31,11 @@ impl LocalNatsServer {
         } else {
             config.port
         };
+        anyhow::ensure!(
+            valid_memory_limit(&config.memory_limit),
+            "local_nats.memory_limit: `{}` is not a size such as `128MiB` (B, KiB, MiB, GiB)",
+            config.memory_limit
+        );
         let binary = find_binary(&config.binary, std::env::var_os("PATH"), DEBIAN_BINARY);
         let mut command = Command::new(&binary);
         command
@@ -48,6 +53,9 @@ impl LocalNatsServer {
         // only: the services drain against a running server, then `stop` ends it.
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        if !config.memory_limit.is_empty() && std::env::var_os("GOMEMLIMIT").is_none() {
+            command.env("GOMEMLIMIT", &config.memory_limit);
+        }
         let child = command
             .spawn()
             .with_context(|| {
@@ -106,6 +114,16 @@ impl Drop for LocalNatsServer {
     }
 }
 
+/// Whether `limit` is empty or a size Go's `GOMEMLIMIT` takes: digits and a unit.
+fn valid_memory_limit(limit: &str) -> bool {
+    let digits = limit.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &limit[digits.len()..];
+    limit.is_empty()
+        || (!digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && ["", "B", "KiB", "MiB", "GiB", "TiB"].contains(&unit))
+}
+
 /// Where Debian and Ubuntu install `nats-server`, off a normal user's PATH.
 const DEBIAN_BINARY: &str = "/usr/sbin/nats-server";
 
@@ -152,6 +170,16 @@ fn stop_stale(pid_file: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_limits_are_sizes_go_understands() {
+        for good in ["", "128MiB", "1GiB", "500000000", "64B"] {
+            assert!(valid_memory_limit(good), "{good}");
+        }
+        for bad in ["128MB", "MiB", "-1MiB", "12.5MiB", "lots"] {
+            assert!(!valid_memory_limit(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn nats_server_is_found_on_path_then_where_debian_installs_it() {
