@@ -1,0 +1,251 @@
+//! A fan-out of 10,000 recipients through the whole system and each SMS provider
+//! (46elks, Sinch, Twilio) against its simulator: an audience imported over the
+//! API, a water-outage declaration to it, every recipient submitted exactly once
+//! with the rendered Swedish text, and the outcomes counted in the status.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{TestApp, water_variables};
+use futures::FutureExt as _;
+use krisbud_proto::status::{ChannelState, ChannelStatus};
+use krisbud_proto::{Channel, Role};
+use krisbud_tests::{ElksSimulator, SinchSimulator, TwilioSimulator, wait_until_async};
+use serde_json::{Value, json};
+
+/// Members of the audience, each with a phone number of their own.
+const MEMBERS: usize = 10_000;
+/// From the declaration to every outcome in the status. A fan-out takes a few
+/// seconds alone in a debug build; the margin is for a shared machine.
+const FAN_OUT_WAIT: Duration = Duration::from_secs(60);
+const AUDIENCE: &str = "farsta-fanout";
+/// The Swedish SMS of `vattenlacka` rendered with [`water_variables`].
+const SWEDISH_SMS: &str = "Stockholms stad: Vattnet är avstängt i Farsta efter en vattenläcka. \
+Beräknat klart i kväll kl. 20. Hämta vatten vid Farsta centrum. Mer info: stockholm.se/vatten";
+
+/// Member `i`'s number as written in the file, the Swedish way (`070-000 00 07`).
+fn written_number(i: usize) -> String {
+    let d = format!("{i:07}");
+    format!("070-{} {} {}", &d[..3], &d[3..5], &d[5..])
+}
+
+/// Member `i`'s number as the provider must get it (E.164).
+fn e164(i: usize) -> String {
+    format!("+4670{i:07}")
+}
+
+/// The members file: a header and one Swedish-speaking member per line.
+fn members_csv() -> String {
+    let mut csv = String::from("Telefon,Språk\n");
+    for i in 0..MEMBERS {
+        csv.push_str(&written_number(i));
+        csv.push_str(",sv\n");
+    }
+    csv
+}
+
+/// Creates the audience and imports the members over the API.
+async fn create_audience(app: &TestApp) {
+    let response = app
+        .http
+        .post(format!("{}/api/v1/audiences", app.api))
+        .bearer_auth(app.token(Role::Admin))
+        .json(&json!({ "id": AUDIENCE, "name": "Farsta, alla med mobil" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let response = app
+        .http
+        .put(format!("{}/api/v1/audiences/{AUDIENCE}/members", app.api))
+        .bearer_auth(app.token(Role::Admin))
+        .header("content-type", "text/csv")
+        .body(members_csv())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (report["rows"].as_u64(), report["imported"].as_u64()),
+        (Some(MEMBERS as u64), Some(MEMBERS as u64)),
+        "{report}"
+    );
+    assert_eq!(report["rejected"], 0, "{report}");
+}
+
+/// Declares the water outage on SMS to the audience, waits until the status
+/// counts every recipient as handed over, and returns the SMS channel's status.
+async fn declare_and_wait(app: &TestApp) -> ChannelStatus {
+    let id = app
+        .declare_ok(&json!({
+            "template": "vattenlacka",
+            "variables": water_variables(),
+            "audiences": [AUDIENCE],
+            "channels": ["sms"]
+        }))
+        .await;
+    let last = Mutex::new(None);
+    let waited = std::panic::AssertUnwindSafe(wait_until_async(
+        "every recipient sent or delivered in the status",
+        FAN_OUT_WAIT,
+        || async {
+            let status = app.status(&id).await;
+            let sms = status.channels.get(&Channel::Sms)?.clone();
+            *last.lock().unwrap() = Some(serde_json::to_string(&sms).unwrap());
+            let settled = sms.planned
+                && sms.total == MEMBERS as u64
+                && sms.sent + sms.delivered + sms.failed == sms.total;
+            settled.then_some(sms)
+        },
+    ))
+    .catch_unwind()
+    .await;
+    match waited {
+        Ok(sms) => sms,
+        Err(panic) => {
+            let last = last.lock().unwrap().take();
+            eprintln!(
+                "last sms status of {id}: {}\nconsumers: {}",
+                last.as_deref().unwrap_or("none"),
+                app.consumers().await
+            );
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// Asserts the status counts every member as handed over by `provider`, and that
+/// the provider got each member's number exactly once with the Swedish text.
+fn assert_fanned_out(provider: &str, sms: &ChannelStatus, received: &[(String, String)]) {
+    let all = MEMBERS as u64;
+    assert_eq!(sms.state, ChannelState::Delivered, "{sms:?}");
+    assert_eq!(sms.total, all, "{sms:?}");
+    assert_eq!(sms.sent + sms.delivered, all, "{sms:?}");
+    assert_eq!((sms.failed, sms.pending), (0, 0), "{sms:?}");
+    assert!(sms.failed_by_reason.is_empty(), "{sms:?}");
+    assert_eq!(sms.possible_duplicates, 0, "{sms:?}");
+    assert_eq!(
+        sms.providers,
+        [(provider.to_owned(), all)].into_iter().collect(),
+        "{sms:?}"
+    );
+
+    let mut counts: HashMap<&str, usize> = HashMap::with_capacity(MEMBERS);
+    for (to, _) in received {
+        *counts.entry(to.as_str()).or_default() += 1;
+    }
+    let repeated = counts.values().filter(|c| **c > 1).count();
+    assert_eq!(
+        repeated, 0,
+        "members who got more than one sms via {provider}"
+    );
+    let missing: Vec<usize> = (0..MEMBERS)
+        .filter(|i| !counts.contains_key(e164(*i).as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} members never reached {provider}, the first member {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(received.len(), MEMBERS, "messages {provider} received");
+    let other_texts: Vec<&str> = received
+        .iter()
+        .map(|(_, text)| text.as_str())
+        .filter(|text| *text != SWEDISH_SMS)
+        .collect();
+    assert!(
+        other_texts.is_empty(),
+        "{} messages via {provider} were not the Swedish text, e.g. {:?}",
+        other_texts.len(),
+        other_texts.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_of_10000_through_46elks_submits_each_once_and_shows_in_status() {
+    let elks = ElksSimulator::start("elks-user", "elks-secret").await;
+    let app = TestApp::spawn_with(&format!(
+        r#"
+[sms]
+provider = "46elks"
+elks_base_url = "{}"
+elks_username = "elks-user"
+elks_password = "elks-secret"
+parallel_requests = 32
+"#,
+        elks.base_url()
+    ))
+    .await;
+    create_audience(&app).await;
+    let sms = declare_and_wait(&app).await;
+    let received: Vec<(String, String)> = elks
+        .received()
+        .into_iter()
+        .map(|s| (s.to, s.message))
+        .collect();
+    assert_fanned_out("46elks", &sms, &received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_of_10000_through_sinch_submits_each_once_and_shows_in_status() {
+    let sinch = SinchSimulator::start("plan0123", "sinch-token").await;
+    let app = TestApp::spawn_with(&format!(
+        r#"
+[sms]
+provider = "sinch"
+sinch_base_url = "{}"
+sinch_service_plan_id = "plan0123"
+sinch_api_token = "sinch-token"
+"#,
+        sinch.base_url()
+    ))
+    .await;
+    create_audience(&app).await;
+    let sms = declare_and_wait(&app).await;
+    let batches = sinch.batches();
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.to.len() <= krisbud_tests::sinch::MAX_RECIPIENTS),
+        "no batch over Sinch's limit"
+    );
+    let received: Vec<(String, String)> = batches
+        .into_iter()
+        .flat_map(|b| {
+            let body = b.body;
+            b.to.into_iter().map(move |to| (to, body.clone()))
+        })
+        .collect();
+    assert_fanned_out("sinch", &sms, &received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_of_10000_through_twilio_submits_each_once_and_shows_in_status() {
+    let twilio = TwilioSimulator::start("AC0123456789abcdef0123456789abcdef", "twilio-token").await;
+    let app = TestApp::spawn_with(&format!(
+        r#"
+[sms]
+provider = "twilio"
+twilio_base_url = "{}"
+twilio_account_sid = "AC0123456789abcdef0123456789abcdef"
+twilio_auth_token = "twilio-token"
+parallel_requests = 32
+"#,
+        twilio.base_url()
+    ))
+    .await;
+    create_audience(&app).await;
+    let sms = declare_and_wait(&app).await;
+    let received: Vec<(String, String)> = twilio
+        .messages()
+        .into_iter()
+        .map(|m| (m.to, m.body))
+        .collect();
+    assert_fanned_out("twilio", &sms, &received);
+}
