@@ -32,6 +32,8 @@ pub struct System {
     /// The data directory.
     pub data_dir: PathBuf,
     services: Vec<(&'static str, Started)>,
+    /// The services' NATS connection, closed before the local server stops.
+    client: async_nats::Client,
     local_nats: Option<LocalNatsServer>,
 }
 
@@ -56,9 +58,15 @@ impl System {
                 first_error.get_or_insert(e.context(format!("{name} failed")));
             }
         }
+        // Everything published is flushed and the connection closed on purpose,
+        // so stopping the local server does not read as a lost connection.
+        if let Err(e) = self.client.drain().await {
+            tracing::debug!(error = %e, "cannot drain the nats connection");
+        }
         if let Some(mut nats) = self.local_nats.take() {
             tokio::task::spawn_blocking(move || nats.stop()).await?;
         }
+        tracing::info!("krisbud stopped");
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
@@ -180,6 +188,7 @@ async fn start_all(
         demo_tokens_file,
         data_dir,
         services,
+        client: rt.bus.client.clone(),
         local_nats,
     })
 }
