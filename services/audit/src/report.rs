@@ -12,6 +12,7 @@
 //! crisis reaching 100 000 people has thousands) except the first and the last
 //! of each channel; their totals are in the channel table.
 
+use krisbud_kit::text::escape_html;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -408,7 +409,7 @@ pub fn markdown(report: &CrisisReport) -> String {
 
 /// The report as a self-contained, accessible HTML page.
 pub fn html(report: &CrisisReport) -> String {
-    let e = html_escape;
+    let e = escape_html;
     let mut out = String::new();
     let title = format!("Krisrapport {}", report.crisis_id);
     let _ = write!(
@@ -579,10 +580,10 @@ fn table(out: &mut String, caption: &str, headers: &[&str], rows: impl Iterator<
     let _ = write!(
         out,
         "<table>\n<caption>{}</caption>\n<thead><tr>",
-        html_escape(caption)
+        escape_html(caption)
     );
     for h in headers {
-        let _ = write!(out, "<th scope=\"col\">{}</th>", html_escape(h));
+        let _ = write!(out, "<th scope=\"col\">{}</th>", escape_html(h));
     }
     let _ = writeln!(out, "</tr></thead>\n<tbody>");
     for row in rows {
@@ -590,32 +591,16 @@ fn table(out: &mut String, caption: &str, headers: &[&str], rows: impl Iterator<
         for cell in row {
             match cell {
                 Cell::Text(t) => {
-                    let _ = write!(out, "<td>{}</td>", html_escape(&t));
+                    let _ = write!(out, "<td>{}</td>", escape_html(&t));
                 }
                 Cell::Number(n) => {
-                    let _ = write!(out, "<td class=\"n\">{}</td>", html_escape(&n));
+                    let _ = write!(out, "<td class=\"n\">{}</td>", escape_html(&n));
                 }
             }
         }
         out.push_str("</tr>\n");
     }
     let _ = writeln!(out, "</tbody>\n</table>");
-}
-
-/// Text safe inside HTML elements and attribute values.
-pub fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Text safe inside a Markdown table cell: one line, Markdown's special

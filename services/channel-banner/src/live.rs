@@ -2,6 +2,7 @@
 //! and the rendering of the public list (active banners, sorted, their text
 //! HTML-escaped, with an ETag).
 
+use krisbud_kit::text::escape_html;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,24 +199,6 @@ fn as_markup(banner: &PublicBanner) -> PublicBanner {
         link_text: escape_html(&banner.link_text),
         ..banner.clone()
     }
-}
-
-/// Escapes `&`, `<`, `>`, `"` and `'` as character references, so the text stays
-/// text wherever a page puts it, in an element or in a quoted attribute. Every
-/// other character (å, ä, ö, the exercise marker) is left as it is.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 fn severity_rank(severity: Severity) -> u8 {

@@ -14,6 +14,7 @@
 //! `<event id>.<sms|email>.<batch>` that the projection recognises and counts under
 //! the escalation, never among the crisis's own recipients.
 
+use krisbud_kit::text::escape_html;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -511,7 +512,7 @@ pub fn notice_email(e: &EscalationRaised) -> EmailMessage {
     );
     let html = format!(
         "<p>{}</p>\n",
-        html_escape(&text).replace("\n\n", "</p>\n<p>")
+        escape_html(&text).replace("\n\n", "</p>\n<p>")
     );
     EmailMessage {
         subject: format!(
@@ -521,13 +522,6 @@ pub fn notice_email(e: &EscalationRaised) -> EmailMessage {
         text,
         html,
     }
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! revision (409). Events that do not change the revision (a plan, a confirmation)
 //! may land in between; the step then simply decides again.
 
+use krisbud_kit::text::escape_html;
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
@@ -839,21 +840,6 @@ pub fn closing_message(
             body: intranet_body,
         },
     }
-}
-
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

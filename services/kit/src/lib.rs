@@ -15,6 +15,7 @@ pub mod privacy;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;
 
 pub use bus::Bus;
 pub use config::{NatsConfig, Secret, TelemetryConfig};
