@@ -211,6 +211,35 @@ fn up_demo_and_the_cli_tour() {
             (delivered == 4).then_some(out)
         },
     );
+    // The same with --api and --token instead of the environment; without either
+    // the CLI says which is missing.
+    let flagged = Command::new(KRISBUD)
+        .args(["status", &id, "--api", &up.api, "--token", duty])
+        .env_remove("KRISBUD_API")
+        .env_remove("KRISBUD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        flagged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flagged.stderr)
+    );
+    assert!(
+        stdout(&flagged).contains("delivered"),
+        "{}",
+        stdout(&flagged)
+    );
+    let missing = Command::new(KRISBUD)
+        .args(["status", &id, "--api", &up.api])
+        .env_remove("KRISBUD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("--token"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
     let confirmed = cli(
         &up.api,
         operator,
