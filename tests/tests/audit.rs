@@ -220,17 +220,27 @@ async fn the_audit_log_reports_a_crisis_and_finds_a_person_without_holding_their
         answer.recipient.as_str()
     );
 
-    let verified: Value = app
-        .http
-        .get(format!("{}/api/v1/audit/verify", app.api))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(verified["ok"], true, "{verified}");
+    // The chain verifies; the export below waits for a signed checkpoint, which
+    // the audit service writes on its own schedule.
+    let verified: Value = wait_until_async(
+        "a verified chain with a signed checkpoint",
+        Duration::from_secs(20),
+        || async {
+            let verified: Value = app
+                .http
+                .get(format!("{}/api/v1/audit/verify", app.api))
+                .bearer_auth(&auditor)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            assert_eq!(verified["ok"], true, "{verified}");
+            (verified["checkpoints"].as_u64() > Some(0)).then_some(verified)
+        },
+    )
+    .await;
     assert_eq!(verified["completeness"]["ok"], true, "{verified}");
 
     // The export bundle verifies offline.
