@@ -248,20 +248,23 @@ async fn start_services(
         })
         .await?,
     );
+    // Many events in hand at once, folded by one writer in batches (see
+    // `projection::Batcher`): the order they fold in does not matter.
     let projector_spec = ConsumerSpec {
-        concurrency: 1,
+        concurrency: 128,
         ..ConsumerSpec::new(spec::EVENTS.name, "coordinator-status", subject::ALL_EVENTS)
     };
+    let batcher = projection::Batcher::start(crises.clone());
     tasks.push(
         consumer::spawn(&rt.bus.js, projector_spec, shutdown.clone(), move |d| {
-            let crises = crises.clone();
+            let batcher = batcher.clone();
             async move {
                 let envelope: Envelope = match serde_json::from_slice(&d.payload) {
                     Ok(e) => e,
                     // Not ours to judge: the audit records it as it is.
                     Err(_) => return Ack::Done,
                 };
-                match projection::apply(&crises, &envelope).await {
+                match batcher.apply(envelope).await {
                     Ok(()) => Ack::Done,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot update crisis status; will retry");
