@@ -544,6 +544,39 @@ mod tests {
         )
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_in_hand_are_folded_in_few_writes_and_every_one_counts() {
+        let nats = krisbud_tests::NatsServer::start();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let crises = &krisbud_proto::spec::CRISES;
+        krisbud_kit::nats::provision(&js, &[], &[crises])
+            .await
+            .unwrap();
+        let store = js.get_key_value(crises.name).await.unwrap();
+        let batcher = Batcher::start(store.clone());
+        batcher.apply(plan(1_000, 200)).await.unwrap();
+        let reports = (0..200).map(|j| {
+            let batcher = batcher.clone();
+            let event = flagged_report(&format!("c1.r1.sms.sv.{j}.outcome"), &j.to_string(), 5, 0);
+            async move { batcher.apply(event).await }
+        });
+        for result in futures::future::join_all(reports).await {
+            result.unwrap();
+        }
+        let status = get(&store, "c1").await.unwrap().unwrap();
+        let sms = &status.channels[&Channel::Sms];
+        assert_eq!(
+            (sms.total, sms.sent, sms.pending),
+            (1_000, 1_000, 0),
+            "{sms:?}"
+        );
+        // Only this key is written, so its revision counts the writes: one for the
+        // plan, then a few for the 200 reports that arrived together.
+        let writes = store.entry("c1").await.unwrap().unwrap().revision;
+        assert!(writes <= 20, "{writes} writes for 201 events");
+    }
+
     /// A report of job `job` whose first `flagged` recipients (of `sent`) are
     /// possible duplicates.
     fn flagged_report(id: &str, job: &str, sent: usize, flagged: usize) -> Envelope {
