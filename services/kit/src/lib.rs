@@ -22,3 +22,13 @@ pub use config::{NatsConfig, Secret, TelemetryConfig};
 pub use health::Health;
 pub use service::{Common, Runtime, Started};
 pub use tokio_util::sync::CancellationToken;
+
+/// Every krisbud binary allocates with mimalloc (its v2 line) instead of the
+/// system allocator: a fan-out allocates and frees small buffers per request and
+/// per event on every core, and glibc's malloc took ~17% of the CPU of a
+/// one-request-per-recipient fan-out (46elks, 100,000 recipients: ~17,000
+/// recipients/s with glibc, ~26,000-28,000 with mimalloc, measured in the same
+/// hour). v2 gives memory back to the system after 10 ms; v3's default of a
+/// second held ~40 MB more at the peak of a million-recipient fan-out.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
