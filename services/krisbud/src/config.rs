@@ -25,7 +25,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalNats {
-    /// The `nats-server` binary; found on PATH when left as is.
+    /// The `nats-server` binary: a path, or a name looked up on PATH and then in
+    /// `/usr/sbin` (where Debian installs it).
     pub binary: String,
     /// Client port; 0 picks a free one.
     pub port: u16,
