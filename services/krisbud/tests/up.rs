@@ -159,6 +159,63 @@ fn read_tokens(data_dir: &Path) -> Value {
     serde_json::from_str::<Value>(&text).unwrap()["tokens"].clone()
 }
 
+/// Creates audience `id` over the API and imports `csv` into it; returns the
+/// import report.
+async fn import_audience(
+    http: &reqwest::Client,
+    api: &str,
+    admin: &str,
+    id: &str,
+    name: &str,
+    csv: String,
+) -> Value {
+    let created = http
+        .post(format!("{api}/api/v1/audiences"))
+        .bearer_auth(admin)
+        .json(&json!({ "id": id, "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    http.put(format!("{api}/api/v1/audiences/{id}/members"))
+        .bearer_auth(admin)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Declares the water outage to `audience` on `channels`; returns the crisis id.
+async fn declare_water(
+    http: &reqwest::Client,
+    api: &str,
+    duty: &str,
+    audience: &str,
+    channels: &[&str],
+) -> String {
+    let response = http
+        .post(format!("{api}/api/v1/crises"))
+        .bearer_auth(duty)
+        .json(&json!({
+            "template": "vattenlacka",
+            "variables": { "omrade": "Farsta", "beraknat_klart": "i kväll", "vattenpunkt": "Farsta centrum" },
+            "audiences": [audience],
+            "channels": channels
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["crisis_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn up_demo_and_the_cli_tour() {
     let data = tempfile::tempdir().unwrap();
@@ -374,50 +431,14 @@ elks_password = "elks-secret"
     let admin = tokens["admin.olle"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
     // A large audience, over the API.
-    let created = http
-        .post(format!("{}/api/v1/audiences", first.api))
-        .bearer_auth(&admin)
-        .json(&json!({ "id": "stor-publik", "name": "Stor publik" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
     let mut csv = String::from("phone,language\n");
     for i in 0..PEOPLE {
         csv.push_str(&format!("+4670174{:04},sv\n", 1000 + i));
     }
-    let imported: Value = http
-        .put(format!(
-            "{}/api/v1/audiences/stor-publik/members",
-            first.api
-        ))
-        .bearer_auth(&admin)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let imported =
+        import_audience(&http, &first.api, &admin, "stor-publik", "Stor publik", csv).await;
     assert_eq!(imported["imported"], PEOPLE, "{imported}");
-    let response = http
-        .post(format!("{}/api/v1/crises", first.api))
-        .bearer_auth(&duty)
-        .json(&json!({
-            "template": "vattenlacka",
-            "variables": { "omrade": "Farsta", "beraknat_klart": "i kväll", "vattenpunkt": "Farsta centrum" },
-            "audiences": ["stor-publik"],
-            "channels": ["sms"]
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["crisis_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = declare_water(&http, &first.api, &duty, "stor-publik", &["sms"]).await;
 
     wait_until_async(
         "delivery to be under way",
@@ -562,54 +583,25 @@ mode = "outbox"
     let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
     let admin = tokens["admin.olle"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
-    let created = http
-        .post(format!("{}/api/v1/audiences", first.api))
-        .bearer_auth(&admin)
-        .json(&json!({ "id": "hela-farsta", "name": "Hela Farsta" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
     let phone = |i: usize| format!("+46701{i:06}");
     let email = |i: usize| format!("boende{i}@farsta.example");
     let mut csv = String::from("phone,email,language\n");
     for i in 0..PEOPLE {
         csv.push_str(&format!("{},{},sv\n", phone(i), email(i)));
     }
-    let imported: Value = http
-        .put(format!(
-            "{}/api/v1/audiences/hela-farsta/members",
-            first.api
-        ))
-        .bearer_auth(&admin)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let imported =
+        import_audience(&http, &first.api, &admin, "hela-farsta", "Hela Farsta", csv).await;
     assert_eq!(imported["imported"], PEOPLE, "{imported}");
 
-    let response = http
-        .post(format!("{}/api/v1/crises", first.api))
-        .bearer_auth(&duty)
-        .json(&json!({
-            "template": "vattenlacka",
-            "variables": { "omrade": "Farsta", "beraknat_klart": "i kväll", "vattenpunkt": "Farsta centrum" },
-            "audiences": ["hela-farsta"],
-            "channels": ["sms", "email", "banner", "intranet"]
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    let id = declare_water(
+        &http,
+        &first.api,
+        &duty,
+        "hela-farsta",
+        &["sms", "email", "banner", "intranet"],
+    )
+    .await;
     let declared = Instant::now();
-    let id = response.json::<Value>().await.unwrap()["crisis_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
 
     let under_way = wait_until_async(
         "the SMS outbox to have some recipients but not all",
