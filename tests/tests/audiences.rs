@@ -11,35 +11,6 @@ use krisbud_proto::Role;
 use serde_json::{Value, json};
 
 impl TestApp {
-    async fn create_audience(&self, id: &str, name: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/api/v1/audiences", self.api))
-            .bearer_auth(self.token(Role::Admin))
-            .json(&json!({ "id": id, "name": name }))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn import_csv(
-        &self,
-        id: &str,
-        role: Role,
-        csv: impl Into<reqwest::Body>,
-    ) -> (u16, Value) {
-        let response = self
-            .http
-            .put(format!("{}/api/v1/audiences/{id}/members", self.api))
-            .bearer_auth(self.token(role))
-            .header("content-type", "text/csv")
-            .body(csv)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-
     async fn audience(&self, id: &str) -> Value {
         let response = self
             .http

@@ -14,7 +14,7 @@ use futures::FutureExt as _;
 use krisbud_proto::status::{ChannelState, ChannelStatus};
 use krisbud_proto::{Channel, Role};
 use krisbud_tests::{ElksSimulator, SinchSimulator, TwilioSimulator, wait_until_async};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Members of the audience, each with a phone number of their own.
 const MEMBERS: usize = 10_000;
@@ -50,25 +50,10 @@ fn members_csv() -> String {
 /// Creates the audience and imports the members over the API.
 async fn create_audience(app: &TestApp) {
     let response = app
-        .http
-        .post(format!("{}/api/v1/audiences", app.api))
-        .bearer_auth(app.token(Role::Admin))
-        .json(&json!({ "id": AUDIENCE, "name": "Farsta, alla med mobil" }))
-        .send()
-        .await
-        .unwrap();
+        .create_audience(AUDIENCE, "Farsta, alla med mobil")
+        .await;
     assert_eq!(response.status(), 201);
-    let response = app
-        .http
-        .put(format!("{}/api/v1/audiences/{AUDIENCE}/members", app.api))
-        .bearer_auth(app.token(Role::Admin))
-        .header("content-type", "text/csv")
-        .body(members_csv())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let report: Value = response.json().await.unwrap();
+    let (status, report) = app.import_csv(AUDIENCE, Role::Admin, members_csv()).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         (report["rows"].as_u64(), report["imported"].as_u64()),

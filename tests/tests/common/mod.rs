@@ -308,3 +308,36 @@ fn read_lines(path: &std::path::Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("outbox lines are JSON"))
         .collect()
 }
+
+impl TestApp {
+    /// Creates an audience as the admin.
+    pub async fn create_audience(&self, id: &str, name: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/audiences", self.api))
+            .bearer_auth(self.token(Role::Admin))
+            .json(&json!({ "id": id, "name": name }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Imports members from CSV as `role`; the status and the report.
+    pub async fn import_csv(
+        &self,
+        id: &str,
+        role: Role,
+        csv: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let response = self
+            .http
+            .put(format!("{}/api/v1/audiences/{id}/members", self.api))
+            .bearer_auth(self.token(role))
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
