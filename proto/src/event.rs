@@ -60,6 +60,9 @@ pub enum Event {
     EscalationRaised(EscalationRaised),
     /// A crisis reached its `expires_at`: its banners come down.
     CrisisExpired(CrisisExpired),
+    /// A service refused a command that did not come, signed and fresh, from the
+    /// gateway: a forgery, a replay or a tampered message.
+    CommandRefused(CommandRefused),
 }
 
 impl Event {
@@ -87,6 +90,7 @@ impl Event {
             Event::ExerciseRefused(_) => "ExerciseRefused",
             Event::EscalationRaised(_) => "EscalationRaised",
             Event::CrisisExpired(_) => "CrisisExpired",
+            Event::CommandRefused(_) => "CommandRefused",
         }
     }
 
@@ -106,6 +110,7 @@ impl Event {
             Event::EscalationRaised(e) => Some(&e.crisis_id),
             Event::CrisisExpired(e) => Some(&e.crisis_id),
             Event::AuditKeyRotated(_)
+            | Event::CommandRefused(_)
             | Event::AudienceCreated(_)
             | Event::AudienceMembersImported(_)
             | Event::AudienceDeleted(_)
@@ -140,6 +145,7 @@ impl Event {
             | Event::ExerciseRefused(_)
             | Event::EscalationRaised(_)
             | Event::CrisisExpired(_)
+            | Event::CommandRefused(_)
             | Event::RecipientLookedUp(_) => None,
         }
     }
@@ -168,8 +174,26 @@ impl Event {
             Event::ExerciseRefused(_) => subject::EXERCISE_GUARD_EVENTS.to_owned(),
             Event::EscalationRaised(e) => subject::crisis_events(&e.crisis_id),
             Event::CrisisExpired(e) => subject::crisis_events(&e.crisis_id),
+            Event::CommandRefused(e) => subject::command_guard_events(&e.refused_by),
         }
     }
+}
+
+/// A command a service would not obey. Nothing of the command's body is kept but
+/// its digest: a forged command may carry anything, personal data included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CommandRefused {
+    /// The command subject it arrived on.
+    pub subject: String,
+    /// Why it was refused: `unsigned`, `bad signature`, `stale`, `replayed`, ...
+    pub reason: String,
+    /// The actor the message claimed, if it could be read (never trusted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_user: Option<String>,
+    /// SHA-256 of the message body, hex.
+    pub body_sha256: String,
+    /// The service that refused it.
+    pub refused_by: String,
 }
 
 /// A crisis was declared from an approved template version.

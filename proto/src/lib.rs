@@ -4,6 +4,7 @@
 //! Serialized types are a compatibility promise: new fields get defaults, and a change
 //! of meaning bumps [`SCHEMA_VERSION`].
 
+pub mod access;
 pub mod audience;
 pub mod audit;
 pub mod command;

@@ -31,6 +31,12 @@ pub fn crisis_events(crisis_id: &str) -> String {
 /// Exercises and tests kept from the public.
 pub const EXERCISE_GUARD_EVENTS: &str = "krisbud.evt.guard.exercise";
 
+/// Commands a service refused (a bad signature, a replay, a stale time): each
+/// serving service records its own refusals on its own subject.
+pub fn command_guard_events(service: &str) -> String {
+    format!("krisbud.evt.guard.command.{service}")
+}
+
 /// Every audience aggregate's events.
 pub const ALL_AUDIENCE_EVENTS: &str = "krisbud.evt.audience.*";
 

@@ -11,6 +11,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    /// A configuration file (users and permissions) the server runs with.
+    config: Option<PathBuf>,
 }
 
 /// How to install the server when it is missing.
@@ -26,6 +28,23 @@ impl NatsServer {
             child: None,
             port,
             store,
+            config: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts a server on a free port that runs with `config` (nats-server's
+    /// configuration language, e.g. krisbud's accounts and users).
+    pub fn start_with_config(config: &str) -> NatsServer {
+        let store = tempfile::tempdir().expect("a temporary store directory");
+        let path = store.path().join("nats-server.conf");
+        std::fs::write(&path, config).expect("write the nats-server configuration");
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            store,
+            config: Some(path),
         };
         server.spawn();
         server
@@ -38,6 +57,7 @@ impl NatsServer {
             child: None,
             port,
             store,
+            config: None,
         };
         server.spawn();
         server
@@ -74,7 +94,11 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let binary = nats_server_binary();
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")

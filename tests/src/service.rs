@@ -33,9 +33,17 @@ pub async fn runtime(nats: &NatsServer, common: &Common) -> Runtime {
     let client = async_nats::connect(nats.url())
         .await
         .expect("connect to nats");
-    Runtime::with_client(client, common)
+    let mut rt = Runtime::with_client(client, common)
         .await
-        .expect("provision streams and buckets")
+        .expect("provision streams and buckets");
+    rt.commands = command_keys();
+    rt
+}
+
+/// The command keys every [`TestService`] signs and checks commands with, as the
+/// gateway and a serving service would (one process holds both halves here).
+pub fn command_keys() -> krisbud_kit::CommandKeys {
+    krisbud_kit::CommandKeys::from_signing_key(ed25519_dalek::SigningKey::from_bytes(&[42; 32]))
 }
 
 /// One running service and what a test needs to talk to it.

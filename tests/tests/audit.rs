@@ -263,7 +263,7 @@ async fn the_audit_log_reports_a_crisis_and_finds_a_person_without_holding_their
     // Nowhere in the audit stream, the events, their files, or the logs.
     let needles = forms(phone, email);
     app.stop().await;
-    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let client = app.nats_as("provision").await;
     let js = async_nats::jetstream::new(client);
     for name in [
         "KRISBUD_AUDIT",
@@ -282,7 +282,7 @@ async fn the_audit_log_reports_a_crisis_and_finds_a_person_without_holding_their
             );
         }
     }
-    let streams = app.nats.store_dir().join("jetstream/$G/streams");
+    let streams = app.nats.store_dir().join("jetstream/KRISBUD/streams");
     for name in ["KRISBUD_AUDIT", "KRISBUD_EVENTS"] {
         for file in files(&streams.join(name)) {
             assert_absent(

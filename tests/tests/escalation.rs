@@ -416,7 +416,7 @@ async fn an_expiring_crisis_takes_its_banner_down_on_record() {
         "the banner is gone"
     );
     // The banner channel withdrew it in its bucket, not only hid it.
-    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let client = app.nats_as("provision").await;
     let kv = async_nats::jetstream::new(client)
         .get_key_value("KRISBUD_BANNERS")
         .await

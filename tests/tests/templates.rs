@@ -188,9 +188,10 @@ async fn an_author_approving_their_own_version_is_refused_with_a_reason() {
     let (status, problem) = api.step("vattenlacka", 2, "reject", BOTH_ROLES_TOKEN).await;
     assert_eq!(status, 403, "{problem}");
 
-    // The coordinator checks roles itself: a duty officer's approval sent straight
-    // over NATS, past the gateway, is refused too.
-    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    // The coordinator checks roles itself: a duty officer's approval signed and
+    // sent as the gateway would, but past the gateway's own role check, is
+    // refused too.
+    let client = app.nats_as("gateway").await;
     let request = CommandRequest {
         actor: Actor {
             user: "tib.maria".into(),
@@ -206,6 +207,7 @@ async fn an_author_approving_their_own_version_is_refused_with_a_reason() {
     };
     let refused: Problem = krisbud_kit::command::request::<_, Value>(
         &client,
+        &app.gateway_command_keys(),
         subject::cmd::CHANGE_TEMPLATE_STATE,
         &request,
         Duration::from_secs(5),
@@ -709,8 +711,8 @@ async fn the_worst_case_rule_blocks_submission_and_approval_of_a_template_that_c
     );
 
     // Even a version that got to `submitted` some other way (here appended straight
-    // to the stream) is refused at approval.
-    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    // to the stream as the coordinator's own user) is refused at approval.
+    let client = app.nats_as("coordinator").await;
     let bus = Bus::new(client);
     let submitted = Envelope::new(
         Actor {

@@ -406,7 +406,7 @@ async fn a_batch_in_flight_at_a_crash_is_sent_again_and_counted_in_status_and_re
     let key = "krasch-mitt-i-utskicket";
     let digest = sha2::Sha256::digest(format!("tib.maria\0{key}").as_bytes());
     let id = format!("ik-{}", hex::encode(&digest[..6]));
-    let claims = async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.unwrap())
+    let claims = async_nats::jetstream::new(app.nats_as("channel-sms").await)
         .get_key_value("KRISBUD_SEND_CLAIMS")
         .await
         .unwrap();

@@ -33,9 +33,6 @@ use serde::Deserialize;
 pub use query::AuditPage;
 pub use verify::{EVENT_DIFFERS, NO_EVENT};
 
-/// How long start-up waits until the command subscriptions answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The `[audit]` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -129,11 +126,11 @@ pub async fn start(
         key,
         rt.recipient_key.expose().as_bytes().to_vec(),
     );
-    let client = rt.bus.client.clone();
+    let guard = command::Guard::new("audit", &rt)?;
     macro_rules! serve {
         ($subject:expr, $method:ident) => {{
             let reader = reader.clone();
-            command::spawn(client.clone(), $subject, stop.clone(), move |request| {
+            command::spawn(guard.clone(), $subject, stop.clone(), move |request| {
                 let reader = reader.clone();
                 async move { reader.$method(request).await }
             })
@@ -148,7 +145,7 @@ pub async fn start(
         serve!(subject::cmd::AUDIT_REPORT, report),
         serve!(subject::cmd::AUDIT_LOOKUP, lookup),
     ];
-    wait_answering(&rt.bus.client, subject::cmd::AUDIT_QUERY).await?;
+    // `command::spawn` returns once the server knows each subscription.
     ready.set(true);
     let stop = stop_on_error.disarm();
 
@@ -194,24 +191,3 @@ pub(crate) fn unavailable(e: &anyhow::Error) -> Problem {
     Problem::unavailable("granskningsloggen kan inte läsas just nu; försök igen")
 }
 
-/// Waits until `subject` gets an answer. `command::serve` subscribes inside its
-/// own task and does not say when it has; a request with an empty body is
-/// answered with a 400 problem and proves the subscription is live.
-async fn wait_answering(client: &async_nats::Client, subject: &str) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
-    loop {
-        let answer = tokio::time::timeout(
-            Duration::from_secs(2),
-            client.request(subject.to_owned(), "{}".into()),
-        )
-        .await;
-        if let Ok(Ok(_)) = answer {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{subject} got no answer within {ANSWER_TIMEOUT:?} of start-up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}

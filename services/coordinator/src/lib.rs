@@ -130,7 +130,7 @@ async fn start_services(
 
     // Every handler subscribes (and every consumer exists) before `start` returns.
     let mut tasks = Vec::new();
-    let client = rt.bus.client.clone();
+    let guard = command::Guard::new("coordinator", &rt)?;
     macro_rules! serve {
         ($subject:expr, |$c:ident, $req:ident| $body:expr) => {{
             let coordinator = coordinator.clone();
@@ -138,7 +138,7 @@ async fn start_services(
                 let $c = coordinator.clone();
                 async move { $body }
             };
-            tasks.push(command::spawn(client.clone(), $subject, shutdown.clone(), handler).await?);
+            tasks.push(command::spawn(guard.clone(), $subject, shutdown.clone(), handler).await?);
         }};
     }
     serve!(subject::cmd::DECLARE, |c, req| c.declare(req).await);

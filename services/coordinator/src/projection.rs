@@ -294,6 +294,7 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
         | Event::AudienceMembersImported(_)
         | Event::AudienceDeleted(_)
         | Event::ExerciseRefused(_)
+        | Event::CommandRefused(_)
         | Event::RecipientLookedUp(_) => return false,
         Event::EscalationRaised(e) => {
             migrate(p);

@@ -46,8 +46,13 @@ pub async fn start(
     if users.is_empty() {
         tracing::warn!("gateway.users is empty: every API request will get 401");
     }
+    anyhow::ensure!(
+        rt.commands.can_sign(),
+        "the gateway signs every command it sends: set `commands.signing_key_file`"
+    );
     let state = AppState {
         nats: rt.bus.client.clone(),
+        commands: rt.commands.clone(),
         users: Arc::new(users),
         request_timeout: rt.request_timeout,
         openapi: openapi::render().into(),

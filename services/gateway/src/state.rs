@@ -18,6 +18,8 @@ use crate::problem::ApiError;
 pub struct AppState {
     /// Commands are NATS requests on this client.
     pub nats: async_nats::Client,
+    /// Signs every command (the private key only the gateway holds).
+    pub commands: krisbud_kit::CommandKeys,
     /// Configured users by the SHA-256 of their token.
     pub users: Arc<HashMap<TokenHash, User>>,
     /// How long a command waits for its answer.
@@ -49,7 +51,7 @@ impl AppState {
             idempotency_key,
             body,
         };
-        krisbud_kit::command::request(&self.nats, subject, &request, self.request_timeout)
+        krisbud_kit::command::request(&self.nats, &self.commands, subject, &request, self.request_timeout)
             .await
             .map_err(ApiError::from)
     }
@@ -72,7 +74,7 @@ impl AppState {
             idempotency_key: None,
             body,
         };
-        krisbud_kit::command::request(&self.nats, subject, &request, timeout)
+        krisbud_kit::command::request(&self.nats, &self.commands, subject, &request, timeout)
             .await
             .map_err(ApiError::from)
     }

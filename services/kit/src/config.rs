@@ -108,6 +108,19 @@ pub struct NatsConfig {
     pub url: String,
     /// Seconds a command request waits for its answer.
     pub request_timeout_secs: u64,
+    /// The NATS user a standalone service connects as (its service name, see
+    /// `krisbud_proto::access`).
+    pub user: String,
+    /// That user's password; `password_file` is read when this is empty.
+    pub password: Secret,
+    /// A file holding the password (a mounted secret).
+    #[serde(deserialize_with = "empty_as_none")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// A directory with one `<user>.password` file per user, for `krisbud up`
+    /// against a NATS server of its own choosing: every service connects as its
+    /// own user.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub credentials_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for NatsConfig {
@@ -115,8 +128,86 @@ impl Default for NatsConfig {
         NatsConfig {
             url: String::new(),
             request_timeout_secs: 10,
+            user: String::new(),
+            password: Secret::default(),
+            password_file: None,
+            credentials_dir: None,
         }
     }
+}
+
+/// A NATS user and password.
+#[derive(Clone)]
+pub struct NatsCredentials {
+    pub user: String,
+    pub password: Secret,
+}
+
+impl std::fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NatsCredentials({}, ***)", self.user)
+    }
+}
+
+impl NatsConfig {
+    /// The credentials `user` connects with: its file in `credentials_dir`, else
+    /// `user` and `password` (or `password_file`) when they name that user.
+    /// `None` means an anonymous connection (a server without authentication).
+    pub fn credentials_for(&self, user: &str) -> Result<Option<NatsCredentials>, ConfigError> {
+        if let Some(dir) = &self.credentials_dir {
+            let path = dir.join(format!("{user}.password"));
+            let password = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError(format!(
+                    "key `nats.credentials_dir`: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            return Ok(Some(NatsCredentials {
+                user: user.to_owned(),
+                password: Secret::new(password.trim()),
+            }));
+        }
+        self.own_credentials()
+    }
+
+    /// The credentials of `nats.user`, if one is configured.
+    pub fn own_credentials(&self) -> Result<Option<NatsCredentials>, ConfigError> {
+        if self.user.is_empty() {
+            return Ok(None);
+        }
+        let password = if !self.password.is_empty() {
+            self.password.clone()
+        } else if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!(
+                    "key `nats.password_file`: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Secret::new(text.trim())
+        } else {
+            return Err(ConfigError(format!(
+                "key `nats.password`: user `{}` needs a password (or nats.password_file)",
+                self.user
+            )));
+        };
+        Ok(Some(NatsCredentials {
+            user: self.user.clone(),
+            password,
+        }))
+    }
+}
+
+/// `[commands]`: the Ed25519 key pair that proves a command came from the gateway.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// The gateway's public key (hex), with which every serving service checks
+    /// the commands it receives.
+    pub public_key: String,
+    /// The gateway's private key (a file holding the 32-byte seed in hex).
+    #[serde(deserialize_with = "empty_as_none")]
+    pub signing_key_file: Option<std::path::PathBuf>,
 }
 
 /// `[telemetry]`: logs and traces.
@@ -154,9 +245,13 @@ pub enum LogFormat {
 }
 
 /// Reads an empty string as `None`, so an environment variable can unset a value.
-pub fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: From<String>,
+{
     let value = Option::<String>::deserialize(d)?;
-    Ok(value.filter(|s| !s.trim().is_empty()))
+    Ok(value.filter(|s| !s.trim().is_empty()).map(T::from))
 }
 
 #[cfg(test)]

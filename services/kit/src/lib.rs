@@ -7,17 +7,21 @@
 pub mod bus;
 pub mod channel;
 pub mod command;
+pub mod command_auth;
 pub mod config;
 pub mod consumer;
 pub mod health;
 pub mod nats;
+pub mod nats_auth;
 pub mod privacy;
+pub mod secret_file;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;
 
 pub use bus::Bus;
+pub use command_auth::CommandKeys;
 pub use config::{NatsConfig, Secret, TelemetryConfig};
 pub use health::Health;
 pub use service::{Common, Runtime, Started};

@@ -4,46 +4,86 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
+use krisbud_proto::access;
 use krisbud_proto::spec::{BucketSpec, Retention, StreamSpec};
+
+use crate::config::NatsCredentials;
 use tokio_util::sync::CancellationToken;
 
-/// Connects to `url`, retrying the initial connect with backoff until it succeeds
-/// or `shutdown` is cancelled. Once connected, the client reconnects by itself.
+/// Connects to `url` as `credentials` (anonymously when `None`), retrying the
+/// initial connect with backoff until it succeeds or `shutdown` is cancelled. Once
+/// connected, the client reconnects by itself. Replies come to the user's own
+/// inbox prefix (`krisbud_proto::access::inbox_prefix`), the only inbox it may
+/// read. A refused login is not retried: a wrong password does not heal.
 pub async fn connect(
     url: &str,
     name: &str,
+    credentials: Option<&NatsCredentials>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<async_nats::Client> {
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1u32;
+    let user = credentials.map_or("", |c| c.user.as_str());
     loop {
-        let options = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None);
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                // Permission violations and the like: what a forged or
+                // misconfigured publish looks like from inside.
+                if let async_nats::Event::ServerError(e) = event {
+                    tracing::warn!(error = %e, "nats server error");
+                }
+            });
+        if let Some(c) = credentials {
+            options = options
+                .user_and_password(c.user.clone(), c.password.expose().to_owned())
+                .custom_inbox_prefix(access::inbox_prefix(&c.user));
+        }
         let client = options.connect(url).await;
         match client {
             Ok(client) => {
                 match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
                     Ok(Ok(())) => {
-                        tracing::info!(%url, attempt, "connected to nats");
+                        tracing::info!(url = %redact(url), user, attempt, "connected to nats");
                         return Ok(client);
                     }
                     _ => {
-                        tracing::warn!(%url, attempt, "nats not reachable yet; retrying");
+                        tracing::warn!(url = %redact(url), user, attempt, "nats not reachable yet; retrying");
                         drop(client);
                     }
                 }
             }
-            Err(e) => tracing::warn!(%url, attempt, error = %e, "cannot connect to nats; retrying"),
+            Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation => {
+                anyhow::bail!(
+                    "nats at {} refused user `{user}`: check its password and the server's users",
+                    redact(url)
+                );
+            }
+            Err(e) => tracing::warn!(url = %redact(url), user, attempt, error = %e, "cannot connect to nats; retrying"),
         }
         tokio::select! {
-            () = shutdown.cancelled() => anyhow::bail!("shut down before nats at {url} was reachable"),
+            () = shutdown.cancelled() => anyhow::bail!("shut down before nats at {} was reachable", redact(url)),
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
         attempt += 1;
     }
+}
+
+/// `url` without any `user:password@` in it, fit for a log line.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|part| match (part.find("://"), part.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***@{}", &part[..scheme + 3], &part[at + 1..])
+            }
+            (None, Some(at)) => format!("***@{}", &part[at + 1..]),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The JetStream configuration of a stream spec.
@@ -102,5 +142,18 @@ pub fn bucket_stream_config(spec: &BucketSpec) -> stream::Config {
         num_replicas: 1,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_logged_without_passwords() {
+        assert_eq!(super::redact("nats://a:pw@h:4222"), "nats://***@h:4222");
+        assert_eq!(
+            super::redact("nats://h1:4222,nats://u:p@h2:4222"),
+            "nats://h1:4222,nats://***@h2:4222"
+        );
+        assert_eq!(super::redact("nats://h:4222"), "nats://h:4222");
     }
 }

@@ -41,7 +41,10 @@ pub fn normalise_phone(raw: &str) -> Result<String, &'static str> {
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == '+')
         .collect();
-    if compact[1..].contains('+') {
+    if compact.is_empty() {
+        return Err("the phone number has no digits");
+    }
+    if compact.chars().skip(1).any(|c| c == '+') {
         return Err("a + may only begin the phone number");
     }
     let international = match compact.strip_prefix("00") {
@@ -188,6 +191,10 @@ mod tests {
             "70 123 45 67",
             "+46+70",
             "",
+            "-",
+            "()",
+            "+",
+            " - ( ) ",
         ] {
             let err = normalise_phone(raw).expect_err(raw);
             assert!(raw.is_empty() || !err.contains(raw), "{err}");
@@ -215,5 +222,26 @@ mod tests {
     fn masks_hide_the_middle() {
         assert_eq!(mask("+46701234567"), "+467******67");
         assert_eq!(mask("anna@example.se"), "a***@example.se");
+    }
+
+    proptest::proptest! {
+        /// Whatever a CSV cell or a lookup form holds, the normalisers answer
+        /// with a value or a reason; they never panic.
+        #[test]
+        fn normalisers_never_panic(raw in ".{0,40}") {
+            let _ = normalise_phone(&raw);
+            let _ = normalise_email(&raw);
+            let _ = normalise_address(&raw);
+            let _ = mask(&raw);
+        }
+
+        /// The same, over strings made of the characters a phone number may hold,
+        /// where the interesting cases (lone signs, brackets, `+` in the middle) are.
+        #[test]
+        fn phone_normaliser_never_panics_on_phone_characters(raw in "[0-9+ ()./\\-]{0,24}") {
+            if let Ok(e164) = normalise_phone(&raw) {
+                proptest::prop_assert!(e164.starts_with('+'));
+            }
+        }
     }
 }

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, NatsConfig, Secret, TelemetryConfig};
+use crate::command_auth::CommandKeys;
+use crate::config::{self, CommandsConfig, NatsConfig, NatsCredentials, Secret, TelemetryConfig};
 use crate::{Bus, Health, nats, shutdown, telemetry};
 
 /// `[privacy]`: the key of the recipient pseudonyms.
@@ -31,6 +32,7 @@ pub struct Common {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
     pub privacy: PrivacyConfig,
+    pub commands: CommandsConfig,
     /// Where outboxes and local state go.
     pub data_dir: PathBuf,
     /// Where a standalone service serves `/healthz` and `/readyz`.
@@ -43,6 +45,7 @@ impl Default for Common {
             nats: NatsConfig::default(),
             telemetry: TelemetryConfig::default(),
             privacy: PrivacyConfig::default(),
+            commands: CommandsConfig::default(),
             data_dir: PathBuf::from("var"),
             health_listen: "127.0.0.1:0".into(),
         }
@@ -58,37 +61,60 @@ pub struct Runtime {
     pub recipient_key: Secret,
     /// How long a command request waits for its answer.
     pub request_timeout: Duration,
+    /// The gateway's command keys: the signing key where commands are sent, the
+    /// public key where they are served.
+    pub commands: CommandKeys,
 }
 
 impl Runtime {
-    /// Connects to NATS (retrying) and provisions every stream and bucket.
+    /// Connects to NATS (retrying) as `nats.user`, without provisioning: a
+    /// service's user may not create streams (see `krisbud_proto::access`).
     pub async fn connect(
         name: &str,
         common: &Common,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Runtime> {
-        let client = nats::connect(&common.nats.url, name, shutdown).await?;
-        Runtime::with_client(client, common).await
+        let credentials = common.nats.own_credentials()?;
+        let client = nats::connect(&common.nats.url, name, credentials.as_ref(), shutdown).await?;
+        Runtime::from_client(client, common)
     }
 
-    /// Wraps an existing client and provisions every stream and bucket.
+    /// Connects as `credentials` (a service's own user) without provisioning.
+    pub async fn connect_as(
+        name: &str,
+        credentials: Option<&NatsCredentials>,
+        common: &Common,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Runtime> {
+        let client = nats::connect(&common.nats.url, name, credentials, shutdown).await?;
+        Runtime::from_client(client, common)
+    }
+
+    /// Wraps an existing client and provisions every stream and bucket (a client
+    /// allowed to, such as the provisioning user's or one on an open test server).
     pub async fn with_client(
         client: async_nats::Client,
         common: &Common,
     ) -> anyhow::Result<Runtime> {
-        let bus = Bus::new(client);
+        let rt = Runtime::from_client(client, common)?;
         nats::provision(
-            &bus.js,
+            &rt.bus.js,
             &krisbud_proto::spec::STREAMS,
             &krisbud_proto::spec::BUCKETS,
         )
         .await?;
+        Ok(rt)
+    }
+
+    /// Wraps an existing client as it is.
+    pub fn from_client(client: async_nats::Client, common: &Common) -> anyhow::Result<Runtime> {
         Ok(Runtime {
-            bus,
+            bus: Bus::new(client),
             health: Health::default(),
             data_dir: common.data_dir.clone(),
             recipient_key: common.privacy.recipient_key.clone(),
             request_timeout: Duration::from_secs(common.nats.request_timeout_secs),
+            commands: CommandKeys::from_config(&common.commands)?,
         })
     }
 }
@@ -137,6 +163,12 @@ where
     let settings: S = config::load_or_exit(path.as_deref());
     if common.nats.url.is_empty() {
         eprintln!("krisbud: bad configuration: key `nats.url` is required for a standalone {name}");
+        return ExitCode::from(config::EXIT_BAD_CONFIG as u8);
+    }
+    if let Err(e) =
+        crate::secret_file::refuse_known_default("privacy.recipient_key", common.privacy.recipient_key.expose())
+    {
+        eprintln!("krisbud: bad configuration: {e}");
         return ExitCode::from(config::EXIT_BAD_CONFIG as u8);
     }
     let runtime = match tokio::runtime::Runtime::new() {

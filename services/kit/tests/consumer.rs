@@ -84,7 +84,7 @@ impl Fixture {
         krisbud_tests::init_test_log();
         let server = NatsServer::start();
         let shutdown = CancellationToken::new();
-        let client = nats::connect(&server.url(), "kit-test", &shutdown)
+        let client = nats::connect(&server.url(), "kit-test", None, &shutdown)
             .await
             .expect("connect to nats");
         let bus = Bus::new(client);

@@ -19,7 +19,7 @@ use krisbud_tests::service::dispatch_job;
 async fn bus_with(streams: &[&StreamSpec]) -> (NatsServer, Bus) {
     krisbud_tests::init_test_log();
     let server = NatsServer::start();
-    let client = nats::connect(&server.url(), "kit-test", &CancellationToken::new())
+    let client = nats::connect(&server.url(), "kit-test", None, &CancellationToken::new())
         .await
         .expect("connect to nats");
     let bus = Bus::new(client);

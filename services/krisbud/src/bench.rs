@@ -165,6 +165,9 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let _telemetry = krisbud_kit::telemetry::init("krisbud-bench", &config.common.telemetry);
 
     // 1. NATS.
+    // The baseline and the audit lag are measured as a user of their own, which
+    // may do anything on the private server; the services run as their own users.
+    let bench_password = krisbud_kit::secret_file::random_password();
     let local_nats = match &args.nats {
         Some(url) => {
             config.common.nats.url = url.clone();
@@ -172,13 +175,19 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         }
         None => {
             let (settings, dir) = (config.local_nats.clone(), data_dir.clone());
-            let server =
-                tokio::task::spawn_blocking(move || LocalNatsServer::start(&settings, &dir))
-                    .await??;
+            let unrestricted = vec![("bench".to_owned(), bench_password.clone())];
+            let server = tokio::task::spawn_blocking(move || {
+                LocalNatsServer::start_with(&settings, &dir, &unrestricted)
+            })
+            .await??;
             config.common.nats.url = server.url.clone();
+            config.common.nats.credentials_dir = Some(server.credentials_dir.clone());
             Some(server)
         }
     };
+    let bench_user = local_nats
+        .as_ref()
+        .map(|_| ("bench".to_owned(), bench_password));
     let nats_pid = match local_nats {
         Some(_) => Some(read_pid(&data_dir.join("nats").join("nats-server.pid"))?),
         None => None,
@@ -219,7 +228,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
 
     // 2. The baseline, before the services run, on the same server.
     let share = baseline::recipient_share(batch)?;
-    let base = baseline::run(&nats_url, n, share).await?;
+    let base = baseline::run(&nats_url, bench_user.as_ref(), n, share).await?;
     let memory_limit = std::env::var("GOMEMLIMIT").unwrap_or(memory_limit);
     say(&describe_baseline(
         &base,
@@ -275,7 +284,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
 
     // 6. The fan-out.
     let fan = fan_out(&duty, &simulator, &audience, n, &args).await?;
-    let audit_lag = audit_lag(&nats_url).await?;
+    let audit_lag = audit_lag(&nats_url, bench_user.as_ref()).await?;
     let peaks = Peaks::read(&own_pid, nats_pid.as_deref());
     let e2e = n as f64 / fan.complete.as_secs_f64();
     say(&format!(
@@ -338,9 +347,12 @@ struct AuditLag {
 
 /// Compares the chain's length with the events stream's (one record per event)
 /// now, then waits until the chain holds every event there was now.
-async fn audit_lag(nats_url: &str) -> anyhow::Result<AuditLag> {
+async fn audit_lag(
+    nats_url: &str,
+    user: Option<&(String, String)>,
+) -> anyhow::Result<AuditLag> {
     let started = Instant::now();
-    let client = async_nats::connect(nats_url).await?;
+    let client = baseline::connect(nats_url, user).await?;
     let js = async_nats::jetstream::new(client);
     let mut events = js.get_stream(krisbud_proto::spec::EVENTS.name).await?;
     let mut audit = js.get_stream(krisbud_proto::spec::AUDIT.name).await?;

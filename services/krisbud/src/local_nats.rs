@@ -10,17 +10,30 @@ use anyhow::Context as _;
 
 use crate::config::LocalNats;
 
-/// A `nats-server -js` child process, killed when dropped.
+/// A `nats-server -js` child process, killed when dropped. It accepts only the
+/// users of `krisbud_proto::access`, each with a password generated into
+/// `credentials_dir` (mode 0600); an anonymous connection is refused.
 pub struct LocalNatsServer {
     child: Child,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
+    /// One `<user>.password` file per user.
+    pub credentials_dir: PathBuf,
 }
 
 impl LocalNatsServer {
     /// Starts the server with its store under `<data_dir>/nats` and waits until it
     /// accepts connections.
     pub fn start(config: &LocalNats, data_dir: &Path) -> anyhow::Result<LocalNatsServer> {
+        LocalNatsServer::start_with(config, data_dir, &[])
+    }
+
+    /// [`LocalNatsServer::start`] with further unrestricted users (the benchmark's).
+    pub fn start_with(
+        config: &LocalNats,
+        data_dir: &Path,
+        unrestricted: &[(String, String)],
+    ) -> anyhow::Result<LocalNatsServer> {
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store)
             .with_context(|| format!("cannot create {}", store.display()))?;
@@ -36,9 +49,28 @@ impl LocalNatsServer {
             "local_nats.memory_limit: `{}` is not a size such as `128MiB` (B, KiB, MiB, GiB)",
             config.memory_limit
         );
+        let credentials_dir = store.join("credentials");
+        let passwords = krisbud_kit::nats_auth::ensure_passwords(&credentials_dir)?;
+        let password_of = |user: &str| {
+            passwords
+                .iter()
+                .find(|(u, _)| *u == user)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default()
+        };
+        let conf = store.join("nats-server.conf");
+        krisbud_kit::secret_file::write(
+            &conf,
+            &krisbud_kit::nats_auth::accounts_block_with(
+                &krisbud_kit::nats_auth::Passwords::Literal(&password_of),
+                unrestricted,
+            ),
+        )?;
         let binary = find_binary(&config.binary, std::env::var_os("PATH"), DEBIAN_BINARY);
         let mut command = Command::new(&binary);
         command
+            .arg("-c")
+            .arg(&conf)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
             .arg("-sd")
             .arg(&store)
@@ -67,6 +99,7 @@ impl LocalNatsServer {
         let mut server = LocalNatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
+            credentials_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -1,4 +1,5 @@
-//! `krisbud up`: every service in one process against one NATS connection.
+//! `krisbud up`: every service in one process, each on a NATS connection of its
+//! own as its own user (`krisbud_proto::access`), as separate processes would be.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,8 +33,8 @@ pub struct System {
     /// The data directory.
     pub data_dir: PathBuf,
     services: Vec<(&'static str, Started)>,
-    /// The services' NATS connection, closed before the local server stops.
-    client: async_nats::Client,
+    /// The services' NATS connections, closed before the local server stops.
+    clients: Vec<async_nats::Client>,
     local_nats: Option<LocalNatsServer>,
 }
 
@@ -60,8 +61,10 @@ impl System {
         }
         // Everything published is flushed and the connection closed on purpose,
         // so stopping the local server does not read as a lost connection.
-        if let Err(e) = self.client.drain().await {
-            tracing::debug!(error = %e, "cannot drain the nats connection");
+        for client in &self.clients {
+            if let Err(e) = client.drain().await {
+                tracing::debug!(error = %e, "cannot drain a nats connection");
+            }
         }
         if let Some(mut nats) = self.local_nats.take() {
             tokio::task::spawn_blocking(move || nats.stop()).await?;
@@ -97,20 +100,70 @@ async fn start_all(
         let server =
             tokio::task::spawn_blocking(move || LocalNatsServer::start(&settings, &dir)).await??;
         config.common.nats.url = server.url.clone();
+        config.common.nats.credentials_dir = Some(server.credentials_dir.clone());
         Some(server)
     } else {
         None
     };
+    anyhow::ensure!(
+        config.common.nats.credentials_dir.is_some(),
+        "bad configuration: key `nats.credentials_dir` is required with `nats.url`: krisbud up connects each service as its own NATS user (see deploy/nats)"
+    );
     if config.common.privacy.recipient_key.is_empty() {
         config.common.privacy.recipient_key = local_recipient_key(&data_dir)?;
     }
+    krisbud_kit::secret_file::refuse_known_default(
+        "privacy.recipient_key",
+        config.common.privacy.recipient_key.expose(),
+    )?;
     if config.audit.signing_key_file.is_none() {
         // A local installation signs its audit checkpoints with a key of its own.
         let path = data_dir.join("audit-signing.key");
         krisbud_audit::signing::load_or_create(&path)?;
         config.audit.signing_key_file = Some(path);
     }
-    let rt = Runtime::connect("krisbud", &config.common, &shutdown).await?;
+    if config.common.commands.signing_key_file.is_none() {
+        // The gateway's command key; the other services get its public half.
+        let path = data_dir.join("command-signing.key");
+        krisbud_kit::command_auth::load_or_create_signing_key(&path)?;
+        config.common.commands.signing_key_file = Some(path);
+    }
+
+    // Streams and buckets, by the one user allowed to create them.
+    let provision = connect(
+        krisbud_proto::access::PROVISION_USER,
+        &config.common,
+        &shutdown,
+    )
+    .await?;
+    krisbud_kit::nats::provision(
+        &provision.bus.js,
+        &krisbud_proto::spec::STREAMS,
+        &krisbud_proto::spec::BUCKETS,
+    )
+    .await?;
+    let _ = provision.bus.client.drain().await;
+
+    let health = krisbud_kit::Health::default();
+    let mut clients = Vec::new();
+    let mut runtimes = std::collections::HashMap::new();
+    for user in krisbud_proto::access::SERVICES {
+        let mut rt = connect(user, &config.common, &shutdown).await?;
+        rt.health = health.clone();
+        if user != "gateway" {
+            // Only the gateway holds the key that signs commands.
+            rt.commands = rt.commands.verify_only();
+        }
+        clients.push(rt.bus.client.clone());
+        runtimes.insert(user, rt);
+    }
+    let mut rt_of = |user: &str| {
+        runtimes
+            .remove(user)
+            .with_context(|| format!("no runtime for {user}"))
+    };
+    let coordinator_rt = rt_of("coordinator")?;
+    let rt = &coordinator_rt;
 
     let mut demo_tokens = None;
     let mut demo_tokens_file = None;
@@ -153,30 +206,39 @@ async fn start_all(
     // Consumers first, so the gateway opens only when everything can answer.
     services.push((
         "audit",
-        krisbud_audit::start(config.audit, rt.clone(), shutdown.clone()).await?,
+        krisbud_audit::start(config.audit, rt_of("audit")?, shutdown.clone()).await?,
     ));
     services.push((
         "coordinator",
-        krisbud_coordinator::start(config.coordinator, rt.clone(), shutdown.clone()).await?,
+        krisbud_coordinator::start(config.coordinator, coordinator_rt, shutdown.clone()).await?,
     ));
     services.push((
         "channel-sms",
-        krisbud_channel_sms::start(config.sms, rt.clone(), shutdown.clone()).await?,
+        krisbud_channel_sms::start(config.sms, rt_of("channel-sms")?, shutdown.clone()).await?,
     ));
     services.push((
         "channel-email",
-        krisbud_channel_email::start(config.email, rt.clone(), shutdown.clone()).await?,
+        krisbud_channel_email::start(config.email, rt_of("channel-email")?, shutdown.clone())
+            .await?,
     ));
     services.push((
         "channel-intranet",
-        krisbud_channel_intranet::start(config.intranet, rt.clone(), shutdown.clone()).await?,
+        krisbud_channel_intranet::start(
+            config.intranet,
+            rt_of("channel-intranet")?,
+            shutdown.clone(),
+        )
+        .await?,
     ));
-    let banner = krisbud_channel_banner::start(config.banner, rt.clone(), shutdown.clone()).await?;
+    let banner =
+        krisbud_channel_banner::start(config.banner, rt_of("channel-banner")?, shutdown.clone())
+            .await?;
     let banner_addr = banner
         .addr
         .context("the banner service reports no address")?;
     services.push(("channel-banner", banner));
-    let gateway = krisbud_gateway::start(config.gateway, rt.clone(), shutdown.clone()).await?;
+    let gateway =
+        krisbud_gateway::start(config.gateway, rt_of("gateway")?, shutdown.clone()).await?;
     let api = gateway.addr.context("the gateway reports no address")?;
     services.push(("gateway", gateway));
 
@@ -188,23 +250,31 @@ async fn start_all(
         demo_tokens_file,
         data_dir,
         services,
-        client: rt.bus.client.clone(),
+        clients,
         local_nats,
     })
 }
 
+/// A runtime connected as `user` with that user's credentials.
+async fn connect(
+    user: &str,
+    common: &krisbud_kit::Common,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Runtime> {
+    let credentials = common.nats.credentials_for(user)?;
+    Runtime::connect_as(
+        &format!("krisbud-{user}"),
+        credentials.as_ref(),
+        common,
+        shutdown,
+    )
+    .await
+}
+
 /// The recipient-hash key of a local installation, created on first start.
 fn local_recipient_key(data_dir: &std::path::Path) -> anyhow::Result<krisbud_kit::Secret> {
-    let path = data_dir.join("recipient.key");
-    if let Ok(key) = std::fs::read_to_string(&path) {
-        return Ok(krisbud_kit::Secret::new(key.trim()));
-    }
-    let key = hex::encode(rand::random::<[u8; 32]>());
-    std::fs::write(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let key = krisbud_kit::secret_file::read_or_create(&data_dir.join("recipient.key"), || {
+        hex::encode(rand::random::<[u8; 32]>())
+    })?;
     Ok(krisbud_kit::Secret::new(key))
 }

@@ -55,8 +55,21 @@ impl TestApp {
     /// Starts nats-server and the demo system; `extra` is TOML added to the config.
     pub async fn spawn_with(extra: &str) -> TestApp {
         krisbud_tests::init_test_log();
-        let nats = NatsServer::start();
         let data_dir = tempfile::tempdir().unwrap();
+        // A closed bus, as in production: every service its own user.
+        let passwords =
+            krisbud_kit::nats_auth::ensure_passwords(&data_dir.path().join("nats-credentials"))
+                .unwrap();
+        let password_of = |user: &str| {
+            passwords
+                .iter()
+                .find(|(u, _)| *u == user)
+                .map(|(_, p)| p.clone())
+                .unwrap()
+        };
+        let nats = NatsServer::start_with_config(&krisbud_kit::nats_auth::accounts_block(
+            &krisbud_kit::nats_auth::Passwords::Literal(&password_of),
+        ));
         let mut app = TestApp {
             nats,
             api: String::new(),
@@ -79,6 +92,7 @@ impl TestApp {
 data_dir = "{dir}"
 [nats]
 url = "{url}"
+credentials_dir = "{dir}/nats-credentials"
 [privacy]
 recipient_key = "test-recipient-key"
 [gateway]
@@ -262,10 +276,38 @@ listen = "127.0.0.1:0"
             .collect()
     }
 
+    /// A NATS connection as `user` (a service, or `provision` to look at
+    /// everything), with that user's own inbox prefix.
+    pub async fn nats_as(&self, user: &str) -> async_nats::Client {
+        let password = std::fs::read_to_string(
+            self.data_dir
+                .path()
+                .join("nats-credentials")
+                .join(format!("{user}.password")),
+        )
+        .unwrap();
+        async_nats::ConnectOptions::new()
+            .user_and_password(user.to_owned(), password.trim().to_owned())
+            .custom_inbox_prefix(krisbud_proto::access::inbox_prefix(user))
+            .connect(self.nats.url())
+            .await
+            .unwrap()
+    }
+
+    /// The gateway's command keys, as `krisbud up` created them.
+    pub fn gateway_command_keys(&self) -> krisbud_kit::CommandKeys {
+        krisbud_kit::CommandKeys::from_signing_key(
+            krisbud_kit::command_auth::read_signing_key(
+                &self.data_dir.path().join("command-signing.key"),
+            )
+            .unwrap(),
+        )
+    }
+
     /// Every durable consumer with its pending and unacknowledged counts.
     pub async fn consumers(&self) -> String {
         use futures::StreamExt;
-        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let client = self.nats_as("provision").await;
         let js = async_nats::jetstream::new(client);
         let mut out = String::new();
         for name in ["KRISBUD_EVENTS", "KRISBUD_DISPATCH"] {
@@ -287,7 +329,7 @@ listen = "127.0.0.1:0"
 
     /// Messages stored in a stream.
     pub async fn stream_messages(&self, stream: &str) -> u64 {
-        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let client = self.nats_as("provision").await;
         let js = async_nats::jetstream::new(client);
         let mut stream = js.get_stream(stream).await.unwrap();
         stream.info().await.unwrap().state.messages

@@ -54,6 +54,7 @@ impl App {
             data_dir: std::env::temp_dir(),
             recipient_key: Secret::new("gateway-tests"),
             request_timeout: Duration::from_secs(5),
+            commands: krisbud_tests::service::command_keys(),
         };
         let config = Config {
             listen: "127.0.0.1:0".into(),

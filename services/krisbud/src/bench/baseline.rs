@@ -87,10 +87,13 @@ pub fn recipient_share(batch: usize) -> anyhow::Result<usize> {
 /// KRISBUD_DISPATCH is) with at most [`PUBLISH_WINDOW`] acks outstanding, then
 /// pulls them with one durable pull consumer in batches of [`FETCH_BATCH`],
 /// acking each, until the stream is empty (every ack applied).
-pub async fn run(nats_url: &str, n: u64, size: usize) -> anyhow::Result<Baseline> {
-    let client = async_nats::connect(nats_url)
-        .await
-        .with_context(|| format!("cannot connect to {nats_url}"))?;
+pub async fn run(
+    nats_url: &str,
+    user: Option<&(String, String)>,
+    n: u64,
+    size: usize,
+) -> anyhow::Result<Baseline> {
+    let client = connect(nats_url, user).await?;
     let js = jetstream::new(client.clone());
     let _ = js.delete_stream(STREAM).await;
     let mut stream = js
@@ -178,4 +181,19 @@ pub async fn run(nats_url: &str, n: u64, size: usize) -> anyhow::Result<Baseline
         publish,
         consume,
     })
+}
+
+/// A connection as `user` (user, password), or anonymous.
+pub async fn connect(
+    nats_url: &str,
+    user: Option<&(String, String)>,
+) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((user, password)) = user {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    options
+        .connect(nats_url)
+        .await
+        .with_context(|| format!("cannot connect to {nats_url}"))
 }
