@@ -273,6 +273,9 @@ impl Replica {
         let mut config = app.config();
         config.common.data_dir = dir.path().to_path_buf();
         config.audit.signing_key_file = Some(app.data_dir.path().join("audit-signing.key"));
+        // Replicas of one installation share the gateway's command key.
+        config.common.commands.signing_key_file =
+            Some(app.data_dir.path().join("command-signing.key"));
         let shutdown = CancellationToken::new();
         let system = krisbud::system::up(config, UpOptions { demo: false }, shutdown.clone())
             .await

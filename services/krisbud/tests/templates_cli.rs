@@ -11,7 +11,6 @@ use krisbud::demo::DemoTokens;
 use krisbud::system::{self, UpOptions};
 use krisbud_kit::CancellationToken;
 use krisbud_proto::Role;
-use krisbud_tests::NatsServer;
 
 const KRISBUD: &str = env!("CARGO_BIN_EXE_krisbud");
 
@@ -59,19 +58,15 @@ struct Running {
     data: tempfile::TempDir,
     shutdown: CancellationToken,
     system: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _nats: NatsServer,
 }
 
 impl Running {
     async fn start() -> Running {
         krisbud_tests::init_test_log();
-        let nats = NatsServer::start();
         let data = tempfile::tempdir().unwrap();
         let config = Config::from_toml(&format!(
             r#"
 data_dir = "{dir}"
-[nats]
-url = "{url}"
 [privacy]
 recipient_key = "cli-test"
 [gateway]
@@ -80,7 +75,6 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 "#,
             dir = data.path().display(),
-            url = nats.url()
         ))
         .unwrap();
         let shutdown = CancellationToken::new();
@@ -96,7 +90,6 @@ listen = "127.0.0.1:0"
             data,
             shutdown,
             system,
-            _nats: nats,
         }
     }
 
