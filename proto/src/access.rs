@@ -130,7 +130,10 @@ pub fn permissions(user: &str) -> Option<Permissions> {
             p.publish(subject::EXERCISE_GUARD_EVENTS);
             p.durable(&spec::DISPATCH, user);
             p.read_bucket(&spec::AUDIENCES);
-            p.write_bucket(&spec::SEND_CLAIMS);
+            if channel == Channel::Sms {
+                // Batches handed to a provider, so a crash re-sends only those.
+                p.write_bucket(&spec::SEND_CLAIMS);
+            }
             if channel == Channel::Banner {
                 p.write_bucket(&spec::BANNERS);
                 p.durable(&spec::EVENTS, durable::BANNER_CLOSE);

@@ -13,6 +13,13 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     /// A configuration file (users and permissions) the server runs with.
     config: Option<PathBuf>,
+    /// Environment of the server process (the users' passwords).
+    env: Vec<(String, String)>,
+}
+
+/// The single-server configuration shipped in `deploy/nats`.
+pub fn deployed_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/single.conf")
 }
 
 /// How to install the server when it is missing.
@@ -29,7 +36,36 @@ impl NatsServer {
             port,
             store,
             config: None,
+            env: Vec::new(),
         };
+        server.spawn();
+        server
+    }
+
+    /// Starts a closed server, as deployed: the repository's
+    /// `deploy/nats/single.conf` (krisbud's users and permissions, no anonymous
+    /// access) with a password per user generated into `credentials_dir`, where
+    /// `nats.credentials_dir` finds them.
+    pub fn start_closed(credentials_dir: &Path) -> NatsServer {
+        NatsServer::start_closed_on(free_port(), credentials_dir)
+    }
+
+    /// [`NatsServer::start_closed`] on a given port.
+    pub fn start_closed_on(port: u16, credentials_dir: &Path) -> NatsServer {
+        let passwords = krisbud_kit::nats_auth::ensure_passwords(credentials_dir)
+            .expect("generate the nats passwords");
+        let store = tempfile::tempdir().expect("a temporary store directory");
+        let mut server = NatsServer {
+            child: None,
+            port,
+            store,
+            config: Some(deployed_config()),
+            env: Vec::new(),
+        };
+        server.env = passwords
+            .into_iter()
+            .map(|(user, password)| (krisbud_kit::nats_auth::password_variable(user), password))
+            .collect();
         server.spawn();
         server
     }
@@ -45,6 +81,7 @@ impl NatsServer {
             port: free_port(),
             store,
             config: Some(path),
+            env: Vec::new(),
         };
         server.spawn();
         server
@@ -58,6 +95,7 @@ impl NatsServer {
             port,
             store,
             config: None,
+            env: Vec::new(),
         };
         server.spawn();
         server
@@ -99,6 +137,7 @@ impl NatsServer {
             command.arg("-c").arg(config);
         }
         let child = command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")

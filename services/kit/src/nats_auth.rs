@@ -68,21 +68,25 @@ pub fn accounts_block_with(passwords: &Passwords<'_>, unrestricted: &[(String, S
 
 fn permissions_block(p: &Permissions) -> String {
     let list = |items: &[String]| {
-        let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
-        format!("[{}]", quoted.join(", "))
+        let mut out = String::from("[\n");
+        for item in items {
+            let _ = writeln!(out, "              {}", quote(item));
+        }
+        out.push_str("            ]");
+        out
     };
-    let mut publish = format!("allow: {}", list(&p.publish_allow));
+    let mut block = String::from("{\n          publish: {\n");
+    let _ = writeln!(block, "            allow: {}", list(&p.publish_allow));
     if !p.publish_deny.is_empty() {
-        let _ = write!(publish, ", deny: {}", list(&p.publish_deny));
+        let _ = writeln!(block, "            deny: {}", list(&p.publish_deny));
     }
-    let mut block = format!(
-        "{{\n          publish: {{ {publish} }},\n          subscribe: {{ allow: {} }}",
-        list(&p.subscribe_allow)
-    );
+    block.push_str("          }\n          subscribe: {\n");
+    let _ = writeln!(block, "            allow: {}", list(&p.subscribe_allow));
+    block.push_str("          }\n");
     if p.allow_responses {
-        block.push_str(",\n          allow_responses: true");
+        block.push_str("          allow_responses: true\n");
     }
-    block.push_str("\n        }");
+    block.push_str("        }");
     block
 }
 

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod local_nats;
+pub mod nats_cli;
 pub mod system;
 pub mod template_files;
 pub mod templates_cli;

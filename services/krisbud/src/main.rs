@@ -89,6 +89,11 @@ enum Command {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// NATS for a deployment: the users file, provisioning, the command key.
+    Nats {
+        #[command(subcommand)]
+        command: krisbud::nats_cli::NatsCommand,
+    },
     /// Show every crisis, or one crisis per channel.
     Status {
         #[command(flatten)]
@@ -364,6 +369,7 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", client::format_status(&status));
         }
         Command::Audit { command } => return krisbud::audit_cli::run(command).await,
+        Command::Nats { command } => return krisbud::nats_cli::run(command).await,
         Command::Bench { command } => return krisbud::bench::run(command).await,
     }
     Ok(ExitCode::SUCCESS)

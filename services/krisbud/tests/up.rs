@@ -398,10 +398,11 @@ fn up_demo_and_the_cli_tour() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_in_the_middle_of_delivery_then_restart_reaches_everyone() {
     const PEOPLE: usize = 400;
-    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let credentials = data.path().join("nats-credentials");
+    let nats = NatsServer::start_closed(&credentials);
     let elks = ElksSimulator::start("elks-user", "elks-secret").await;
     elks.set_delay(Duration::from_millis(10));
-    let data = tempfile::tempdir().unwrap();
     let config = data.path().join("krisbud.toml");
     std::fs::write(
         &config,
@@ -409,6 +410,7 @@ async fn sigterm_in_the_middle_of_delivery_then_restart_reaches_everyone() {
             r#"
 [nats]
 url = "{nats}"
+credentials_dir = "{credentials}"
 [privacy]
 recipient_key = "restart-test"
 [coordinator]
@@ -420,6 +422,7 @@ elks_username = "elks-user"
 elks_password = "elks-secret"
 "#,
             nats = nats.url(),
+            credentials = credentials.display(),
             elks = elks.base_url()
         ),
     )
@@ -809,14 +812,22 @@ fn up_waits_for_a_nats_server_that_starts_later() {
     let data = tempfile::tempdir().unwrap();
     let port = krisbud_tests::nats::free_port();
     let url = format!("nats://127.0.0.1:{port}");
+    let credentials = data.path().join("nats-credentials");
+    krisbud_kit::nats_auth::ensure_passwords(&credentials).unwrap();
     let spawned = Up::spawn(
         data.path(),
         None,
         true,
-        &[("KRISBUD_NATS__URL", url.as_str())],
+        &[
+            ("KRISBUD_NATS__URL", url.as_str()),
+            (
+                "KRISBUD_NATS__CREDENTIALS_DIR",
+                credentials.to_str().unwrap(),
+            ),
+        ],
     );
     // Nothing listens yet: krisbud must keep trying rather than give up.
-    let _nats = NatsServer::start_on(port);
+    let _nats = NatsServer::start_closed_on(port, &credentials);
     let up = spawned.wait_ready();
     let tokens = read_tokens(data.path());
     let listed = cli(

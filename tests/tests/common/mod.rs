@@ -56,20 +56,8 @@ impl TestApp {
     pub async fn spawn_with(extra: &str) -> TestApp {
         krisbud_tests::init_test_log();
         let data_dir = tempfile::tempdir().unwrap();
-        // A closed bus, as in production: every service its own user.
-        let passwords =
-            krisbud_kit::nats_auth::ensure_passwords(&data_dir.path().join("nats-credentials"))
-                .unwrap();
-        let password_of = |user: &str| {
-            passwords
-                .iter()
-                .find(|(u, _)| *u == user)
-                .map(|(_, p)| p.clone())
-                .unwrap()
-        };
-        let nats = NatsServer::start_with_config(&krisbud_kit::nats_auth::accounts_block(
-            &krisbud_kit::nats_auth::Passwords::Literal(&password_of),
-        ));
+        // A closed bus, as deployed: deploy/nats's users, every service its own.
+        let nats = NatsServer::start_closed(&data_dir.path().join("nats-credentials"));
         let mut app = TestApp {
             nats,
             api: String::new(),
