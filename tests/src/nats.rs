@@ -55,34 +55,37 @@ impl NatsServer {
         let passwords = krisbud_kit::nats_auth::ensure_passwords(credentials_dir)
             .expect("generate the nats passwords");
         let store = tempfile::tempdir().expect("a temporary store directory");
+        // single.conf with this test's store: nats-server refuses a store_dir
+        // given both in the file and on the command line.
+        let shipped = std::fs::read_to_string(deployed_config()).expect("deploy/nats/single.conf");
+        // nats-server reads an include relative to the including file: the
+        // shipped accounts.conf goes next to this copy, unchanged.
+        std::fs::copy(
+            deployed_config().with_file_name("accounts.conf"),
+            store.path().join("accounts.conf"),
+        )
+        .expect("copy deploy/nats/accounts.conf");
+        let config = shipped.replace(
+            "store_dir: /var/lib/krisbud/nats",
+            &format!("store_dir: \"{}\"", store.path().display()),
+        );
+        assert!(
+            !config.contains("/var/lib/krisbud") && config.contains("include ./accounts.conf"),
+            "deploy/nats/single.conf keeps its store_dir and include lines"
+        );
+        let path = store.path().join("single.conf");
+        std::fs::write(&path, config).expect("write the nats-server configuration");
         let mut server = NatsServer {
             child: None,
             port,
             store,
-            config: Some(deployed_config()),
+            config: Some(path),
             env: Vec::new(),
         };
         server.env = passwords
             .into_iter()
             .map(|(user, password)| (krisbud_kit::nats_auth::password_variable(user), password))
             .collect();
-        server.spawn();
-        server
-    }
-
-    /// Starts a server on a free port that runs with `config` (nats-server's
-    /// configuration language, e.g. krisbud's accounts and users).
-    pub fn start_with_config(config: &str) -> NatsServer {
-        let store = tempfile::tempdir().expect("a temporary store directory");
-        let path = store.path().join("nats-server.conf");
-        std::fs::write(&path, config).expect("write the nats-server configuration");
-        let mut server = NatsServer {
-            child: None,
-            port: free_port(),
-            store,
-            config: Some(path),
-            env: Vec::new(),
-        };
         server.spawn();
         server
     }
@@ -136,12 +139,13 @@ impl NatsServer {
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
+        if self.config.is_none() {
+            command.arg("-sd").arg(self.store.path());
+        }
         let child = command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("TEST_LOG").is_some() {
                 Stdio::inherit()

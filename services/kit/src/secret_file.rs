@@ -41,9 +41,11 @@ pub fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Res
     }
 }
 
-/// A random password: 32 hex digits (128 bits).
+/// A random password: `kb` and 32 hex digits (128 bits). It starts with letters
+/// because nats-server parses a password taken from its environment as a
+/// configuration value, and one starting with a digit does not parse.
 pub fn random_password() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    format!("kb{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
 /// Values shipped in this repository's examples and deploy files. A service
