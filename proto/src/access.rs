@@ -53,7 +53,8 @@ pub fn inbox_prefix(user: &str) -> String {
 }
 
 /// The streams whose deletion, purge or reconfiguration no user may ever ask for.
-pub const PROTECTED_STREAMS: [&StreamSpec; 3] = [&spec::EVENTS, &spec::AUDIT, &spec::AUDIT_CHECKPOINTS];
+pub const PROTECTED_STREAMS: [&StreamSpec; 3] =
+    [&spec::EVENTS, &spec::AUDIT, &spec::AUDIT_CHECKPOINTS];
 
 /// The permissions of `user`, or `None` for a name that is no krisbud user.
 pub fn permissions(user: &str) -> Option<Permissions> {

@@ -60,6 +60,23 @@ pub struct Envelope {
 
 impl Envelope {
     /// A new envelope with a fresh id, stamped now.
+    /// Reads an event that arrived on `subject`, refusing one whose kind does not
+    /// belong there: NATS lets each service publish only on its own subjects, so
+    /// an event on the wrong one (a confirmation on a channel's delivery subject)
+    /// did not come from the service that owns it.
+    pub fn read_on(subject: &str, payload: &[u8]) -> Result<Envelope, String> {
+        let envelope: Envelope =
+            serde_json::from_slice(payload).map_err(|e| format!("not an event: {e}"))?;
+        let own = envelope.event.subject();
+        if own != subject {
+            return Err(format!(
+                "a {} belongs on {own}, not on {subject}",
+                envelope.event.kind()
+            ));
+        }
+        Ok(envelope)
+    }
+
     pub fn new(actor: Actor, event: Event) -> Envelope {
         Envelope::with_id(Uuid::now_v7().to_string(), actor, event)
     }

@@ -100,7 +100,10 @@ fn envelope_bytes(actor: &str, event: Event) -> Vec<u8> {
 async fn stored_on(app: &TestApp, subject: &str) -> bool {
     let js = async_nats::jetstream::new(app.nats_as("provision").await);
     let stream = js.get_stream(spec::EVENTS.name).await.unwrap();
-    stream.get_last_raw_message_by_subject(subject).await.is_ok()
+    stream
+        .get_last_raw_message_by_subject(subject)
+        .await
+        .is_ok()
 }
 
 #[tokio::test]
@@ -200,7 +203,10 @@ async fn each_service_is_refused_everything_outside_its_own_work() {
         ("coordinator", "krisbud.evt.template.vattenlacka"),
         ("coordinator", "krisbud.dispatch.email.20261202-000001"),
         ("channel-sms", "krisbud.evt.delivery.sms.20261202-000001"),
-        ("channel-email", "krisbud.evt.delivery.email.20261202-000001"),
+        (
+            "channel-email",
+            "krisbud.evt.delivery.email.20261202-000001",
+        ),
         ("channel-banner", "$KV.KRISBUD_BANNERS.20261202-000001"),
         ("audit", "krisbud.audit.log"),
         ("gateway", "krisbud.cmd.crisis.declare"),
@@ -246,7 +252,9 @@ async fn each_service_is_refused_everything_outside_its_own_work() {
             watched.subscribe_refused("_INBOX_gateway.>").await;
         }
         if user != "coordinator" {
-            watched.subscribe_refused("krisbud.cmd.crisis.declare").await;
+            watched
+                .subscribe_refused("krisbud.cmd.crisis.declare")
+                .await;
         }
     }
     // ...and every service still does its own work.
@@ -258,7 +266,11 @@ async fn each_service_is_refused_everything_outside_its_own_work() {
 async fn no_user_may_delete_or_purge_the_audit_chain() {
     let app = TestApp::spawn().await;
     let provision = Watched::connect(&app, "provision").await;
-    for stream in ["KRISBUD_AUDIT", "KRISBUD_AUDIT_CHECKPOINTS", "KRISBUD_EVENTS"] {
+    for stream in [
+        "KRISBUD_AUDIT",
+        "KRISBUD_AUDIT_CHECKPOINTS",
+        "KRISBUD_EVENTS",
+    ] {
         for action in ["DELETE", "PURGE", "UPDATE"] {
             provision
                 .publish_refused(&format!("$JS.API.STREAM.{action}.{stream}"), b"{}")
@@ -310,9 +322,8 @@ async fn a_command_not_signed_by_the_gateway_is_refused_and_recorded() {
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(refused.detail.contains("unsigned"), "{refused:?}");
 
-    let other_key = krisbud_kit::CommandKeys::from_signing_key(
-        ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
-    );
+    let other_key =
+        krisbud_kit::CommandKeys::from_signing_key(ed25519_dalek::SigningKey::from_bytes(&[1; 32]));
     let refused = command(&gateway, &other_key, subject::cmd::DECLARE, &declaration)
         .await
         .unwrap_err();
@@ -347,7 +358,10 @@ async fn a_command_not_signed_by_the_gateway_is_refused_and_recorded() {
         .await
         .unwrap();
     let first: Value = serde_json::from_slice(&first.payload).unwrap();
-    assert_ne!(first["error"]["status"], 403, "the original passes: {first}");
+    assert_ne!(
+        first["error"]["status"], 403,
+        "the original passes: {first}"
+    );
     let again = gateway
         .request_with_headers(subject::cmd::GET_CRISIS.to_owned(), headers, body.into())
         .await
@@ -378,8 +392,14 @@ async fn a_command_not_signed_by_the_gateway_is_refused_and_recorded() {
     for reason in ["unsigned", "bad signature", "replayed"] {
         assert!(text.contains(reason), "{reason} recorded: {text}");
     }
-    assert!(text.contains("mallory"), "the claimed actor is recorded: {text}");
-    assert!(text.contains("\"audit\""), "the audit's own refusal: {text}");
+    assert!(
+        text.contains("mallory"),
+        "the claimed actor is recorded: {text}"
+    );
+    assert!(
+        text.contains("\"audit\""),
+        "the audit's own refusal: {text}"
+    );
     let crises: Value = app
         .http
         .get(format!("{}/api/v1/crises", app.api))
@@ -395,4 +415,53 @@ async fn a_command_not_signed_by_the_gateway_is_refused_and_recorded() {
         0,
         "nothing declared: {crises}"
     );
+}
+
+#[tokio::test]
+async fn an_event_on_a_subject_its_kind_does_not_belong_on_is_ignored() {
+    let app = TestApp::spawn().await;
+    let id = app.declare_ok(&water_declaration()).await;
+    app.wait_delivered(&id, WAIT).await;
+    // channel-sms may publish on its own delivery subject, but a confirmation
+    // there is not the coordinator's: the status must not take it.
+    let js = async_nats::jetstream::new(app.nats_as("channel-sms").await);
+    let forged = envelope_bytes(
+        "operator.ali",
+        Event::ChannelConfirmed(ChannelConfirmed {
+            crisis_id: id.clone(),
+            channel: krisbud_proto::Channel::Sms,
+            revision: 1,
+            note: Some("forged on a delivery subject".into()),
+        }),
+    );
+    let ack = js
+        .publish(
+            subject::delivery_events(krisbud_proto::Channel::Sms, &id),
+            forged.into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The status projector has handled it once its ack floor passes it.
+    let provision = async_nats::jetstream::new(app.nats_as("provision").await);
+    wait_until_async("the status projector to pass the event", WAIT, || async {
+        let mut consumer = provision
+            .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                krisbud_proto::access::durable::STATUS,
+                spec::EVENTS.name,
+            )
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        (info.ack_floor.stream_sequence >= ack.sequence).then_some(())
+    })
+    .await;
+    let status = app.status(&id).await;
+    for (channel, state) in &status.channels {
+        assert!(
+            state.confirmations.is_empty(),
+            "no forged confirmation on {channel:?}: {state:?}"
+        );
+    }
 }

@@ -190,4 +190,3 @@ pub(crate) fn unavailable(e: &anyhow::Error) -> Problem {
     tracing::error!(error = format!("{e:#}"), "cannot read the audit chain");
     Problem::unavailable("granskningsloggen kan inte läsas just nu; försök igen")
 }
-

@@ -123,7 +123,7 @@ impl Handler {
 /// `CrisisExpired` on the crisis's events, up to their revision); other events
 /// need nothing.
 pub async fn on_crisis_event(kv: &kv::Store, delivery: Delivery) -> Ack {
-    let Ok(envelope) = serde_json::from_slice::<Envelope>(&delivery.payload) else {
+    let Ok(envelope) = Envelope::read_on(&delivery.subject, &delivery.payload) else {
         return Ack::Done;
     };
     let closed = match &envelope.event {

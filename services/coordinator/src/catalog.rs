@@ -50,7 +50,7 @@ impl Catalog {
                 Err(e) => return Err(e).context("cannot read template events"),
             };
             next = message.sequence + 1;
-            match serde_json::from_slice::<Envelope>(&message.payload) {
+            match Envelope::read_on(&message.subject, &message.payload) {
                 Ok(envelope) => aggregate.apply(&envelope, message.sequence),
                 Err(e) => {
                     // The audit records it as it is; the template goes on without it.

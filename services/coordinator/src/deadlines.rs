@@ -368,7 +368,7 @@ pub struct Notifier {
 impl Notifier {
     /// Handles one crisis event; only `EscalationRaised` does anything.
     pub async fn handle(&self, delivery: Delivery) -> Ack {
-        let Ok(envelope) = serde_json::from_slice::<Envelope>(&delivery.payload) else {
+        let Ok(envelope) = Envelope::read_on(&delivery.subject, &delivery.payload) else {
             return Ack::Done;
         };
         let Event::EscalationRaised(e) = &envelope.event else {

@@ -259,7 +259,7 @@ async fn start_services(
         consumer::spawn(&rt.bus.js, projector_spec, shutdown.clone(), move |d| {
             let batcher = batcher.clone();
             async move {
-                let envelope: Envelope = match serde_json::from_slice(&d.payload) {
+                let envelope: Envelope = match Envelope::read_on(&d.subject, &d.payload) {
                     Ok(e) => e,
                     // Not ours to judge: the audit records it as it is.
                     Err(_) => return Ack::Done,

@@ -171,7 +171,7 @@ impl Coordinator {
                 Err(e) => return Err(e).context("cannot read crisis events"),
             };
             next = message.sequence + 1;
-            match serde_json::from_slice::<Envelope>(&message.payload) {
+            match Envelope::read_on(&message.subject, &message.payload) {
                 Ok(envelope) => crisis.apply(&envelope, message.sequence),
                 Err(e) => {
                     tracing::warn!(crisis = %id, sequence = message.sequence, error = %e, "unreadable crisis event skipped");

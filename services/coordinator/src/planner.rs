@@ -38,7 +38,7 @@ pub struct Planner {
 impl Planner {
     /// Handles one crisis event.
     pub async fn handle(&self, delivery: Delivery) -> Ack {
-        let envelope: Envelope = match serde_json::from_slice(&delivery.payload) {
+        let envelope: Envelope = match Envelope::read_on(&delivery.subject, &delivery.payload) {
             Ok(e) => e,
             Err(e) => return Ack::Reject(format!("unreadable crisis event: {e}")),
         };

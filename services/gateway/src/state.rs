@@ -51,9 +51,15 @@ impl AppState {
             idempotency_key,
             body,
         };
-        krisbud_kit::command::request(&self.nats, &self.commands, subject, &request, self.request_timeout)
-            .await
-            .map_err(ApiError::from)
+        krisbud_kit::command::request(
+            &self.nats,
+            &self.commands,
+            subject,
+            &request,
+            self.request_timeout,
+        )
+        .await
+        .map_err(ApiError::from)
     }
 
     /// [`AppState::command`] with its own timeout, for long work such as the

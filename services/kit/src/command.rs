@@ -10,9 +10,9 @@ use async_nats::client::RequestErrorKind;
 use futures::{FutureExt as _, StreamExt};
 use krisbud_proto::event::CommandRefused;
 use krisbud_proto::{Actor, CommandReply, CommandRequest, Envelope, Event, Problem};
-use sha2::{Digest, Sha256};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -50,12 +50,22 @@ impl Guard {
         let digest = hex::encode(Sha256::digest(&message.payload));
         let claimed_user = serde_json::from_slice::<serde_json::Value>(&message.payload)
             .ok()
-            .and_then(|v| v.pointer("/actor/user")?.as_str().map(|u| u.chars().take(64).collect()));
+            .and_then(|v| {
+                v.pointer("/actor/user")?
+                    .as_str()
+                    .map(|u| u.chars().take(64).collect())
+            });
         let nonce = message
             .headers
             .as_ref()
             .and_then(|h| h.get(crate::command_auth::HEADER_NONCE))
-            .map(|v| v.as_str().chars().filter(char::is_ascii_hexdigit).take(32).collect::<String>())
+            .map(|v| {
+                v.as_str()
+                    .chars()
+                    .filter(char::is_ascii_hexdigit)
+                    .take(32)
+                    .collect::<String>()
+            })
             .unwrap_or_default();
         let envelope = Envelope::with_id(
             format!("refused.{}.{}.{}", self.service, &digest[..32], nonce),

@@ -73,7 +73,10 @@ impl std::fmt::Debug for CommandKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandKeys")
             .field("signs", &self.signer.is_some())
-            .field("verifies", &self.verifier.map(|k| hex::encode(k.as_bytes())))
+            .field(
+                "verifies",
+                &self.verifier.map(|k| hex::encode(k.as_bytes())),
+            )
             .finish()
     }
 }

@@ -61,7 +61,9 @@ pub async fn connect(
                     redact(url)
                 );
             }
-            Err(e) => tracing::warn!(url = %redact(url), user, attempt, error = %e, "cannot connect to nats; retrying"),
+            Err(e) => {
+                tracing::warn!(url = %redact(url), user, attempt, error = %e, "cannot connect to nats; retrying")
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => anyhow::bail!("shut down before nats at {} was reachable", redact(url)),

@@ -60,7 +60,12 @@ pub fn accounts_block_with(passwords: &Passwords<'_>, unrestricted: &[(String, S
         );
     }
     for (user, password) in unrestricted {
-        let _ = writeln!(out, "      {{ user: {}, password: {} }}", quote(user), quote(password));
+        let _ = writeln!(
+            out,
+            "      {{ user: {}, password: {} }}",
+            quote(user),
+            quote(password)
+        );
     }
     out.push_str("    ]\n  }\n}\n");
     out

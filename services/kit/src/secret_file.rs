@@ -50,7 +50,8 @@ pub fn random_password() -> String {
 
 /// Values shipped in this repository's examples and deploy files. A service
 /// refuses to start with one of them as a key: anyone can read them.
-pub const KNOWN_DEFAULTS: [&str; 4] = ["change-me-in-production", "change-me", "changeme", "secret"];
+pub const KNOWN_DEFAULTS: [&str; 4] =
+    ["change-me-in-production", "change-me", "changeme", "secret"];
 
 /// Refuses a secret that is a known default (see [`KNOWN_DEFAULTS`]), naming the key.
 pub fn refuse_known_default(key: &str, value: &str) -> anyhow::Result<()> {

@@ -165,9 +165,10 @@ where
         eprintln!("krisbud: bad configuration: key `nats.url` is required for a standalone {name}");
         return ExitCode::from(config::EXIT_BAD_CONFIG as u8);
     }
-    if let Err(e) =
-        crate::secret_file::refuse_known_default("privacy.recipient_key", common.privacy.recipient_key.expose())
-    {
+    if let Err(e) = crate::secret_file::refuse_known_default(
+        "privacy.recipient_key",
+        common.privacy.recipient_key.expose(),
+    ) {
         eprintln!("krisbud: bad configuration: {e}");
         return ExitCode::from(config::EXIT_BAD_CONFIG as u8);
     }

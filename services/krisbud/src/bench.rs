@@ -347,10 +347,7 @@ struct AuditLag {
 
 /// Compares the chain's length with the events stream's (one record per event)
 /// now, then waits until the chain holds every event there was now.
-async fn audit_lag(
-    nats_url: &str,
-    user: Option<&(String, String)>,
-) -> anyhow::Result<AuditLag> {
+async fn audit_lag(nats_url: &str, user: Option<&(String, String)>) -> anyhow::Result<AuditLag> {
     let started = Instant::now();
     let client = baseline::connect(nats_url, user).await?;
     let js = async_nats::jetstream::new(client);

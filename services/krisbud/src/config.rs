@@ -66,3 +66,15 @@ impl Config {
         Ok(Config { common, ..config })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The production example reads as krisbud reads it.
+    #[test]
+    fn the_shipped_production_configuration_parses() {
+        let text = include_str!("../../../deploy/krisbud.toml");
+        let config = super::Config::from_toml(text).unwrap();
+        assert_eq!(config.common.nats.url, "nats://127.0.0.1:4222");
+        assert!(config.common.commands.public_key.is_empty());
+    }
+}

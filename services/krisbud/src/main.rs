@@ -211,6 +211,13 @@ async fn up(demo: bool, config_path: Option<PathBuf>, data_dir: Option<PathBuf>)
     if let Some(dir) = data_dir {
         config.common.data_dir = dir;
     }
+    if let Err(e) = krisbud_kit::secret_file::refuse_known_default(
+        "privacy.recipient_key",
+        config.common.privacy.recipient_key.expose(),
+    ) {
+        eprintln!("krisbud: bad configuration: {e}");
+        return ExitCode::from(krisbud_kit::config::EXIT_BAD_CONFIG as u8);
+    }
     let _telemetry = krisbud_kit::telemetry::init("krisbud", &config.common.telemetry);
     let shutdown = krisbud_kit::shutdown::on_signals();
     let system = match system::up(config, UpOptions { demo }, shutdown.clone()).await {

@@ -102,7 +102,10 @@ mod tests {
     /// same users and permissions every test runs with.
     #[test]
     fn deploy_accounts_conf_is_generated_from_the_access_model() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/nats/accounts.conf");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/nats/accounts.conf"
+        );
         let shipped = std::fs::read_to_string(path).unwrap();
         assert!(
             shipped == super::accounts_file(),

@@ -92,6 +92,10 @@ async fn start_all(
     options: UpOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<System> {
+    krisbud_kit::secret_file::refuse_known_default(
+        "privacy.recipient_key",
+        config.common.privacy.recipient_key.expose(),
+    )?;
     let data_dir = config.common.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -112,10 +116,6 @@ async fn start_all(
     if config.common.privacy.recipient_key.is_empty() {
         config.common.privacy.recipient_key = local_recipient_key(&data_dir)?;
     }
-    krisbud_kit::secret_file::refuse_known_default(
-        "privacy.recipient_key",
-        config.common.privacy.recipient_key.expose(),
-    )?;
     if config.audit.signing_key_file.is_none() {
         // A local installation signs its audit checkpoints with a key of its own.
         let path = data_dir.join("audit-signing.key");

@@ -808,6 +808,24 @@ fn a_bad_configuration_exits_64_naming_the_key() {
 }
 
 #[test]
+fn a_secret_published_in_the_repository_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(KRISBUD)
+        .args(["up", "--data-dir"])
+        .arg(data.path())
+        .env("KRISBUD_PRIVACY__RECIPIENT_KEY", "change-me-in-production")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("privacy.recipient_key"), "{stderr}");
+    assert!(
+        !data.path().join("nats").exists(),
+        "nothing was started: {stderr}"
+    );
+}
+
+#[test]
 fn up_waits_for_a_nats_server_that_starts_later() {
     let data = tempfile::tempdir().unwrap();
     let port = krisbud_tests::nats::free_port();

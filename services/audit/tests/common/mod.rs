@@ -152,7 +152,14 @@ impl World {
             idempotency_key: None,
             body,
         };
-        krisbud_kit::command::request(&self.rt.bus.client, &self.rt.commands, subject, &request, WAIT).await
+        krisbud_kit::command::request(
+            &self.rt.bus.client,
+            &self.rt.commands,
+            subject,
+            &request,
+            WAIT,
+        )
+        .await
     }
 
     pub async fn query(&self, actor: Actor, query: AuditQuery) -> Result<AuditPage, Problem> {
