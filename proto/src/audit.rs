@@ -58,6 +58,19 @@ pub struct VerifyReport {
     /// The chain compared with KRISBUD_EVENTS (verification of the live stream only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completeness: Option<Completeness>,
+    /// The chain's id: the hash of its record 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
+    /// The records no valid checkpoint covers, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsigned_tail: Option<UnsignedTail>,
+    /// The saved point the chain was found to extend (`verify --since`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<ChainPoint>,
+    /// Whether the signing keys were checked against a key the auditor trusts
+    /// (`--trust-key`); without one, a bundle re-signed by anybody verifies.
+    #[serde(default)]
+    pub trusted_key_checked: bool,
 }
 
 /// The first problem found in a chain.
@@ -97,9 +110,40 @@ pub struct Checkpoint {
     pub signed_at: DateTime<Utc>,
     /// The signing key's id (see [`AuditPublicKey::key_id`]).
     pub key_id: String,
+    /// The chain it belongs to: the hash of the chain's record 1 (its genesis
+    /// record, unique to the chain because it holds the time it was recorded).
+    /// A chain rebuilt after a deletion has another id. Absent in checkpoints
+    /// signed before chains had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
     /// Lowercase hex of the 64-byte Ed25519 signature over the canonical JSON of
     /// this object without `signature`.
     pub signature: String,
+}
+
+/// A point of a chain an auditor saved earlier (a checkpoint, or a line of a
+/// witness file): the chain verified now must hold the same record there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChainPoint {
+    pub sequence: u64,
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
+}
+
+/// The records after the last valid signed checkpoint: hash-chained, but nothing
+/// yet proves who wrote them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UnsignedTail {
+    pub records: u64,
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    /// When the first of them was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recorded_at: Option<DateTime<Utc>>,
+    /// When the last of them was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recorded_at: Option<DateTime<Utc>>,
 }
 
 /// One page of checkpoints, oldest first.

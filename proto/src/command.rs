@@ -319,4 +319,12 @@ pub struct AuditQuery {
 
 /// Ask the audit service to recompute the chain.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct AuditVerify {}
+pub struct AuditVerify {
+    /// A public key the auditor trusts (hex, from a source other than krisbud):
+    /// every checkpoint must be signed by it or by a key it endorsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_key: Option<String>,
+    /// A point of the chain saved earlier, which the chain must still hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<crate::audit::ChainPoint>,
+}

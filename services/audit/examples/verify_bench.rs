@@ -91,7 +91,8 @@ fn main() -> anyhow::Result<()> {
         for sequence in 1..=records {
             let record = make(sequence, outcomes, &prev);
             if sequence.is_multiple_of(every) || sequence == records {
-                let checkpoint = signing::sign_checkpoint(&key, sequence, &record.hash, Utc::now());
+                let checkpoint =
+                    signing::sign_checkpoint(&key, sequence, &record.hash, Utc::now(), None);
                 out.write_all(&bundle::line(&BundleLine::Checkpoint(checkpoint)))?;
             }
             prev = record.hash;

@@ -21,7 +21,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use ed25519_dalek::VerifyingKey;
 use krisbud_proto::audit::{
-    AuditPublicKey, AuditRecord, BUNDLE_FORMAT, BundleHeader, BundleLine, Checkpoint, VerifyReport,
+    AuditPublicKey, AuditRecord, BUNDLE_FORMAT, BundleHeader, BundleLine, ChainPoint, Checkpoint,
+    VerifyReport,
 };
 
 use crate::chain::{self, Verifier};
@@ -82,7 +83,17 @@ pub fn verify_file(path: &Path, trusted: &[VerifyingKey]) -> anyhow::Result<Veri
 ///
 /// The records are parsed and hashed on every core in batches, and checked in
 /// order on this thread: hashing, not linking, is what takes time.
-pub fn verify_reader<R: BufRead>(mut reader: R, trusted: &[VerifyingKey]) -> VerifyReport {
+pub fn verify_reader<R: BufRead>(reader: R, trusted: &[VerifyingKey]) -> VerifyReport {
+    verify_reader_since(reader, trusted, None)
+}
+
+/// [`verify_reader`] that also requires the chain to hold `since`, a point of it
+/// saved earlier (a checkpoint, or a witness's copy of one).
+pub fn verify_reader_since<R: BufRead>(
+    mut reader: R,
+    trusted: &[VerifyingKey],
+    since: Option<ChainPoint>,
+) -> VerifyReport {
     let mut header: Option<BundleHeader> = None;
     let mut keys: Vec<AuditPublicKey> = Vec::new();
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
@@ -109,6 +120,9 @@ pub fn verify_reader<R: BufRead>(mut reader: R, trusted: &[VerifyingKey]) -> Ver
         }
     };
     let mut verifier = start(&mut checkpoints, trusted);
+    if let Some(point) = since {
+        verifier.expect(point);
+    }
     match first_record {
         Some(Ok(text)) if verifier.check_line(&text, number) => {
             records(&mut reader, number, &mut verifier);
@@ -154,6 +168,68 @@ pub fn verify_reader<R: BufRead>(mut reader: R, trusted: &[VerifyingKey]) -> Ver
         }
     }
     verifier.report()
+}
+
+/// How far a chain may run ahead of its last signed checkpoint before a
+/// verification distrusts it.
+#[derive(Debug, Clone, Copy)]
+pub struct TailPolicy {
+    /// Records after the last checkpoint.
+    pub max_records: u64,
+    /// Time the unsigned records span, and (live) how old the oldest may be.
+    pub max_age: chrono::Duration,
+}
+
+/// What makes an intact chain untrustworthy: no signed checkpoint at all, or more
+/// unsigned records than the checkpoint interval allows, recorded over a longer
+/// time than it allows (a bundle whose last checkpoints were removed), or (with
+/// `as_of`, the time of a live verification) waiting too long for a signature.
+pub fn doubts(
+    report: &VerifyReport,
+    policy: &TailPolicy,
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+) -> Vec<String> {
+    let mut doubts = Vec::new();
+    if report.checked > 0 && report.checkpoints == 0 {
+        doubts.push(
+            "no signed checkpoint covers any record: nothing proves who wrote this chain".into(),
+        );
+        return doubts;
+    }
+    let Some(tail) = &report.unsigned_tail else {
+        return doubts;
+    };
+    if tail.records > policy.max_records {
+        doubts.push(format!(
+            "records {} to {} ({} records) are covered by no signed checkpoint; a chain is signed \
+             every {} records at most",
+            tail.first_sequence, tail.last_sequence, tail.records, policy.max_records
+        ));
+    }
+    if let (Some(first), Some(last)) = (tail.first_recorded_at, tail.last_recorded_at)
+        && last - first > policy.max_age
+    {
+        doubts.push(format!(
+            "the unsigned records {} to {} were recorded over {} s; a chain is signed every {} s \
+             at most: checkpoints were removed",
+            tail.first_sequence,
+            tail.last_sequence,
+            (last - first).num_seconds(),
+            policy.max_age.num_seconds()
+        ));
+    }
+    if let (Some(now), Some(first)) = (as_of, tail.first_recorded_at)
+        && now - first > policy.max_age
+    {
+        doubts.push(format!(
+            "record {} has waited {} s for a signed checkpoint (at most {} s): the checkpointer \
+             is not signing",
+            tail.first_sequence,
+            (now - first).num_seconds(),
+            policy.max_age.num_seconds()
+        ));
+    }
+    doubts
 }
 
 /// Lines per batch handed to a hashing thread.
@@ -348,7 +424,15 @@ mod tests {
         }
         let checkpoints = [4usize, 8, 12]
             .iter()
-            .map(|&n| signing::sign_checkpoint(&key, n as u64, &records[n - 1].hash, at))
+            .map(|&n| {
+                signing::sign_checkpoint(
+                    &key,
+                    n as u64,
+                    &records[n - 1].hash,
+                    at,
+                    Some(&records[0].hash),
+                )
+            })
             .collect();
         Fixture {
             key,
@@ -411,6 +495,7 @@ mod tests {
             8,
             &f.records[7].hash,
             Utc::now(),
+            Some(&f.records[0].hash),
         );
         f.checkpoints[1].signature = other.signature;
         assert_eq!(problem(&check(&bundle(&f))), (8, chain::BAD_SIGNATURE));
@@ -422,6 +507,7 @@ mod tests {
             4,
             &f.records[3].hash,
             Utc::now(),
+            Some(&f.records[0].hash),
         );
         assert_eq!(problem(&check(&bundle(&f))), (4, chain::BAD_SIGNATURE));
     }

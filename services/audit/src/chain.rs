@@ -66,8 +66,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::VerifyingKey;
 use krisbud_proto::audit::{
-    AuditKeyRotated, AuditRecord, Checkpoint, GENESIS_HASH, SIGNATURE_ALGORITHM, VerifyFailure,
-    VerifyReport,
+    AuditKeyRotated, AuditRecord, ChainPoint, Checkpoint, GENESIS_HASH, SIGNATURE_ALGORITHM,
+    UnsignedTail, VerifyFailure, VerifyReport,
 };
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -90,6 +90,9 @@ pub const CHECKPOINT_MISMATCH: &str = "checkpoint mismatch";
 /// Problem word: an event of KRISBUD_EVENTS that the recorder acknowledged has no
 /// record (found by the completeness check of the live stream).
 pub const MISSING_RECORD: &str = "missing record";
+/// The chain differs from a point an auditor saved earlier (`verify --since`):
+/// it was rebuilt or rewritten after that point was saved.
+pub const NOT_THE_SAVED_CHAIN: &str = "not the saved chain";
 
 /// The `kind` of the event that registers a signing key.
 pub const KEY_ROTATED_KIND: &str = "AuditKeyRotated";
@@ -278,6 +281,16 @@ pub struct Verifier {
     warnings: Vec<String>,
     /// Reused for each record's canonical text.
     buffer: Vec<u8>,
+    /// The hash of record 1, once read.
+    chain_id: Option<String>,
+    /// A point saved earlier that the chain must hold, and whether it did.
+    expected: Option<ChainPoint>,
+    extends: Option<ChainPoint>,
+    /// The highest record a given checkpoint covers: the records after it are
+    /// the unsigned tail.
+    last_checkpoint: u64,
+    first_unsigned_at: Option<String>,
+    last_recorded_at: String,
 }
 
 /// The signing keys the chain has registered so far, and which one is active.
@@ -295,6 +308,7 @@ struct KeyRing {
 /// What the checks need of one record, however it was read.
 struct Entry<'a> {
     sequence: u64,
+    recorded_at: &'a str,
     prev_hash: &'a str,
     hash: &'a str,
     /// The recomputed hash.
@@ -325,9 +339,17 @@ impl Verifier {
     pub fn with_checkpoints(mut checkpoints: Vec<Checkpoint>) -> Verifier {
         checkpoints.sort_by_key(|c| c.sequence);
         Verifier {
+            last_checkpoint: checkpoints.last().map_or(0, |c| c.sequence),
             checkpoints: checkpoints.into(),
             ..Verifier::default()
         }
+    }
+
+    /// Requires the chain to hold `point`, saved earlier by an auditor or a
+    /// witness: the same record hash there and, when the point names one, the
+    /// same chain id. A chain rebuilt or rewritten since fails.
+    pub fn expect(&mut self, point: ChainPoint) {
+        self.expected = Some(point);
     }
 
     /// Trusts `key` (obtained from elsewhere, e.g. the published public key): every
@@ -350,8 +372,12 @@ impl Verifier {
         };
         let digest = record_digest(&record, &mut self.buffer);
         let rotation = rotation_payload(&record.event);
+        let recorded_at = record
+            .recorded_at
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true);
         self.accept(&Entry {
             sequence: record.sequence,
+            recorded_at: &recorded_at,
             prev_hash: &record.prev_hash,
             hash: &record.hash,
             digest,
@@ -389,6 +415,7 @@ impl Verifier {
         self.checked += 1;
         self.accept(&Entry {
             sequence: digested.sequence,
+            recorded_at: &digested.recorded_at,
             prev_hash: &digested.prev_hash,
             hash: &digested.hash,
             digest: digested.digest,
@@ -431,6 +458,21 @@ impl Verifier {
     /// means the chain was cut short: reported as a gap after its end.
     pub fn report(mut self) -> VerifyReport {
         if self.failure.is_none()
+            && let Some(point) = &self.expected
+            && self.extends.is_none()
+        {
+            let last = self.last_sequence();
+            let sequence = point.sequence;
+            self.fail(
+                last + 1,
+                NOT_THE_SAVED_CHAIN,
+                format!(
+                    "the saved checkpoint covers record {sequence}, but this chain ends at record \
+                     {last}: records were removed, or the chain was rebuilt"
+                ),
+            );
+        }
+        if self.failure.is_none()
             && let Some(beyond) = self.checkpoints.front()
         {
             let last = self.last_sequence();
@@ -444,6 +486,23 @@ impl Verifier {
                 ),
             );
         }
+        let signed = self.signed_up_to.unwrap_or(0);
+        let parse = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let unsigned_tail = (self.last > signed).then(|| UnsignedTail {
+            records: self.last - signed,
+            first_sequence: signed + 1,
+            last_sequence: self.last,
+            first_recorded_at: if signed == self.last_checkpoint {
+                self.first_unsigned_at.as_deref().and_then(parse)
+            } else {
+                None
+            },
+            last_recorded_at: parse(&self.last_recorded_at),
+        });
         VerifyReport {
             checked: self.checked,
             ok: self.failure.is_none(),
@@ -454,6 +513,10 @@ impl Verifier {
             keys: self.signers.into_iter().collect(),
             warnings: self.warnings,
             completeness: None,
+            chain_id: self.chain_id,
+            unsigned_tail,
+            extends: self.extends,
+            trusted_key_checked: !self.keys.trusted.is_empty(),
         }
     }
 
@@ -522,6 +585,44 @@ impl Verifier {
                 ),
             ));
         }
+        if entry.sequence == 1 {
+            self.chain_id = Some(entry.hash.to_owned());
+        }
+        if let Some(point) = &self.expected {
+            if entry.sequence == 1
+                && let Some(saved) = &point.chain_id
+                && saved != entry.hash
+            {
+                return Err(failure(
+                    1,
+                    NOT_THE_SAVED_CHAIN,
+                    format!(
+                        "this chain's id (the hash of record 1) is {}, but the saved checkpoint belongs \
+                         to chain {saved}: the chain was rebuilt from scratch",
+                        entry.hash
+                    ),
+                ));
+            }
+            if entry.sequence == point.sequence {
+                if point.hash != entry.hash {
+                    return Err(failure(
+                        entry.sequence,
+                        NOT_THE_SAVED_CHAIN,
+                        format!(
+                            "record {} hashes to {} but the saved checkpoint says {}: the chain was \
+                             rebuilt or rewritten after it was saved",
+                            entry.sequence, entry.hash, point.hash
+                        ),
+                    ));
+                }
+                self.extends = Some(point.clone());
+            }
+        }
+        if entry.sequence == self.last_checkpoint + 1 {
+            self.first_unsigned_at = Some(entry.recorded_at.to_owned());
+        }
+        self.last_recorded_at.clear();
+        self.last_recorded_at.push_str(entry.recorded_at);
         if let Some(payload) = &entry.rotation {
             self.register_key(entry.sequence, payload)?;
         }
@@ -570,6 +671,19 @@ impl Verifier {
                 format!(
                     "the checkpoint of record {sequence} is signed by key {} but the chain's signing key at that record is {active}",
                     checkpoint.key_id
+                ),
+            ));
+        }
+        if let Some(chain) = &checkpoint.chain_id
+            && Some(chain) != self.chain_id.as_ref()
+        {
+            return Err(failure(
+                sequence,
+                CHECKPOINT_MISMATCH,
+                format!(
+                    "the checkpoint of record {sequence} belongs to chain {chain}, not to this chain \
+                     ({}): it was signed for another chain",
+                    self.chain_id.as_deref().unwrap_or("without a record 1")
                 ),
             ));
         }
@@ -675,6 +789,7 @@ fn rotation_payload(event: &Value) -> Option<Value> {
 /// records before it.
 pub(crate) struct Digested {
     sequence: u64,
+    recorded_at: String,
     prev_hash: String,
     hash: String,
     digest: [u8; 32],
@@ -719,6 +834,7 @@ pub(crate) fn digest_line(line: &[u8], buffer: &mut Vec<u8>) -> Option<Digested>
     };
     Some(Digested {
         sequence: record.sequence,
+        recorded_at: record.recorded_at.into_owned(),
         prev_hash: record.prev_hash.into_owned(),
         hash: record.hash.into_owned(),
         digest,

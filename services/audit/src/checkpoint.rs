@@ -12,12 +12,12 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, RawMessageErrorKind};
 use chrono::Utc;
 use ed25519_dalek::SigningKey;
 use krisbud_kit::bus::Expect;
 use krisbud_kit::{Bus, CancellationToken};
-use krisbud_proto::audit::Checkpoint;
+use krisbud_proto::audit::{AuditRecord, Checkpoint};
 use krisbud_proto::{HEADER_KIND, spec, subject};
 
 use crate::{keys, recorder, signing};
@@ -33,12 +33,14 @@ pub struct Checkpointer {
     pub every: u64,
     /// Sign at least this often while records are added.
     pub interval: Duration,
+    /// Where each signed checkpoint is handed, outside the NATS store.
+    pub witnesses: crate::witness::Witnesses,
 }
 
 impl Checkpointer {
     /// Runs until `stop`; errors are logged and retried at the next poll, since a
     /// missed checkpoint only delays the next one.
-    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
         let key_id = signing::key_id(&self.key.verifying_key());
         let mut warned_about_key = false;
         let mut ticks = tokio::time::interval(POLL.min(self.interval));
@@ -52,6 +54,7 @@ impl Checkpointer {
                 Ok(Step::Signed(checkpoint)) => {
                     warned_about_key = false;
                     tracing::info!(sequence = checkpoint.sequence, key_id = %key_id, "audit checkpoint signed");
+                    self.witnesses.hand(&checkpoint).await;
                 }
                 Ok(Step::NotOurKey(active)) => {
                     if !warned_about_key {
@@ -96,7 +99,14 @@ impl Checkpointer {
         if registered.rotation.key_id != key_id {
             return Ok(Step::NotOurKey(registered.rotation.key_id));
         }
-        let checkpoint = signing::sign_checkpoint(&self.key, head.sequence, &head.hash, Utc::now());
+        let chain = chain_id(&self.bus).await?;
+        let checkpoint = signing::sign_checkpoint(
+            &self.key,
+            head.sequence,
+            &head.hash,
+            Utc::now(),
+            chain.as_deref(),
+        );
         publish(&self.bus, &checkpoint).await?;
         Ok(Step::Signed(checkpoint))
     }
@@ -121,6 +131,18 @@ pub async fn publish(bus: &Bus, checkpoint: &Checkpoint) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// The chain's id: the hash of its record 1, once there is one.
+pub async fn chain_id(bus: &Bus) -> anyhow::Result<Option<String>> {
+    let stream = bus.js.get_stream(spec::AUDIT.name).await?;
+    match stream.get_raw_message(1).await {
+        Ok(message) => Ok(serde_json::from_slice::<AuditRecord>(&message.payload)
+            .ok()
+            .map(|record| record.hash)),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read the chain's first record: {e}")),
+    }
 }
 
 /// The newest checkpoint, if any.

@@ -19,6 +19,7 @@ mod recorder;
 pub mod report;
 pub mod signing;
 mod verify;
+pub mod witness;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +51,12 @@ pub struct Config {
     pub checkpoint_every: u64,
     /// Sign a checkpoint at least this often (seconds) while records are added.
     pub checkpoint_interval_secs: u64,
+    /// Files outside the NATS store (another volume) that every signed
+    /// checkpoint is appended to, one JSON line each: `krisbud audit verify
+    /// --since <file>` checks the chain against them.
+    pub witness_files: Vec<PathBuf>,
+    /// HTTP endpoints every signed checkpoint is POSTed to as JSON.
+    pub witness_urls: Vec<String>,
 }
 
 impl Default for Config {
@@ -60,6 +67,8 @@ impl Default for Config {
             previous_signing_key_file: None,
             checkpoint_every: 1000,
             checkpoint_interval_secs: 60,
+            witness_files: Vec::new(),
+            witness_urls: Vec::new(),
         }
     }
 }
@@ -116,6 +125,10 @@ pub async fn start(
             key: (*key).clone(),
             every: config.checkpoint_every,
             interval: Duration::from_secs(config.checkpoint_interval_secs),
+            witnesses: witness::Witnesses::new(witness::Witness::configured(
+                &config.witness_files,
+                &config.witness_urls,
+            )?),
         }
         .run(stop.clone()),
     );

@@ -92,9 +92,20 @@ impl Reader {
         request: CommandRequest<AuditVerify>,
     ) -> Result<VerifyReport, Problem> {
         authorize(&request.actor)?;
-        let report = Box::pin(verify::live(&self.bus.js))
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let trusted = match &request.body.trust_key {
+            Some(key) => vec![
+                signing::parse_public_key(key)
+                    .map_err(|why| Problem::invalid("trust_key", format!("trust_key: {why}")))?,
+            ],
+            None => Vec::new(),
+        };
+        let report = Box::pin(verify::live_with(
+            &self.bus.js,
+            &trusted,
+            request.body.since.clone(),
+        ))
+        .await
+        .map_err(|e| unavailable(&e))?;
         if let Some(bad) = &report.first_bad {
             tracing::error!(sequence = bad.sequence, problem = %bad.problem, detail = %bad.detail, "the audit chain does not verify");
         }

@@ -115,35 +115,44 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<SigningKey> {
     }
 }
 
-/// The bytes a checkpoint's signature covers.
+/// The bytes a checkpoint's signature covers: the canonical JSON of the
+/// checkpoint without `signature` (`chain_id` only when it has one).
 pub fn checkpoint_message(
     sequence: u64,
     hash: &str,
     signed_at: DateTime<Utc>,
     key: &str,
+    chain_id: Option<&str>,
 ) -> Vec<u8> {
-    canonical_json(&json!({
+    let mut value = json!({
         "hash": hash,
         "key_id": key,
         "sequence": sequence,
         "signed_at": signed_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-    }))
+    });
+    if let (Some(chain), Value::Object(members)) = (chain_id, &mut value) {
+        members.insert("chain_id".into(), Value::String(chain.to_owned()));
+    }
+    canonical_json(&value)
 }
 
-/// A checkpoint over record `sequence` with hash `hash`, signed now by `key`.
+/// A checkpoint over record `sequence` with hash `hash` of the chain
+/// `chain_id`, signed now by `key`.
 pub fn sign_checkpoint(
     key: &SigningKey,
     sequence: u64,
     hash: &str,
     now: DateTime<Utc>,
+    chain_id: Option<&str>,
 ) -> Checkpoint {
     let id = key_id(&key.verifying_key());
-    let signature = key.sign(&checkpoint_message(sequence, hash, now, &id));
+    let signature = key.sign(&checkpoint_message(sequence, hash, now, &id, chain_id));
     Checkpoint {
         sequence,
         hash: hash.to_owned(),
         signed_at: now,
         key_id: id,
+        chain_id: chain_id.map(str::to_owned),
         signature: hex::encode(signature.to_bytes()),
     }
 }
@@ -158,6 +167,7 @@ pub fn verify_checkpoint(
         &checkpoint.hash,
         checkpoint.signed_at,
         &checkpoint.key_id,
+        checkpoint.chain_id.as_deref(),
     );
     verify(key, &message, &checkpoint.signature)
 }
@@ -228,7 +238,7 @@ mod tests {
     #[test]
     fn a_checkpoint_verifies_and_any_change_breaks_it() {
         let at: DateTime<Utc> = "2026-03-01T10:00:00.5Z".parse().unwrap();
-        let cp = sign_checkpoint(&key(1), 42, &"ab".repeat(32), at);
+        let cp = sign_checkpoint(&key(1), 42, &"ab".repeat(32), at, Some(&"ef".repeat(32)));
         assert_eq!(cp.key_id.len(), 16);
         let public = key(1).verifying_key();
         assert_eq!(verify_checkpoint(&cp, &public), Ok(()));
@@ -247,6 +257,14 @@ mod tests {
             },
             Checkpoint {
                 key_id: "0".repeat(16),
+                ..cp.clone()
+            },
+            Checkpoint {
+                chain_id: Some("00".repeat(32)),
+                ..cp.clone()
+            },
+            Checkpoint {
+                chain_id: None,
                 ..cp.clone()
             },
         ] {
@@ -271,7 +289,7 @@ mod tests {
     #[test]
     fn the_signed_checkpoint_text_is_canonical_json() {
         let at: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
-        let text = String::from_utf8(checkpoint_message(7, "h", at, "k")).unwrap();
+        let text = String::from_utf8(checkpoint_message(7, "h", at, "k", None)).unwrap();
         assert_eq!(
             text,
             r#"{"hash":"h","key_id":"k","sequence":7,"signed_at":"2026-03-01T10:00:00Z"}"#

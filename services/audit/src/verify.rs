@@ -27,6 +27,15 @@ const LISTED: usize = 100;
 /// Verifies the chain as stored now; `Err` only when the streams cannot be read
 /// at all (a damaged record is a finding, not an error).
 pub async fn live(js: &jetstream::Context) -> anyhow::Result<VerifyReport> {
+    Box::pin(live_with(js, &[], None)).await
+}
+
+/// [`live`] with a key the auditor trusts and a point of the chain saved earlier.
+pub async fn live_with(
+    js: &jetstream::Context,
+    trusted: &[ed25519_dalek::VerifyingKey],
+    since: Option<krisbud_proto::audit::ChainPoint>,
+) -> anyhow::Result<VerifyReport> {
     // Checkpoints first: each covers a record that existed before the chain's end
     // is read.
     let checkpoints = read::checkpoints(js, 1, usize::MAX).await?;
@@ -34,6 +43,12 @@ pub async fn live(js: &jetstream::Context) -> anyhow::Result<VerifyReport> {
     let events_last = read::last_sequence(js, spec::EVENTS.name).await?;
 
     let mut verifier = Verifier::with_checkpoints(checkpoints);
+    for key in trusted {
+        verifier.trust(*key);
+    }
+    if let Some(point) = since {
+        verifier.expect(point);
+    }
     let mut check = Check::new();
     let records = read::records(js.clone(), 1, last);
     let events = read::messages(

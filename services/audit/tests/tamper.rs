@@ -124,6 +124,7 @@ async fn checkpoints_are_signed_and_tampering_with_an_export_is_named() {
         sequence,
         checkpoint["checkpoint"]["hash"].as_str().unwrap(),
         chrono::Utc::now(),
+        checkpoint["checkpoint"]["chain_id"].as_str(),
     );
     checkpoint["checkpoint"]["signature"] = forged.signature.into();
     resigned[cp] = checkpoint.to_string();

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use krisbud_proto::audit::{
     AuditKeys, AuditPage, AuditPublicKey, AuditRecord, BUNDLE_FORMAT, BundleHeader, BundleLine,
-    Checkpoint, CheckpointPage, CheckpointQuery, CrisisReportQuery, CrisisReportReply,
+    ChainPoint, Checkpoint, CheckpointPage, CheckpointQuery, CrisisReportQuery, CrisisReportReply,
     PublicKeyQuery, RecipientLookup, RecipientLookupAnswer, ReportFormat, VerifyReport,
 };
 use krisbud_proto::command::{AuditQuery, AuditVerify};
@@ -88,17 +88,42 @@ pub async fn query(
     Ok(download(media, name, stream_body(body)))
 }
 
-/// `GET /api/v1/audit/verify`
+/// `GET /api/v1/audit/verify`, optionally with `trust_key` (the published key)
+/// and a saved point of the chain (`since_sequence`, `since_hash`,
+/// `since_chain`) that the chain must still hold.
 pub async fn verify(
     State(app): State<AppState>,
     caller: Caller<Auditors>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<VerifyReport>, ApiError> {
+    let params = params(
+        raw.as_deref().unwrap_or_default(),
+        &["trust_key", "since_sequence", "since_hash", "since_chain"],
+    )?;
+    let since = match (params.number("since_sequence")?, params.get("since_hash")) {
+        (Some(sequence), Some(hash)) => Some(ChainPoint {
+            sequence,
+            hash: hash.to_owned(),
+            chain_id: params.get("since_chain").map(str::to_owned),
+        }),
+        (None, None) if params.get("since_chain").is_none() => None,
+        _ => {
+            return Err(invalid_param(
+                "since_sequence",
+                "a saved checkpoint needs since_sequence and since_hash (since_chain is optional)"
+                    .into(),
+            ));
+        }
+    };
     let report = app
         .command(
             subject::cmd::AUDIT_VERIFY,
             caller.actor(),
             None,
-            AuditVerify {},
+            AuditVerify {
+                trust_key: params.get("trust_key").map(str::to_owned),
+                since,
+            },
         )
         .await?;
     Ok(Json(report))

@@ -1035,6 +1035,26 @@ fn audit_paths(
         ),
         problem,
     )
+    .parameter(query_param(
+        "trust_key",
+        "The published public key (64 hex digits): every checkpoint must be signed by it or a key it endorsed",
+        string(),
+    ))
+    .parameter(query_param(
+        "since_sequence",
+        "A saved checkpoint's record, which the chain must still hold (with since_hash)",
+        positive(),
+    ))
+    .parameter(query_param(
+        "since_hash",
+        "The saved checkpoint's hash",
+        string(),
+    ))
+    .parameter(query_param(
+        "since_chain",
+        "The saved checkpoint's chain id (the hash of record 1)",
+        string(),
+    ))
     .response(
         "200",
         json_response(

@@ -32,3 +32,29 @@ mod tests {
         assert_eq!(escape_html(swedish), swedish);
     }
 }
+
+/// Where the people who read krisbud live: staff and residents read local time.
+pub const LOCAL_ZONE: chrono_tz::Tz = chrono_tz::Europe::Stockholm;
+
+/// A moment as people in Stockholm read it, marked with its zone:
+/// `2026-12-02 03:14:07 CET` (CEST in summer). Records and the API keep UTC.
+pub fn local_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.with_timezone(&LOCAL_ZONE)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+#[cfg(test)]
+mod local_time_tests {
+    use chrono::{TimeZone, Utc};
+
+    /// Summer time ends at 03:00 CEST on the last Sunday of October (2026-10-25),
+    /// when clocks go back to 02:00 CET.
+    #[test]
+    fn local_time_follows_the_change_from_summer_time() {
+        let before = Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 10, 25, 1, 30, 0).unwrap();
+        assert_eq!(super::local_time(before), "2026-10-25 02:30:00 CEST");
+        assert_eq!(super::local_time(after), "2026-10-25 02:30:00 CET");
+    }
+}

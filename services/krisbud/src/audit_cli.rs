@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use krisbud_proto::audit::{
-    AuditKeys, AuditPage, CheckpointPage, CrisisReport, RecipientLookup, RecipientLookupAnswer,
-    VerifyReport,
+    AuditKeys, AuditPage, ChainPoint, CheckpointPage, CrisisReport, RecipientLookup,
+    RecipientLookupAnswer, VerifyReport,
 };
 use serde::de::DeserializeOwned;
 
@@ -108,10 +108,28 @@ pub enum AuditCommand {
         /// An export bundle (or plain JSON-lines export) to verify without a server.
         #[arg(long)]
         file: Option<PathBuf>,
-        /// A public key you trust (64 hex digits, from a source other than the
-        /// bundle); every signing key must be it or endorsed by it. Repeatable.
+        /// The published public key (64 hex digits, from a source other than
+        /// krisbud); every signing key must be it or endorsed by it. Required
+        /// unless --no-trust-key.
         #[arg(long = "trust-key")]
         trust_keys: Vec<String>,
+        /// Check only the chain's own consistency, on purpose: its signatures are
+        /// then checked with the keys it names itself, which anybody who rewrote
+        /// it could have made.
+        #[arg(long, conflicts_with = "trust_keys")]
+        no_trust_key: bool,
+        /// A checkpoint saved earlier, or a witness file of them: the chain must
+        /// still hold the newest one (same record hash, same chain).
+        #[arg(long)]
+        since: Option<PathBuf>,
+        /// Most records allowed after the last signed checkpoint (twice the
+        /// default `audit.checkpoint_every`).
+        #[arg(long, default_value_t = 2000)]
+        max_unsigned_records: u64,
+        /// Longest time in seconds that records may go without a signed checkpoint
+        /// (twice the default `audit.checkpoint_interval_secs`).
+        #[arg(long, default_value_t = 120)]
+        max_unsigned_secs: u64,
         #[arg(long, env = "KRISBUD_API", default_value = "http://127.0.0.1:8080")]
         api: String,
         #[arg(long, env = "KRISBUD_TOKEN", hide_env_values = true)]
@@ -225,9 +243,18 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify {
             file,
             trust_keys,
+            no_trust_key,
+            since,
+            max_unsigned_records,
+            max_unsigned_secs,
             api,
             token,
         } => {
+            anyhow::ensure!(
+                no_trust_key || !trust_keys.is_empty(),
+                "give --trust-key <the published public key> (get it from where the city publishes it, \
+                 not from this system), or --no-trust-key to check only the chain's own consistency"
+            );
             let trusted = trust_keys
                 .iter()
                 .map(|k| {
@@ -235,26 +262,46 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                         .map_err(|e| anyhow::anyhow!("--trust-key {k}: {e}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let report = match file {
-                Some(path) => verify_file(&path, &trusted)?,
+            let since = since.as_deref().map(read_saved_point).transpose()?;
+            let policy = krisbud_audit::bundle::TailPolicy {
+                max_records: max_unsigned_records,
+                max_age: chrono::Duration::seconds(
+                    i64::try_from(max_unsigned_secs).unwrap_or(i64::MAX),
+                ),
+            };
+            let (report, as_of) = match file {
+                Some(path) => (verify_file_since(&path, &trusted, since)?, None),
                 None => {
                     anyhow::ensure!(
-                        trusted.is_empty(),
-                        "--trust-key checks a bundle offline; use it with --file"
+                        trusted.len() <= 1,
+                        "the server checks one --trust-key; give the one published now"
                     );
                     let token = token
                         .context("--token or KRISBUD_TOKEN is needed to verify on the server")?;
-                    Api {
+                    let mut query = Vec::new();
+                    if let Some(key) = trust_keys.first() {
+                        query.push(("trust_key", key.clone()));
+                    }
+                    if let Some(point) = &since {
+                        query.push(("since_sequence", point.sequence.to_string()));
+                        query.push(("since_hash", point.hash.clone()));
+                        if let Some(chain) = &point.chain_id {
+                            query.push(("since_chain", chain.clone()));
+                        }
+                    }
+                    let report = Api {
                         http: reqwest::Client::new(),
                         base: base(&api),
                         token,
                     }
-                    .get("/audit/verify", &[])
-                    .await?
+                    .get("/audit/verify", &query)
+                    .await?;
+                    (report, Some(chrono::Utc::now()))
                 }
             };
-            print!("{}", format_report(&report));
-            if !report.ok {
+            let doubts = krisbud_audit::bundle::doubts(&report, &policy, as_of);
+            print!("{}", format_verdict(&report, &doubts));
+            if !report.ok || !doubts.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -356,6 +403,15 @@ pub fn verify_file(
     path: &Path,
     trusted: &[krisbud_audit::signing::VerifyingKey],
 ) -> anyhow::Result<VerifyReport> {
+    verify_file_since(path, trusted, None)
+}
+
+/// [`verify_file`] that also requires the chain to hold a saved point.
+pub fn verify_file_since(
+    path: &Path,
+    trusted: &[krisbud_audit::signing::VerifyingKey],
+    since: Option<ChainPoint>,
+) -> anyhow::Result<VerifyReport> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.metadata()?.len();
@@ -370,9 +426,62 @@ pub fn verify_file(
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let reader = std::io::BufReader::with_capacity(1 << 20, bar.wrap_read(file));
-    let report = krisbud_audit::bundle::verify_reader(reader, trusted);
+    let report = krisbud_audit::bundle::verify_reader_since(reader, trusted, since);
     bar.finish_and_clear();
     Ok(report)
+}
+
+/// The newest point in a file of saved checkpoints: one checkpoint (as JSON, or
+/// as the bundle's `{"checkpoint":…}` line), or a witness file of them, one a line.
+pub fn read_saved_point(path: &Path) -> anyhow::Result<ChainPoint> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the saved checkpoint {}", path.display()))?;
+    let mut newest: Option<ChainPoint> = None;
+    let values: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+        Ok(one) => vec![one],
+        Err(_) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    for value in values {
+        let value = value.get("checkpoint").cloned().unwrap_or(value);
+        if let Ok(point) = serde_json::from_value::<ChainPoint>(value)
+            && newest.as_ref().is_none_or(|n| point.sequence > n.sequence)
+        {
+            newest = Some(point);
+        }
+    }
+    newest.with_context(|| {
+        format!(
+            "{} holds no checkpoint (an object with sequence and hash)",
+            path.display()
+        )
+    })
+}
+
+/// The report, then what makes it untrustworthy even when the chain is intact.
+pub fn format_verdict(report: &VerifyReport, doubts: &[String]) -> String {
+    let full = format_report(report);
+    if !report.ok || doubts.is_empty() {
+        return full;
+    }
+    // The first line is what scripts read: never "ok" when in doubt.
+    let details = full.split_once('\n').map_or("", |(_, rest)| rest);
+    let mut out = format!(
+        "audit chain NOT TRUSTED: its {} records are consistent, but:\n",
+        report.checked
+    );
+    for doubt in doubts {
+        out.push_str(&format!("  - {doubt}\n"));
+    }
+    out.push_str(details);
+    out
 }
 
 /// What a verification found, as lines for the terminal. The first line keeps
@@ -406,6 +515,39 @@ pub fn format_report(report: &VerifyReport) -> String {
         }
     } else if report.ok {
         out.push_str("  no signed checkpoints were checked\n");
+    }
+    if let Some(tail) = &report.unsigned_tail
+        && report.checkpoints > 0
+        && let (Some(first), Some(last)) = (tail.first_recorded_at, tail.last_recorded_at)
+    {
+        out.push_str(&format!(
+            "  unsigned tail: {} records recorded {} to {}\n",
+            tail.records,
+            krisbud_kit::text::local_time(first),
+            krisbud_kit::text::local_time(last),
+        ));
+    }
+    if let Some(chain) = &report.chain_id {
+        out.push_str(&format!("  chain id {chain}\n"));
+    }
+    if let Some(point) = &report.extends {
+        out.push_str(&format!(
+            "  extends the saved checkpoint over record {} (same hash{})\n",
+            point.sequence,
+            if point.chain_id.is_some() {
+                ", same chain"
+            } else {
+                ""
+            }
+        ));
+    }
+    if !report.trusted_key_checked && report.checkpoints > 0 {
+        out.push_str(&format!(
+            "  WARNING: authenticity NOT checked (no --trust-key): the checkpoints are signed by key {}, \
+             which the chain names itself; anybody who rewrote it could have made that key. \
+             Compare it with the published key.\n",
+            report.keys.join(", ")
+        ));
     }
     if let Some(c) = &report.completeness {
         out.push_str(&format!(
@@ -648,7 +790,22 @@ mod tests {
 
     /// A bundle of `n` records signed by `key`, the key registered at record 1.
     fn signed_bundle(key: &signing::SigningKey, n: u64) -> Vec<u8> {
-        let at = "2026-11-26T10:00:00Z".parse().unwrap();
+        bundle_with(key, n, &[n], 1).0
+    }
+
+    /// A bundle of `n` records a second apart times `spacing`, with checkpoints
+    /// over `signed`; also its records and checkpoints.
+    fn bundle_with(
+        key: &signing::SigningKey,
+        n: u64,
+        signed: &[u64],
+        spacing: i64,
+    ) -> (
+        Vec<u8>,
+        Vec<krisbud_proto::audit::AuditRecord>,
+        Vec<krisbud_proto::audit::Checkpoint>,
+    ) {
+        let start: chrono::DateTime<chrono::Utc> = "2026-11-26T10:00:00Z".parse().unwrap();
         let rotation = signing::rotation(&key.verifying_key(), None, None);
         let mut records: Vec<krisbud_proto::audit::AuditRecord> = Vec::new();
         for i in 1..=n {
@@ -660,24 +817,236 @@ mod tests {
             let prev = records
                 .last()
                 .map_or(GENESIS_HASH.to_owned(), |r| r.hash.clone());
+            let at = start + chrono::Duration::seconds(spacing * i as i64);
             records.push(chain::seal(i, at, i, event, prev));
         }
-        let checkpoint = signing::sign_checkpoint(key, n, &records[n as usize - 1].hash, at);
+        let checkpoints: Vec<_> = signed
+            .iter()
+            .map(|&c| {
+                signing::sign_checkpoint(
+                    key,
+                    c,
+                    &records[c as usize - 1].hash,
+                    records[c as usize - 1].recorded_at,
+                    Some(&records[0].hash),
+                )
+            })
+            .collect();
         let mut out = Vec::new();
         bundle::write(
             &mut out,
             BundleHeader {
                 format: BUNDLE_FORMAT.into(),
                 version: bundle::VERSION,
-                exported_at: at,
+                exported_at: start + chrono::Duration::seconds(spacing * n as i64),
                 last_sequence: n,
             },
             &[signing::public_key(&key.verifying_key())],
-            &[checkpoint],
+            &checkpoints,
             &records,
         )
         .unwrap();
-        out
+        (out, records, checkpoints)
+    }
+
+    fn hex_key(key: &signing::SigningKey) -> String {
+        hex::encode(key.verifying_key().as_bytes())
+    }
+
+    async fn verify_code(args: &[&str]) -> ExitCode {
+        let mut all = vec!["verify"];
+        all.extend_from_slice(args);
+        run(parse(&all)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn verify_needs_a_trust_key_or_says_on_purpose_that_it_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = signing::SigningKey::from_bytes(&[3; 32]);
+        let path = dir.path().join("b.jsonl");
+        std::fs::write(&path, signed_bundle(&key, 5)).unwrap();
+        let file = path.to_str().unwrap();
+        let refused = run(parse(&["verify", "--file", file])).await.unwrap_err();
+        assert!(refused.to_string().contains("--trust-key"), "{refused}");
+        assert_eq!(
+            verify_code(&["--file", file, "--no-trust-key"]).await,
+            ExitCode::SUCCESS
+        );
+        let report = verify_file(&path, &[]).unwrap();
+        let text = format_verdict(&report, &[]);
+        assert!(
+            text.contains("authenticity NOT checked") && text.contains(&report.keys[0]),
+            "{text}"
+        );
+        // Re-signed by a fresh key: consistent, but not by the published key.
+        let fresh = signing::SigningKey::from_bytes(&[4; 32]);
+        std::fs::write(&path, signed_bundle(&fresh, 5)).unwrap();
+        assert_eq!(
+            verify_code(&["--file", file, "--trust-key", &hex_key(&key)]).await,
+            ExitCode::FAILURE
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_bundle_without_its_checkpoints_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = signing::SigningKey::from_bytes(&[3; 32]);
+        // Record 3 changed and every later hash recomputed (a fresh chain), and
+        // the checkpoint lines left out.
+        let (_, mut records, _) = bundle_with(&key, 6, &[6], 1);
+        records[2].event["payload"]["note"] = serde_json::json!(99);
+        let mut prev = records[1].hash.clone();
+        for r in records.iter_mut().skip(2) {
+            *r = chain::seal(
+                r.sequence,
+                r.recorded_at,
+                r.event_sequence,
+                r.event.clone(),
+                prev,
+            );
+            prev = r.hash.clone();
+        }
+        let mut out = Vec::new();
+        bundle::write(
+            &mut out,
+            BundleHeader {
+                format: BUNDLE_FORMAT.into(),
+                version: bundle::VERSION,
+                exported_at: records[5].recorded_at,
+                last_sequence: 6,
+            },
+            &[signing::public_key(&key.verifying_key())],
+            &[],
+            &records,
+        )
+        .unwrap();
+        let path = dir.path().join("rewritten.jsonl");
+        std::fs::write(&path, out).unwrap();
+        let file = path.to_str().unwrap();
+        assert_eq!(
+            verify_code(&["--file", file, "--trust-key", &hex_key(&key)]).await,
+            ExitCode::FAILURE
+        );
+        let report = verify_file(&path, &[key.verifying_key()]).unwrap();
+        assert!(report.ok, "the chain itself is consistent: {report:?}");
+        let policy = krisbud_audit::bundle::TailPolicy {
+            max_records: 2000,
+            max_age: chrono::Duration::seconds(120),
+        };
+        let doubts = krisbud_audit::bundle::doubts(&report, &policy, None);
+        let text = format_verdict(&report, &doubts);
+        assert!(
+            text.starts_with("audit chain NOT TRUSTED") && text.contains("no signed checkpoint"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_tail_longer_than_the_checkpoint_interval_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = signing::SigningKey::from_bytes(&[3; 32]);
+        let public = hex_key(&key);
+        let path = dir.path().join("b.jsonl");
+        let file = path.to_str().unwrap();
+        // 30 records a minute apart, signed up to record 2: the last checkpoints
+        // were taken out.
+        std::fs::write(&path, bundle_with(&key, 30, &[2], 60).0).unwrap();
+        assert_eq!(
+            verify_code(&["--file", file, "--trust-key", &public]).await,
+            ExitCode::FAILURE
+        );
+        let report = verify_file(&path, &[key.verifying_key()]).unwrap();
+        let tail = report.unsigned_tail.clone().unwrap();
+        assert_eq!(
+            (tail.records, tail.first_sequence, tail.last_sequence),
+            (28, 3, 30)
+        );
+        let text = format_verdict(
+            &report,
+            &krisbud_audit::bundle::doubts(
+                &report,
+                &krisbud_audit::bundle::TailPolicy {
+                    max_records: 2000,
+                    max_age: chrono::Duration::seconds(120),
+                },
+                None,
+            ),
+        );
+        assert!(text.contains("recorded over 1620 s"), "{text}");
+        assert!(text.contains("unsigned tail: 28 records"), "{text}");
+        // A count limit of its own.
+        assert_eq!(
+            verify_code(&[
+                "--file",
+                file,
+                "--trust-key",
+                &public,
+                "--max-unsigned-secs",
+                "100000",
+                "--max-unsigned-records",
+                "10",
+            ])
+            .await,
+            ExitCode::FAILURE
+        );
+        // Within both limits, a short tail is fine.
+        std::fs::write(&path, bundle_with(&key, 30, &[28], 1).0).unwrap();
+        assert_eq!(
+            verify_code(&["--file", file, "--trust-key", &public]).await,
+            ExitCode::SUCCESS
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chain_cut_short_or_rebuilt_fails_against_a_saved_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = signing::SigningKey::from_bytes(&[3; 32]);
+        let public = hex_key(&key);
+        let (full, _, checkpoints) = bundle_with(&key, 10, &[5, 10], 1);
+        let saved = dir.path().join("saved.json");
+        std::fs::write(&saved, serde_json::to_string(&checkpoints[1]).unwrap()).unwrap();
+        let saved = saved.to_str().unwrap();
+        let path = dir.path().join("b.jsonl");
+        let file = path.to_str().unwrap();
+        std::fs::write(&path, &full).unwrap();
+        assert_eq!(
+            verify_code(&["--file", file, "--trust-key", &public, "--since", saved]).await,
+            ExitCode::SUCCESS
+        );
+        // Its tail cut off, with the header and the checkpoints to match: a
+        // consistent prefix, which only the saved checkpoint contradicts.
+        std::fs::write(&path, bundle_with(&key, 7, &[5], 1).0).unwrap();
+        assert_eq!(
+            verify_code(&["--file", file, "--trust-key", &public]).await,
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            verify_code(&["--file", file, "--trust-key", &public, "--since", saved]).await,
+            ExitCode::FAILURE
+        );
+        // Rebuilt: the same events recorded again, later, signed by the same key.
+        std::fs::write(&path, bundle_with(&key, 10, &[10], 2).0).unwrap();
+        assert_eq!(
+            verify_code(&["--file", file, "--trust-key", &public]).await,
+            ExitCode::SUCCESS,
+            "its own signatures are valid"
+        );
+        assert_eq!(
+            verify_code(&["--file", file, "--trust-key", &public, "--since", saved]).await,
+            ExitCode::FAILURE
+        );
+        let report = verify_file_since(
+            &path,
+            &[key.verifying_key()],
+            Some(read_saved_point(Path::new(saved)).unwrap()),
+        )
+        .unwrap();
+        let bad = report.first_bad.unwrap();
+        assert_eq!(
+            (bad.sequence, bad.problem.as_str()),
+            (1, chain::NOT_THE_SAVED_CHAIN)
+        );
+        assert!(bad.detail.contains("rebuilt"), "{}", bad.detail);
     }
 
     #[tokio::test]
@@ -724,7 +1093,9 @@ mod tests {
         assert!(
             format_report(&report).starts_with("audit chain BROKEN at record 3: hash mismatch")
         );
-        let code = run(parse(&["verify", "--file", file])).await.unwrap();
+        let code = run(parse(&["verify", "--file", file, "--no-trust-key"]))
+            .await
+            .unwrap();
         assert_eq!(code, ExitCode::FAILURE);
         let other = signing::SigningKey::from_bytes(&[5; 32]);
         let stranger = hex::encode(other.verifying_key().as_bytes());

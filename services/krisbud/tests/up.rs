@@ -331,7 +331,23 @@ fn up_demo_and_the_cli_tour() {
         "{listing}"
     );
 
-    let verified = cli(&up.api, auditor, &["audit", "verify"]);
+    // The key the city publishes; the auditor has it from there, not from krisbud.
+    let published = hex::encode(
+        krisbud_audit::signing::read_key_file(&data.path().join("audit-signing.key"))
+            .unwrap()
+            .verifying_key()
+            .as_bytes(),
+    );
+    let unanchored = cli(&up.api, auditor, &["audit", "verify"]);
+    assert!(
+        !unanchored.status.success(),
+        "verify without a trust anchor is refused"
+    );
+    let verified = cli(
+        &up.api,
+        auditor,
+        &["audit", "verify", "--trust-key", &published],
+    );
     assert!(verified.status.success(), "{}", stdout(&verified));
     assert!(
         stdout(&verified).contains("records verified"),
@@ -349,7 +365,14 @@ fn up_demo_and_the_cli_tour() {
     let offline = cli(
         "http://127.0.0.1:9",
         "",
-        &["audit", "verify", "--file", export.to_str().unwrap()],
+        &[
+            "audit",
+            "verify",
+            "--file",
+            export.to_str().unwrap(),
+            "--trust-key",
+            &published,
+        ],
     );
     assert!(offline.status.success(), "{}", stdout(&offline));
 
@@ -373,7 +396,14 @@ fn up_demo_and_the_cli_tour() {
     let caught = cli(
         "http://127.0.0.1:9",
         "",
-        &["audit", "verify", "--file", tampered.to_str().unwrap()],
+        &[
+            "audit",
+            "verify",
+            "--file",
+            tampered.to_str().unwrap(),
+            "--trust-key",
+            &published,
+        ],
     );
     assert!(
         !caught.status.success(),

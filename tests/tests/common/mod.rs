@@ -123,6 +123,11 @@ listen = "127.0.0.1:0"
         }
     }
 
+    /// Starts the services (after [`TestApp::stop`]) on the same NATS and data dir.
+    pub async fn start_services(&mut self) {
+        self.start().await;
+    }
+
     /// Stops and starts the services again on the same NATS and data dir.
     pub async fn restart(&mut self) {
         self.stop().await;

@@ -167,7 +167,7 @@ impl World {
     }
 
     pub async fn verify(&self, actor: Actor) -> Result<VerifyReport, Problem> {
-        self.command(subject::cmd::AUDIT_VERIFY, actor, AuditVerify {})
+        self.command(subject::cmd::AUDIT_VERIFY, actor, AuditVerify::default())
             .await
     }
 
