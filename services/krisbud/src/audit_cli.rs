@@ -434,27 +434,37 @@ pub fn verify_file_since(
 /// The newest point in a file of saved checkpoints: one checkpoint (as JSON, or
 /// as the bundle's `{"checkpoint":…}` line), or a witness file of them, one a line.
 pub fn read_saved_point(path: &Path) -> anyhow::Result<ChainPoint> {
-    let text = std::fs::read_to_string(path)
+    use std::io::BufRead as _;
+    let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read the saved checkpoint {}", path.display()))?;
     let mut newest: Option<ChainPoint> = None;
-    let values: Vec<serde_json::Value> = match serde_json::from_str(&text) {
-        Ok(one) => vec![one],
-        Err(_) => text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
-    for value in values {
+    let consider = |newest: &mut Option<ChainPoint>, value: serde_json::Value| {
         let value = value.get("checkpoint").cloned().unwrap_or(value);
+        // A bundle's records carry a sequence and hash too; only checkpoints count.
+        if value.get("prev_hash").is_some() {
+            return;
+        }
         if let Ok(point) = serde_json::from_value::<ChainPoint>(value)
             && newest.as_ref().is_none_or(|n| point.sequence > n.sequence)
         {
-            newest = Some(point);
+            *newest = Some(point);
+        }
+    };
+    let mut text = String::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        text.push_str(&line);
+        text.push('\n');
+        // One object per line, or one object over several lines (a pretty-printed
+        // checkpoint): the text so far is tried whole when a line alone is no JSON.
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+            consider(&mut newest, value);
+            text.clear();
+        } else if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+            consider(&mut newest, value);
+            text.clear();
+        } else if i > 10_000 && newest.is_none() {
+            break;
         }
     }
     newest.with_context(|| {
@@ -1012,6 +1022,13 @@ mod tests {
         assert_eq!(
             verify_code(&["--file", file, "--trust-key", &public, "--since", saved]).await,
             ExitCode::SUCCESS
+        );
+        // A whole bundle saved earlier serves too: its newest checkpoint counts.
+        let saved_bundle = dir.path().join("saved-bundle.jsonl");
+        std::fs::write(&saved_bundle, &full).unwrap();
+        assert_eq!(
+            read_saved_point(&saved_bundle).unwrap(),
+            read_saved_point(Path::new(saved)).unwrap()
         );
         // Its tail cut off, with the header and the checkpoints to match: a
         // consistent prefix, which only the saved checkpoint contradicts.
