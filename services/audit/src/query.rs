@@ -64,6 +64,7 @@ impl Reader {
         };
         let records = read::records(self.bus.js.clone(), from, last);
         futures::pin_mut!(records);
+        let mut bytes = 0usize;
         while let Some(item) = records.next().await {
             let (sequence, record) = item.map_err(|e| unavailable(&e))?;
             let record = match record {
@@ -75,6 +76,14 @@ impl Reader {
                 }
             };
             if matches(&query, &record.event) {
+                let size = serde_json::to_vec(&record).map_or(0, |v| v.len());
+                if !page.records.is_empty() && bytes + size > PAGE_BYTES {
+                    // The page is answered as one NATS message: the rest
+                    // comes with the next page, from this record on.
+                    page.next_sequence = Some(sequence);
+                    break;
+                }
+                bytes += size;
                 page.records.push(record);
                 if page.records.len() == limit {
                     page.next_sequence = (sequence < last).then_some(sequence + 1);
@@ -233,6 +242,12 @@ impl Reader {
         Ok((found, head))
     }
 }
+
+/// Most bytes of records in one page: a page is one NATS reply, and nats-server
+/// carries at most 1 MiB by default. A record of a 1,000-recipient job with a
+/// provider message id per recipient is ~115 KB, so a page may hold fewer
+/// records than its `limit`; `next_sequence` says where the next one starts.
+const PAGE_BYTES: usize = 640 * 1024;
 
 fn page_limit(asked: Option<usize>, most: usize) -> Result<usize, Problem> {
     match asked {

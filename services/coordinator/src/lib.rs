@@ -33,7 +33,7 @@ use crate::planner::Planner;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Recipients per SMS or email dispatch job.
+    /// Recipients per SMS or email dispatch job, at most [`MAX_BATCH_SIZE`].
     pub batch_size: usize,
     /// `[coordinator.confirmation]`: confirmation deadlines and escalation.
     pub confirmation: deadlines::ConfirmationConfig,
@@ -47,6 +47,11 @@ impl Default for Config {
         }
     }
 }
+
+/// The largest dispatch job: its `DeliveryReported` (up to ~115 bytes a
+/// recipient with a provider message id each) stays one NATS message, and one
+/// audit record fits an audit page.
+pub const MAX_BATCH_SIZE: usize = 5000;
 
 /// The template catalog on `rt`'s NATS connection, for seeding the demo set.
 pub async fn catalog(rt: &Runtime) -> anyhow::Result<Catalog> {
@@ -83,6 +88,10 @@ pub async fn start(
     rt: Runtime,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Started> {
+    anyhow::ensure!(
+        (1..=MAX_BATCH_SIZE).contains(&config.batch_size),
+        "bad configuration: key `coordinator.batch_size` must be 1 to {MAX_BATCH_SIZE}, so that a job's delivery report stays one NATS message"
+    );
     // Boxed: the subscriptions make a large future for whoever awaits `start`.
     Box::pin(start_services(config, rt, shutdown)).await
 }

@@ -205,6 +205,23 @@ where
                     Err(p) => CommandReply::Error(p),
                 };
                 let body = serde_json::to_vec(&reply).expect("a reply serializes");
+                let limit = guard.bus.client.server_info().max_payload;
+                let body = if limit > 0 && body.len() > limit {
+                    // Never leave the caller to time out: say what went wrong.
+                    tracing::error!(%subject, bytes = body.len(), limit, "a reply is larger than nats carries");
+                    let problem = Problem::new(
+                        500,
+                        "internal error",
+                        format!(
+                            "the answer to {subject} is {} bytes, more than the {limit} bytes one NATS message carries",
+                            body.len()
+                        ),
+                    );
+                    serde_json::to_vec(&CommandReply::<()>::Error(problem))
+                        .expect("a problem serializes")
+                } else {
+                    body
+                };
                 if let Err(e) = guard.bus.client.publish(reply_to, body.into()).await {
                     tracing::warn!(error = %e, "cannot send the reply");
                 }

@@ -12,6 +12,9 @@ use axum::routing::get;
 #[derive(Clone, Default)]
 pub struct Health {
     components: Arc<Mutex<BTreeMap<String, bool>>>,
+    /// NATS connections the process needs: while one is not connected, nothing
+    /// the process answers can be true, so it is not ready.
+    connections: Arc<Mutex<BTreeMap<String, async_nats::Client>>>,
 }
 
 /// One component's readiness switch.
@@ -34,18 +37,37 @@ impl Health {
         }
     }
 
-    /// Whether every registered component is ready.
-    pub fn is_ready(&self) -> bool {
-        self.components
+    /// Counts `client`'s connection as the component `nats:<name>`: ready only
+    /// while it is connected.
+    pub fn watch_connection(&self, name: &str, client: async_nats::Client) {
+        self.connections
             .lock()
-            .expect("health lock")
-            .values()
-            .all(|ready| *ready)
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(format!("nats:{name}"), client);
     }
 
-    /// Components and their readiness.
+    /// Whether every registered component is ready.
+    pub fn is_ready(&self) -> bool {
+        self.snapshot().values().all(|ready| *ready)
+    }
+
+    /// Components and their readiness, the NATS connections included.
     pub fn snapshot(&self) -> BTreeMap<String, bool> {
-        self.components.lock().expect("health lock").clone()
+        let mut snapshot = self
+            .components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (name, client) in self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            snapshot.insert(name.clone(), connected);
+        }
+        snapshot
     }
 
     /// Routes for `/healthz` and `/readyz`.

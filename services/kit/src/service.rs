@@ -108,9 +108,11 @@ impl Runtime {
 
     /// Wraps an existing client as it is.
     pub fn from_client(client: async_nats::Client, common: &Common) -> anyhow::Result<Runtime> {
+        let health = Health::default();
+        health.watch_connection("bus", client.clone());
         Ok(Runtime {
             bus: Bus::new(client),
-            health: Health::default(),
+            health,
             data_dir: common.data_dir.clone(),
             recipient_key: common.privacy.recipient_key.clone(),
             request_timeout: Duration::from_secs(common.nats.request_timeout_secs),

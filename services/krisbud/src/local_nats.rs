@@ -19,6 +19,69 @@ pub struct LocalNatsServer {
     pub url: String,
     /// One `<user>.password` file per user.
     pub credentials_dir: PathBuf,
+    /// How to start it again, on the same port and store.
+    launch: Launch,
+}
+
+/// Everything a start of the server needs.
+struct Launch {
+    binary: PathBuf,
+    conf: PathBuf,
+    port: u16,
+    store: PathBuf,
+    pid_file: PathBuf,
+    memory_limit: String,
+}
+
+impl Launch {
+    fn spawn(&self) -> anyhow::Result<Child> {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(&self.store)
+            .arg("-P")
+            .arg(&self.pid_file)
+            .arg("-l")
+            .arg(self.store.join("nats-server.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // A process group of its own, so a Ctrl-C at the terminal reaches krisbud
+        // only: the services drain against a running server, then `stop` ends it.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        if !self.memory_limit.is_empty() && std::env::var_os("GOMEMLIMIT").is_none() {
+            command.env("GOMEMLIMIT", &self.memory_limit);
+        }
+        command.spawn().with_context(|| {
+            format!(
+                "cannot start `{}`; install nats-server 2.9 or newer (Debian: apt-get install -y nats-server) or set nats.url",
+                self.binary.display()
+            )
+        })
+    }
+
+    /// Waits until the server accepts connections, or says why it did not.
+    fn wait_listening(&self, child: &mut Child) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!(
+                    "nats-server exited with {status}; see {}",
+                    self.store.join("nats-server.log").display()
+                );
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nats-server did not start within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
 }
 
 impl LocalNatsServer {
@@ -66,56 +129,45 @@ impl LocalNatsServer {
                 unrestricted,
             ),
         )?;
-        let binary = find_binary(&config.binary, std::env::var_os("PATH"), DEBIAN_BINARY);
-        let mut command = Command::new(&binary);
-        command
-            .arg("-c")
-            .arg(&conf)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-            .arg("-sd")
-            .arg(&store)
-            .arg("-P")
-            .arg(&pid_file)
-            .arg("-l")
-            .arg(store.join("nats-server.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // A process group of its own, so a Ctrl-C at the terminal reaches krisbud
-        // only: the services drain against a running server, then `stop` ends it.
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        if !config.memory_limit.is_empty() && std::env::var_os("GOMEMLIMIT").is_none() {
-            command.env("GOMEMLIMIT", &config.memory_limit);
+        let launch = Launch {
+            binary: find_binary(&config.binary, std::env::var_os("PATH"), DEBIAN_BINARY),
+            conf,
+            port,
+            store,
+            pid_file,
+            memory_limit: config.memory_limit.clone(),
+        };
+        let mut child = launch.spawn()?;
+        if let Err(e) = launch.wait_listening(&mut child) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
         }
-        let child = command
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start `{}`; install nats-server 2.9 or newer (Debian: apt-get install -y nats-server) or set nats.url",
-                    binary.display()
-                )
-            })?;
-        let mut server = LocalNatsServer {
+        Ok(LocalNatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
             credentials_dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = server.child.try_wait()? {
-                anyhow::bail!(
-                    "nats-server exited with {status}; see {}",
-                    store.join("nats-server.log").display()
-                );
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "nats-server did not start within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(server)
+            launch,
+        })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the server has exited (it was killed, or crashed).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Starts the server again on the same port and store, after it exited.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.wait();
+        let mut child = self.launch.spawn()?;
+        self.launch.wait_listening(&mut child)?;
+        self.child = child;
+        Ok(())
     }
 
     /// Stops the server and waits for it, so its store is flushed.

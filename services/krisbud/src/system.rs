@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use krisbud_kit::{CancellationToken, Runtime, Started};
@@ -35,7 +37,9 @@ pub struct System {
     services: Vec<(&'static str, Started)>,
     /// The services' NATS connections, closed before the local server stops.
     clients: Vec<async_nats::Client>,
-    local_nats: Option<LocalNatsServer>,
+    local_nats: Option<Arc<Mutex<LocalNatsServer>>>,
+    /// Ends the watch that restarts the local server when it dies.
+    supervision: CancellationToken,
 }
 
 impl System {
@@ -66,8 +70,9 @@ impl System {
                 tracing::debug!(error = %e, "cannot drain a nats connection");
             }
         }
-        if let Some(mut nats) = self.local_nats.take() {
-            tokio::task::spawn_blocking(move || nats.stop()).await?;
+        self.supervision.cancel();
+        if let Some(nats) = self.local_nats.take() {
+            tokio::task::spawn_blocking(move || lock(&nats).stop()).await?;
         }
         tracing::info!("krisbud stopped");
         match first_error {
@@ -105,10 +110,14 @@ async fn start_all(
             tokio::task::spawn_blocking(move || LocalNatsServer::start(&settings, &dir)).await??;
         config.common.nats.url = server.url.clone();
         config.common.nats.credentials_dir = Some(server.credentials_dir.clone());
-        Some(server)
+        Some(Arc::new(Mutex::new(server)))
     } else {
         None
     };
+    let supervision = shutdown.child_token();
+    if let Some(nats) = &local_nats {
+        supervise(nats.clone(), supervision.clone());
+    }
     anyhow::ensure!(
         config.common.nats.credentials_dir.is_some(),
         "bad configuration: key `nats.credentials_dir` is required with `nats.url`: krisbud up connects each service as its own NATS user (see deploy/nats)"
@@ -150,6 +159,7 @@ async fn start_all(
     for user in krisbud_proto::access::SERVICES {
         let mut rt = connect(user, &config.common, &shutdown).await?;
         rt.health = health.clone();
+        health.watch_connection(user, rt.bus.client.clone());
         if user != "gateway" {
             // Only the gateway holds the key that signs commands.
             rt.commands = rt.commands.verify_only();
@@ -252,7 +262,52 @@ async fn start_all(
         services,
         clients,
         local_nats,
+        supervision,
     })
+}
+
+/// How often `up` looks whether its nats-server still runs.
+const SUPERVISION_INTERVAL: Duration = Duration::from_millis(250);
+
+fn lock(nats: &Mutex<LocalNatsServer>) -> MutexGuard<'_, LocalNatsServer> {
+    nats.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Restarts the local nats-server whenever it exits (killed, crashed, out of
+/// memory) until `stop`: the services' clients reconnect by themselves, and the
+/// stored streams carry the work on. While it is down, `/readyz` says 503.
+fn supervise(nats: Arc<Mutex<LocalNatsServer>>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SUPERVISION_INTERVAL);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let nats = nats.clone();
+            let stop = stop.clone();
+            let restarted = tokio::task::spawn_blocking(move || {
+                let mut server = lock(&nats);
+                if stop.is_cancelled() || !server.has_exited() {
+                    return None;
+                }
+                tracing::error!("the local nats-server exited; starting it again");
+                Some(server.restart().map(|()| server.pid()))
+            })
+            .await;
+            match restarted {
+                Ok(Some(Ok(pid))) => tracing::info!(pid, "the local nats-server runs again"),
+                Ok(Some(Err(e))) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "cannot restart the local nats-server; trying again"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "the nats-server watch failed"),
+            }
+        }
+    });
 }
 
 /// A runtime connected as `user` with that user's credentials.
