@@ -823,6 +823,63 @@ mode = "outbox"
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_restarts_its_nats_server_when_it_dies_and_work_goes_on() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path(), None, true);
+    let tokens = read_tokens(data.path());
+    let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
+    let pid_file = data.path().join("nats").join("nats-server.pid");
+    let first = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &first])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let http = reqwest::Client::new();
+    // A new server (its own pid file), every connection back, and ready again.
+    wait_until_async(
+        "a new nats-server and /readyz 200",
+        Duration::from_secs(30),
+        || async {
+            let now = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            let ready = http
+                .get(format!("{}/readyz", up.api))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            (ready && !now.trim().is_empty() && now.trim() != first).then_some(())
+        },
+    )
+    .await;
+    let id = declare_water(&http, &up.api, &duty, "farsta-boende", &["sms", "banner"]).await;
+    wait_until_async(
+        "the declaration delivered",
+        Duration::from_secs(30),
+        || async {
+            let status: Value = http
+                .get(format!("{}/api/v1/crises/{id}", up.api))
+                .bearer_auth(&duty)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (status["channels"]["sms"]["state"] == "delivered"
+                && status["channels"]["banner"]["state"] == "delivered")
+                .then_some(())
+        },
+    )
+    .await;
+    up.terminate();
+}
+
 #[test]
 fn a_bad_configuration_exits_64_naming_the_key() {
     let data = tempfile::tempdir().unwrap();
