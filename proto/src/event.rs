@@ -542,7 +542,7 @@ pub mod outcome_groups {
         let groups = outcomes.chunk_by(same_but_recipient);
         let mut seq = serializer.serialize_seq(Some(groups.clone().count()))?;
         for group in groups {
-            let first = &group[0];
+            let Some(first) = group.first() else { continue };
             let single = group.len() == 1;
             seq.serialize_element(&GroupRef {
                 recipient: single.then_some(first.recipient.as_str()),

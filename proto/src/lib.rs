@@ -4,6 +4,13 @@
 //! Serialized types are a compatibility promise: new fields get defaults, and a change
 //! of meaning bumps [`SCHEMA_VERSION`].
 
+// A service never panics on what it is handed: no unchecked indexing, no unwrap
+// or expect outside tests (an expect that cannot fail says why, where it is).
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)
+)]
+
 pub mod access;
 pub mod audience;
 pub mod audit;

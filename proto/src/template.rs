@@ -174,6 +174,10 @@ impl TemplateVersion {
             approved_by: None,
             ..self.clone()
         };
+        #[allow(
+            clippy::expect_used,
+            reason = "derived Serialize with string keys cannot fail"
+        )]
         serde_json::to_string(&wording).expect("a template serializes")
     }
 

@@ -50,6 +50,10 @@ impl Bus {
     /// Appends an event to its aggregate's subject and waits until it is stored.
     /// Returns the event's stream sequence.
     pub async fn append(&self, envelope: &Envelope, expect: Expect) -> Result<u64, AppendError> {
+        #[allow(
+            clippy::expect_used,
+            reason = "derived Serialize with string keys cannot fail"
+        )]
         let body = serde_json::to_vec(envelope).expect("an envelope serializes");
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_KIND, envelope.event.kind());
@@ -61,6 +65,10 @@ impl Bus {
     /// Publishes a dispatch job to its channel's work queue. The job id is the
     /// `Nats-Msg-Id`, so planning the same job twice stores it once.
     pub async fn dispatch(&self, job: &DispatchJob) -> Result<u64, AppendError> {
+        #[allow(
+            clippy::expect_used,
+            reason = "derived Serialize with string keys cannot fail"
+        )]
         let body = serde_json::to_vec(job).expect("a job serializes");
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_KIND, "DispatchJob");

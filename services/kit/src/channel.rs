@@ -482,14 +482,17 @@ impl Settled {
     fn take(&self, job_id: &str) -> Outcomes {
         self.jobs
             .lock()
-            .expect("settled lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(job_id)
             .map(|(_, outcomes)| outcomes)
             .unwrap_or_default()
     }
 
     fn keep(&self, job_id: &str, outcomes: Outcomes) {
-        let mut jobs = self.jobs.lock().expect("settled lock");
+        let mut jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         jobs.retain(|_, (at, _)| at.elapsed() < SETTLED_TTL);
         jobs.insert(job_id.to_owned(), (Instant::now(), outcomes));
     }

@@ -204,6 +204,7 @@ where
                     Ok(v) => CommandReply::Ok(v),
                     Err(p) => CommandReply::Error(p),
                 };
+                #[allow(clippy::expect_used, reason = "derived Serialize with string keys cannot fail")]
                 let body = serde_json::to_vec(&reply).expect("a reply serializes");
                 let limit = guard.bus.client.server_info().max_payload;
                 let body = if limit > 0 && body.len() > limit {
@@ -217,6 +218,7 @@ where
                             body.len()
                         ),
                     );
+                    #[allow(clippy::expect_used, reason = "a Problem always serializes")]
                     serde_json::to_vec(&CommandReply::<()>::Error(problem))
                         .expect("a problem serializes")
                 } else {
@@ -248,6 +250,10 @@ where
 {
     let mut headers = HeaderMap::new();
     telemetry::inject(&mut headers);
+    #[allow(
+        clippy::expect_used,
+        reason = "derived Serialize with string keys cannot fail"
+    )]
     let body = serde_json::to_vec(request).expect("a request serializes");
     keys.sign(subject, &body, &mut headers);
     // The client's own request timeout (10 s by default) would cut a long

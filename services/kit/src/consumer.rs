@@ -159,7 +159,10 @@ where
         // Wait for at least one free slot (or shutdown), then ask for that many.
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // closed: never, but then nothing can run
+            },
         };
         let wanted = 1 + slots.available_permits();
         drop(first);
@@ -192,11 +195,9 @@ where
                     let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                 }
                 Ok(message) => {
-                    let permit = slots
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("the semaphore is never closed");
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        break; // closed: never, but then nothing can run
+                    };
                     let (spec, handler) = (spec.clone(), handler.clone());
                     running.spawn(async move {
                         handle(&spec, message, handler).await;

@@ -29,7 +29,7 @@ impl Health {
     pub fn component(&self, name: &str) -> Ready {
         self.components
             .lock()
-            .expect("health lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name.to_owned(), false);
         Ready {
             health: self.clone(),
@@ -99,7 +99,7 @@ impl Ready {
         self.health
             .components
             .lock()
-            .expect("health lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(self.name.clone(), ready);
     }
 }

@@ -4,6 +4,13 @@
 //! loop with DESIGN.md's ack rules, command request/reply, telemetry with W3C trace
 //! context across NATS, health endpoints, shutdown, and recipient pseudonyms.
 
+// A service never panics on what it is handed: no unchecked indexing, no unwrap
+// or expect outside tests (an expect that cannot fail says why, where it is).
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)
+)]
+
 pub mod bus;
 pub mod channel;
 pub mod command;

@@ -45,8 +45,7 @@ pub fn accounts_block(passwords: &Passwords<'_>) -> String {
 pub fn accounts_block_with(passwords: &Passwords<'_>, unrestricted: &[(String, String)]) -> String {
     let mut out = String::new();
     out.push_str("accounts {\n  KRISBUD {\n    jetstream: enabled\n    users: [\n");
-    for user in users() {
-        let p = access::permissions(user).expect("every listed user has permissions");
+    for (user, p) in users().filter_map(|u| Some((u, access::permissions(u)?))) {
         let password = match passwords {
             Passwords::FromEnvironment => format!("${}", password_variable(user)),
             Passwords::Literal(f) => quote(&f(user)),

@@ -9,10 +9,12 @@ use sha2::Sha256;
 /// Addresses are compared in their normalised form (E.164 phone numbers, lower-case
 /// email addresses), so the same person gets the same reference everywhere.
 pub fn recipient_ref(key: &[u8], address: &str) -> String {
+    #[allow(clippy::expect_used, reason = "HMAC takes a key of any length")]
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("hmac takes any key length");
     mac.update(address.trim().to_lowercase().as_bytes());
     let digest = mac.finalize().into_bytes();
-    format!("rcp:{}", hex::encode(&digest[..16]))
+    let half: Vec<u8> = digest.iter().take(16).copied().collect();
+    format!("rcp:{}", hex::encode(half))
 }
 
 /// Which kind of address a normalised address is.
@@ -78,8 +80,7 @@ fn swedish_mobile(compact: &str) -> Option<String> {
         .or_else(|| compact.strip_prefix('0'))?;
     let b = national.as_bytes();
     let mobile = b.len() == 9
-        && b[0] == b'7'
-        && matches!(b[1], b'0' | b'2' | b'3' | b'6' | b'9')
+        && matches!(b, [b'7', b'0' | b'2' | b'3' | b'6' | b'9', ..])
         && b.iter().all(u8::is_ascii_digit);
     mobile.then(|| format!("+46{national}"))
 }
@@ -127,8 +128,8 @@ pub fn mask(address: &str) -> String {
     if chars.len() <= 6 {
         return "*".repeat(chars.len());
     }
-    let head: String = chars[..4].iter().collect();
-    let tail: String = chars[chars.len() - 2..].iter().collect();
+    let head: String = chars.iter().take(4).collect();
+    let tail: String = chars.iter().skip(chars.len() - 2).collect();
     format!("{head}{}{tail}", "*".repeat(chars.len() - 6))
 }
 

@@ -182,13 +182,13 @@ async fn start_all(
         config.gateway.users.extend(tokens.users());
         // Through the lifecycle events, drafted and approved by two demo people,
         // idempotently: a restart finds them and appends nothing.
-        krisbud_coordinator::catalog(&rt)
+        krisbud_coordinator::catalog(rt)
             .await?
             .seed_demo()
             .await
             .context("cannot seed the demo templates")?;
         // Once: a restart keeps the audiences as they are.
-        let audiences = krisbud_coordinator::audiences(&rt).await?;
+        let audiences = krisbud_coordinator::audiences(rt).await?;
         let seeder = krisbud_proto::Actor {
             user: "admin.olle".into(),
             roles: vec![krisbud_proto::Role::Admin],
