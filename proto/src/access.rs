@@ -156,7 +156,9 @@ impl Builder {
     fn new(user: &str) -> Builder {
         Builder(Permissions {
             user: user.to_owned(),
-            publish_allow: Vec::new(),
+            // Its own inbox, so a message to itself can prove the server has
+            // processed everything it sent before (`krisbud_kit::nats::round_trip`).
+            publish_allow: vec![format!("{}.>", inbox_prefix(user))],
             publish_deny: Vec::new(),
             // Replies and ordered-consumer messages, on the user's own prefix.
             subscribe_allow: vec![format!("{}.>", inbox_prefix(user))],

@@ -182,8 +182,11 @@ fn elks_state(status: &str) -> Final {
     }
 }
 
-/// Sinch: Delivered is delivered; Failed, Expired, Rejected, Aborted, Cancelled
-/// and Deleted are failures; Queued, Dispatched and Unknown say nothing final.
+/// Sinch's delivery-report statuses: Queued and Dispatched are intermediate;
+/// every other is final and Sinch sends nothing after it. Delivered is delivered;
+/// Failed, Expired, Rejected, Aborted, Cancelled and Deleted are failures; Unknown
+/// (the operator never said) is counted as failed, with that reason: nobody can
+/// say the person got the message, and nothing more will come.
 fn sinch_state(status: &str, code: Option<i64>) -> Final {
     let word = match code {
         Some(code) => format!("sinch {status} ({code})"),
@@ -194,6 +197,10 @@ fn sinch_state(status: &str, code: Option<i64>) -> Final {
         "Failed" | "Expired" | "Rejected" | "Aborted" | "Cancelled" | "Deleted" => {
             Some((DeliveryState::Failed, word))
         }
+        "Unknown" => Some((
+            DeliveryState::Failed,
+            format!("{word}: the operator never reported delivery"),
+        )),
         _ => None,
     }
 }
@@ -395,7 +402,41 @@ fn twilio_signature_valid(
     form: &[(String, String)],
     signature: &str,
 ) -> bool {
-    same_secret(signature.trim(), &twilio_signature(auth_token, url, form))
+    // As Twilio's own validator (twilio-python's RequestValidator): Twilio signs
+    // some callbacks over the URL with the scheme's port written out and some
+    // without, so both forms of the configured URL are accepted, nothing else.
+    twilio_url_forms(url).iter().any(|form_url| {
+        same_secret(
+            signature.trim(),
+            &twilio_signature(auth_token, form_url, form),
+        )
+    })
+}
+
+/// The configured URL with its port written out (the scheme's default when it
+/// has none) and without any port, as Twilio's validator computes them.
+fn twilio_url_forms(url: &str) -> Vec<String> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return vec![url.to_owned()];
+    };
+    let mut without_port = parsed.clone();
+    let _ = without_port.set_port(None);
+    let with_port = match (
+        parsed.port(),
+        parsed.port_or_known_default(),
+        parsed.host_str(),
+    ) {
+        // `Url` never prints a scheme's default port, so it is written in here.
+        (None, Some(default), Some(host)) => {
+            parsed
+                .to_string()
+                .replacen(&format!("://{host}"), &format!("://{host}:{default}"), 1)
+        }
+        _ => parsed.to_string(),
+    };
+    let mut forms = vec![with_port, without_port.to_string()];
+    forms.dedup();
+    forms
 }
 
 #[cfg(test)]
@@ -423,11 +464,69 @@ mod tests {
     }
 
     #[test]
+    fn twilio_signatures_over_the_url_with_and_without_its_port_are_both_accepted() {
+        let form: Vec<(String, String)> = vec![("MessageStatus".into(), "delivered".into())];
+        let url = "https://krisbud.example/sms/twilio/s3cret/c1/1/j1";
+        let with_port = "https://krisbud.example:443/sms/twilio/s3cret/c1/1/j1";
+        for signed_over in [url, with_port] {
+            let signature = twilio_signature("token", signed_over, &form);
+            assert!(
+                twilio_signature_valid("token", url, &form, &signature),
+                "{signed_over}"
+            );
+            assert!(
+                twilio_signature_valid("token", with_port, &form, &signature),
+                "{signed_over}"
+            );
+        }
+        // Another port, path or token is not accepted.
+        for other in [
+            "https://krisbud.example:8443/sms/twilio/s3cret/c1/1/j1",
+            "http://krisbud.example:80/sms/twilio/s3cret/c1/1/j1",
+            "https://krisbud.example/sms/twilio/s3cret/c1/1/j2",
+        ] {
+            let signature = twilio_signature("token", other, &form);
+            assert!(
+                !twilio_signature_valid("token", url, &form, &signature),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            twilio_url_forms(url),
+            [with_port.to_owned(), url.to_owned()]
+        );
+        assert_eq!(
+            twilio_url_forms("http://h:8080/p"),
+            ["http://h:8080/p".to_owned(), "http://h/p".to_owned()]
+        );
+    }
+
+    #[test]
     fn provider_statuses_map_to_final_states() {
         assert_eq!(elks_state("sent"), None);
         assert_eq!(elks_state("delivered").unwrap().0, DeliveryState::Delivered);
         assert_eq!(elks_state("failed").unwrap().0, DeliveryState::Failed);
-        assert_eq!(sinch_state("Dispatched", Some(401)), None);
+        // Sinch's whole table: two intermediate statuses, eight final ones.
+        for intermediate in ["Queued", "Dispatched"] {
+            assert_eq!(sinch_state(intermediate, Some(401)), None, "{intermediate}");
+        }
+        assert_eq!(
+            sinch_state("Delivered", Some(0)).unwrap().0,
+            DeliveryState::Delivered
+        );
+        for failed in [
+            "Aborted",
+            "Cancelled",
+            "Rejected",
+            "Deleted",
+            "Failed",
+            "Expired",
+            "Unknown",
+        ] {
+            let (state, word) = sinch_state(failed, Some(400)).expect(failed);
+            assert_eq!(state, DeliveryState::Failed, "{failed}");
+            assert!(word.contains(failed), "{word}");
+        }
         let (state, word) = sinch_state("Failed", Some(402)).unwrap();
         assert_eq!(state, DeliveryState::Failed);
         assert_eq!(word, "sinch Failed (402)");

@@ -184,7 +184,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         if !(is_e164(&self.from) || is_alphanumeric_sender(&self.from)) {
             anyhow::bail!(
-                "sms.from must be an e.164 number or at most 11 letters and digits, not {:?}",
+                "sms.from must be an e.164 number or at most 11 letters, digits and spaces with at least one letter, not {:?}",
                 self.from
             );
         }
@@ -212,13 +212,15 @@ impl Config {
         }
         if self.callback_listen.is_some() {
             let secret = self.callback_secret.expose();
+            // Letters, digits and '-' only: Twilio refuses a StatusCallback URL
+            // with an underscore, and the secret is part of that URL.
             if secret.len() < 16
                 || !secret
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             {
                 anyhow::bail!(
-                    "sms.callback_secret must be at least 16 letters, digits, '-' or '_' with callback_listen"
+                    "sms.callback_secret must be at least 16 letters, digits or '-' with callback_listen (no '_': Twilio refuses such a callback URL)"
                 );
             }
         }
@@ -547,6 +549,17 @@ mod tests {
         };
         let err = weak_callback_secret.validate().unwrap_err().to_string();
         assert!(err.contains("sms.callback_secret"), "{err}");
+        let underscored = Config {
+            callback_secret: Secret::new("long_enough_but_underscored"),
+            ..weak_callback_secret.clone()
+        };
+        let err = underscored.validate().unwrap_err().to_string();
+        assert!(err.contains("no '_'"), "{err}");
+        let fine = Config {
+            callback_secret: Secret::new("long-enough-and-dashed"),
+            ..weak_callback_secret
+        };
+        fine.validate().unwrap();
     }
 
     #[test]

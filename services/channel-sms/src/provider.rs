@@ -293,13 +293,38 @@ pub fn is_e164(s: &str) -> bool {
 }
 
 /// Whether `s` can be an alphanumeric sender id: 1 to 11 ASCII letters or digits.
+/// An alphanumeric sender as Twilio (and the other providers) take it: at most
+/// 11 letters, digits and spaces, with at least one letter (digits alone would
+/// read as a phone number), not starting or ending with a space.
 pub fn is_alphanumeric_sender(s: &str) -> bool {
-    (1..=11).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+    (1..=11).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alphanumeric_senders_follow_twilio_s_rules() {
+        for good in ["Stockholm", "Sthlm Stad", "Krisbud 112", "A"] {
+            assert!(is_alphanumeric_sender(good), "{good}");
+        }
+        for bad in [
+            "12345",
+            "Stockholms stad",
+            "",
+            " Sthlm",
+            "Sthlm ",
+            "Sthlm_stad",
+            "Göteborg",
+        ] {
+            assert!(!is_alphanumeric_sender(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn phone_numbers_and_senders() {

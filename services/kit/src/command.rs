@@ -122,10 +122,11 @@ where
         .queue_subscribe(subject, QUEUE.to_owned())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe to {subject}: {e}"))?;
-    client
-        .flush()
+    // When this returns, the server knows the subscription: a request sent
+    // from any connection afterwards is answered.
+    crate::nats::round_trip(&client)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot subscribe to {subject}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {subject}: {e:#}"))?;
     Ok(tokio::spawn(answer(
         guard, subject, requests, shutdown, handler,
     )))

@@ -74,6 +74,23 @@ pub async fn connect(
     }
 }
 
+/// Waits until the server has processed everything `client` sent before, such as
+/// its subscriptions: a message to the client's own inbox comes back only after
+/// them, for a server handles one connection's messages in order. (`flush` only
+/// empties the client's buffer.)
+pub async fn round_trip(client: &async_nats::Client) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, bytes::Bytes::new()).await?;
+    tokio::time::timeout(Duration::from_secs(10), echo.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("nats did not answer a round trip within 10 s"))?
+        .ok_or_else(|| anyhow::anyhow!("the connection closed during a round trip"))?;
+    let _ = echo.unsubscribe().await;
+    Ok(())
+}
+
 /// `url` without any `user:password@` in it, fit for a log line.
 pub fn redact(url: &str) -> String {
     url.split(',')

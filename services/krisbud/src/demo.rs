@@ -1,4 +1,5 @@
-//! `krisbud up --demo`: demo users with fresh tokens, and small audiences.
+//! `krisbud up --demo`: demo users with tokens kept in the data dir across
+//! restarts, and small audiences.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,6 +42,34 @@ impl DemoTokens {
         DemoTokens { tokens, roles }
     }
 
+    /// The tokens kept in `path` by an earlier start, or fresh ones: a console
+    /// tab left open and an exported `KRISBUD_TOKEN` keep working across restarts
+    /// of `krisbud up --demo`. A file missing a demo user or role is replaced.
+    pub fn load_or_generate(path: &Path) -> DemoTokens {
+        let kept = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<DemoTokens>(&text).ok())
+            .filter(|kept| {
+                USERS.iter().all(|(name, roles)| {
+                    kept.tokens.get(*name).is_some_and(|t| t.len() >= 32)
+                        && kept.roles.get(*name).is_some_and(|r| r == roles)
+                })
+            });
+        kept.unwrap_or_else(DemoTokens::generate)
+    }
+
+    /// The tokens written by `krisbud up --demo` in `data_dir`.
+    pub fn read(data_dir: &Path) -> anyhow::Result<DemoTokens> {
+        let path = data_dir.join("demo-tokens.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {}: start `krisbud up --demo` first (with the same --data-dir)",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not readable", path.display()))
+    }
+
     /// The gateway users: names, roles and token hashes.
     pub fn users(&self) -> Vec<krisbud_gateway::User> {
         self.tokens
@@ -66,14 +95,7 @@ impl DemoTokens {
 
     /// Writes the tokens to `path`, readable by the owner only.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        }
-        Ok(())
+        krisbud_kit::secret_file::write(path, &serde_json::to_string_pretty(self)?)
     }
 }
 

@@ -34,6 +34,16 @@ struct Api {
 }
 
 #[derive(Subcommand)]
+enum DemoCommand {
+    /// Print each demo user's token again.
+    Tokens {
+        /// The data directory `krisbud up --demo` ran with.
+        #[arg(long, default_value = "var")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run every service in this process (and a local nats-server when no URL is configured).
     Up {
@@ -88,6 +98,11 @@ enum Command {
         /// Makes a retried declaration return the first one instead of a second crisis.
         #[arg(long)]
         idempotency_key: Option<String>,
+    },
+    /// The demo users' tokens (`krisbud demo tokens`), as `up --demo` keeps them.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
     },
     /// NATS for a deployment: the users file, provisioning, the command key.
     Nats {
@@ -230,7 +245,10 @@ async fn up(demo: bool, config_path: Option<PathBuf>, data_dir: Option<PathBuf>)
         }
     };
     if let (Some(tokens), Some(path)) = (&system.demo_tokens, &system.demo_tokens_file) {
-        println!("Demo tokens (shown once; also in {}):", path.display());
+        println!(
+            "Demo tokens (kept across restarts in {}; `krisbud demo tokens` prints them again):",
+            path.display()
+        );
         for (user, token) in &tokens.tokens {
             let roles: Vec<&str> = tokens.roles[user].iter().map(|r| r.as_str()).collect();
             println!("  {user:<16} {:<18} {token}", roles.join(","));
@@ -377,6 +395,15 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command } => return krisbud::audit_cli::run(command).await,
         Command::Nats { command } => return krisbud::nats_cli::run(command).await,
+        Command::Demo {
+            command: DemoCommand::Tokens { data_dir },
+        } => {
+            let tokens = krisbud::demo::DemoTokens::read(&data_dir)?;
+            for (user, token) in &tokens.tokens {
+                let roles: Vec<&str> = tokens.roles[user].iter().map(|r| r.as_str()).collect();
+                println!("{user:<16} {:<18} {token}", roles.join(","));
+            }
+        }
         Command::Bench { command } => return krisbud::bench::run(command).await,
     }
     Ok(ExitCode::SUCCESS)

@@ -178,7 +178,7 @@ async fn start_all(
     let mut demo_tokens = None;
     let mut demo_tokens_file = None;
     if options.demo {
-        let tokens = DemoTokens::generate();
+        let tokens = DemoTokens::load_or_generate(&data_dir.join("demo-tokens.json"));
         config.gateway.users.extend(tokens.users());
         // Through the lifecycle events, drafted and approved by two demo people,
         // idempotently: a restart finds them and appends nothing.

@@ -489,8 +489,17 @@ elks_password = "elks-secret"
     );
 
     let second = Up::start(data.path(), Some(&config), true);
+    // The demo tokens survive the restart: the duty officer's token from before
+    // still works, and `krisbud demo tokens` prints it again.
     let tokens = read_tokens(data.path());
-    let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
+    assert_eq!(tokens["tib.maria"].as_str().unwrap(), duty);
+    let printed = Command::new(KRISBUD)
+        .args(["demo", "tokens", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    assert!(stdout(&printed).contains(&duty), "{}", stdout(&printed));
     let status = wait_until_async(
         "every recipient sent after the restart",
         Duration::from_secs(60),
