@@ -548,3 +548,59 @@ async fn a_retried_declaration_with_the_same_idempotency_key_declares_once() {
         .unwrap();
     assert_eq!(list.len(), 1, "one crisis");
 }
+
+/// After a declaration in three languages on every channel, the crisis report
+/// counts what the status counts, channel by channel: banner and intranet have
+/// one target per language, and the report must not fold them into one.
+#[tokio::test]
+async fn the_crisis_report_and_the_status_agree_on_every_channel() {
+    let app = TestApp::spawn().await;
+    let id = app.declare_ok(&water_declaration()).await;
+    let status = app.wait_delivered(&id, Duration::from_secs(20)).await;
+    let report: serde_json::Value = wait_until_async(
+        "the report to hold every delivery",
+        Duration::from_secs(20),
+        || async {
+            let report: serde_json::Value = app
+                .http
+                .get(format!("{}/api/v1/audit/crises/{id}/report", app.api))
+                .bearer_auth(app.token(Role::Auditor))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let channels = report["channels"].as_array()?;
+            let done = channels.len() == status.channels.len()
+                && channels.iter().all(|c| c["pending"].as_u64() == Some(0));
+            done.then_some(report)
+        },
+    )
+    .await;
+    for (channel, counted) in &status.channels {
+        let reported = report["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == channel.as_str())
+            .unwrap_or_else(|| panic!("{channel} in the report: {report}"));
+        assert_eq!(
+            (
+                reported["planned"].as_u64(),
+                reported["delivered"].as_u64(),
+                reported["sent"].as_u64(),
+                reported["failed"].as_u64(),
+            ),
+            (
+                Some(counted.total),
+                Some(counted.delivered),
+                Some(counted.sent),
+                Some(counted.failed)
+            ),
+            "{channel}: report {reported} status {counted:?}"
+        );
+    }
+    let banner = &status.channels[&krisbud_proto::Channel::Banner];
+    assert!(banner.total >= 3, "one banner per language: {banner:?}");
+}

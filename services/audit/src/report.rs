@@ -45,7 +45,10 @@ pub fn build(
     };
     let mut planned: BTreeMap<Channel, u64> = BTreeMap::new();
     let mut reports: BTreeMap<Channel, u64> = BTreeMap::new();
-    // The last state of each (channel, revision, recipient), with its reason.
+    // The last state of each (channel, revision, target), with its reason. A
+    // target is a recipient on SMS and email; the banner and the intranet have
+    // one target per language, all called by the channel's name, so there it is
+    // the job (one per language) and the recipient together.
     let mut last: HashMap<(Channel, u32, String), (DeliveryState, Option<String>)> = HashMap::new();
     // Every (channel, revision, recipient) with an outcome flagged as a possible duplicate.
     let mut flagged: HashSet<(Channel, u32, String)> = HashSet::new();
@@ -123,12 +126,17 @@ pub fn build(
             Event::DeliveryReported(e) => {
                 *reports.entry(e.channel).or_default() += 1;
                 for outcome in &e.outcomes {
+                    let target = if e.channel.has_recipients() {
+                        outcome.recipient.clone()
+                    } else {
+                        format!("{}/{}", e.job_id, outcome.recipient)
+                    };
                     last.insert(
-                        (e.channel, e.revision, outcome.recipient.clone()),
+                        (e.channel, e.revision, target.clone()),
                         (outcome.state, outcome.reason.clone()),
                     );
                     if outcome.possible_duplicate {
-                        flagged.insert((e.channel, e.revision, outcome.recipient.clone()));
+                        flagged.insert((e.channel, e.revision, target));
                     }
                 }
                 let count = |state| e.outcomes.iter().filter(|o| o.state == state).count();
