@@ -290,7 +290,7 @@ fn channel_list(channels: &[Channel]) -> String {
 }
 
 fn time(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    krisbud_kit::text::local_time(at)
 }
 
 fn optional(n: Option<u64>) -> String {
@@ -836,6 +836,10 @@ mod tests {
 
         let md = markdown(&report);
         assert!(md.contains("# Krisrapport c1"), "{md}");
+        // Times as people in Stockholm read them, never UTC.
+        let declared_at = krisbud_kit::text::local_time(declared.occurred_at);
+        assert!(md.contains(&declared_at), "{declared_at} in {md}");
+        assert!(!md.contains("UTC"), "{md}");
         assert!(md.contains("av tib.maria (post 1)"), "{md}");
         assert!(md.contains("| sms | 3 | 1 | 1 | 1 | 0 | 2 | 2 |"), "{md}");
         assert!(

@@ -480,11 +480,11 @@ fn notice_text(e: &EscalationRaised) -> String {
     };
     format!(
         "{marker}ESKALERING nivå {}: kanalen {} för kris {}{headline} är inte bekräftad. \
-         Tidsgränsen gick ut {} UTC. Bekräfta i krisbud.",
+         Tidsgränsen gick ut kl. {}. Bekräfta i krisbud.",
         e.level,
         e.channel,
         e.crisis_id,
-        e.deadline.format("%H:%M")
+        krisbud_kit::text::local_clock(e.deadline)
     )
 }
 
@@ -728,7 +728,7 @@ mod tests {
         assert_eq!(
             sms.text,
             "ÖVNING: ESKALERING nivå 3: kanalen banner för kris 20261126-abc123 (Vattenläcka) \
-             är inte bekräftad. Tidsgränsen gick ut 08:15 UTC. Bekräfta i krisbud."
+             är inte bekräftad. Tidsgränsen gick ut kl. 09:15 CET. Bekräfta i krisbud."
         );
         assert_eq!(sms.encoding, "gsm7");
         assert!(

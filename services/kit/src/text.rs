@@ -44,6 +44,18 @@ pub fn local_time(at: chrono::DateTime<chrono::Utc>) -> String {
         .to_string()
 }
 
+/// The clock time in Stockholm with its zone, for a message: `09:15 CET`.
+pub fn local_clock(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.with_timezone(&LOCAL_ZONE).format("%H:%M %Z").to_string()
+}
+
+/// The time of day in Stockholm with seconds and its zone: `09:15:07 CET`.
+pub fn local_clock_seconds(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.with_timezone(&LOCAL_ZONE)
+        .format("%H:%M:%S %Z")
+        .to_string()
+}
+
 #[cfg(test)]
 mod local_time_tests {
     use chrono::{TimeZone, Utc};
@@ -56,5 +68,7 @@ mod local_time_tests {
         let after = Utc.with_ymd_and_hms(2026, 10, 25, 1, 30, 0).unwrap();
         assert_eq!(super::local_time(before), "2026-10-25 02:30:00 CEST");
         assert_eq!(super::local_time(after), "2026-10-25 02:30:00 CET");
+        assert_eq!(super::local_clock(before), "02:30 CEST");
+        assert_eq!(super::local_clock_seconds(after), "02:30:00 CET");
     }
 }

@@ -198,7 +198,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     println!(
                         "{:>6}  {}  {:<18} {}",
                         r.sequence,
-                        r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                        krisbud_kit::text::local_time(r.recorded_at),
                         text("/kind"),
                         text("/actor/user")
                     );
@@ -316,7 +316,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     println!(
                         "{:>8}  {}  key {}  {}",
                         c.sequence,
-                        c.signed_at.format("%Y-%m-%d %H:%M:%S"),
+                        krisbud_kit::text::local_time(c.signed_at),
                         c.key_id,
                         c.hash
                     );
@@ -337,7 +337,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "  registered {}  key {}  {}",
                     k.since
-                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .map(krisbud_kit::text::local_time)
                         .unwrap_or_else(|| "?".into()),
                     k.key_id,
                     k.public_key
@@ -594,7 +594,7 @@ fn format_lookup(answer: &RecipientLookupAnswer) -> String {
     for o in &answer.outcomes {
         out.push_str(&format!(
             "  {}  {:<16} {:<8} {:<9} via {} (record {}, job {}){}\n",
-            o.occurred_at.format("%Y-%m-%d %H:%M:%S"),
+            krisbud_kit::text::local_time(o.occurred_at),
             o.crisis_id,
             o.channel,
             format!("{:?}", o.state).to_lowercase(),

@@ -419,7 +419,7 @@ pub fn format_status(s: &CrisisStatus) -> String {
         let confirmed = c
             .confirmations
             .last()
-            .map(|c| format!("{} {}", c.by, c.at.format("%H:%M:%S")))
+            .map(|c| format!("{} {}", c.by, krisbud_kit::text::local_clock_seconds(c.at)))
             .unwrap_or_else(|| "no".into());
         out.push_str(&format!(
             "  {:<10} {:<14} {:>5} {:>5} {:>10} {:>7} {:>8}  {}\n",
@@ -484,7 +484,7 @@ pub fn format_record(record: &TemplateRecord) -> String {
         for step in &v.history {
             out.push_str(&format!(
                 "         {}  {:<10} {}{}\n",
-                step.at.format("%Y-%m-%d %H:%M"),
+                krisbud_kit::text::local_time(step.at),
                 step.state,
                 step.by,
                 step.reason

@@ -149,7 +149,11 @@ fn short_counts(c: &ChannelStatus) -> String {
 /// Who confirmed the channel and when, or that nobody has yet.
 fn confirmation_text(revision: u32, c: &ChannelStatus) -> String {
     match confirmation(revision, c) {
-        Some(k) => format!("bekräftad av {} {} UTC", k.by, k.at.format("%H:%M:%S")),
+        Some(k) => format!(
+            "bekräftad av {} {}",
+            k.by,
+            krisbud_kit::text::local_clock_seconds(k.at)
+        ),
         None => "ej bekräftad".to_owned(),
     }
 }
