@@ -298,6 +298,16 @@ async fn the_audit_log_reports_a_crisis_and_finds_a_person_without_holding_their
         "the logs were captured"
     );
     assert_absent("the logs", &captured, &needles);
+    // Nothing asked for a command that got refused: no service probes another
+    // with a request it must turn down (start-up once logged such a refusal).
+    let text = String::from_utf8_lossy(&captured);
+    assert!(
+        !text.contains("command refused"),
+        "a refused command in the logs: {}",
+        text.lines()
+            .find(|l| l.contains("command refused"))
+            .unwrap_or_default()
+    );
     // The outbox stands in for the provider, so the number is there: the check
     // above looks where it must not be, not at an empty system.
     assert!(
