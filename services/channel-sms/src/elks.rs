@@ -95,38 +95,42 @@ impl Elks46 {
         if let Some(url) = &callback {
             form.push(("whendelivered", url.as_str()));
         }
-        let _permit = self.pacer.permit(1).await;
-        let response = self
-            .client
-            .post(&self.url)
-            .basic_auth(
-                &self.settings.username,
-                Some(self.settings.password.expose()),
-            )
-            .form(&form)
-            .send()
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(Transient::new(format!(
-                    "46elks unreachable: {}",
-                    error_chain(&e)
-                )));
-            }
-        };
-        let status = response.status();
-        let wait = retry_after(response.headers());
-        // Reading the body can fail too; for a 2xx that must not turn into a retry
-        // that would send the message twice.
-        let body = response.text().await.unwrap_or_default();
-        match classify(status, &body, recipient) {
-            Attempt::Settled(outcome) => Ok(outcome),
-            Attempt::Transient(reason) => Err(Transient {
-                reason,
-                retry_after: wait,
-            }),
-        }
+        let permit = self.pacer.permit(1).await?;
+        permit
+            .run(&self.pacer, async {
+                let response = self
+                    .client
+                    .post(&self.url)
+                    .basic_auth(
+                        &self.settings.username,
+                        Some(self.settings.password.expose()),
+                    )
+                    .form(&form)
+                    .send()
+                    .await;
+                let response = match response {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Err(Transient::new(format!(
+                            "46elks unreachable: {}",
+                            error_chain(&e)
+                        )));
+                    }
+                };
+                let status = response.status();
+                let wait = retry_after(response.headers());
+                // Reading the body can fail too; for a 2xx that must not turn into a retry
+                // that would send the message twice.
+                let body = response.text().await.unwrap_or_default();
+                match classify(status, &body, recipient) {
+                    Attempt::Settled(outcome) => Ok(outcome),
+                    Attempt::Transient(reason) => Err(Transient {
+                        retry_after: wait,
+                        ..Transient::new(reason)
+                    }),
+                }
+            })
+            .await
     }
 }
 

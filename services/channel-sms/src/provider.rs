@@ -72,6 +72,26 @@ pub struct Pacer {
     in_flight: Semaphore,
     /// No request starts before this instant: set by a Retry-After.
     paused_until: Mutex<Option<Instant>>,
+    /// The provider's circuit breaker, shared by every job of this instance.
+    breaker: Mutex<Breaker>,
+}
+
+/// Transient failures in a row after which a provider is taken to be down.
+pub const BREAKER_THRESHOLD: u32 = 5;
+/// While a provider is down, one request (a probe) goes to it this often.
+pub const BREAKER_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// A circuit breaker: after [`BREAKER_THRESHOLD`] transient failures in a row it
+/// opens, and every request fails at once without reaching the provider, except
+/// one probe per [`BREAKER_PROBE_EVERY`]; the first answer closes it again. A dead
+/// provider then costs a few requests a second instead of every recipient's
+/// retries (with failover, the secondary takes over at once).
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    /// Open until this instant; the first request after it is the probe.
+    open_until: Option<Instant>,
+    probing: bool,
 }
 
 /// Why a request did not settle, when it may be tried again.
@@ -81,6 +101,8 @@ pub struct Transient {
     pub reason: String,
     /// How long the provider asked us to wait (Retry-After).
     pub retry_after: Option<Duration>,
+    /// Refused by the open circuit breaker, without a request.
+    pub circuit_open: bool,
 }
 
 impl Transient {
@@ -89,7 +111,31 @@ impl Transient {
         Transient {
             reason: reason.into(),
             retry_after: None,
+            circuit_open: false,
         }
+    }
+}
+
+/// A place among a provider's requests in flight; say how the request went with
+/// [`Permit::answered`] or [`Permit::failed`], so the circuit breaker counts it.
+pub struct Permit<'a> {
+    _permit: SemaphorePermit<'a>,
+    probe: bool,
+}
+
+impl Permit<'_> {
+    /// Runs the request holding this place, and counts its result in the
+    /// provider's circuit breaker: an answer (whatever it said about the message)
+    /// shows the provider is up; a transient failure (no answer, 5xx, 429)
+    /// counts against it.
+    pub async fn run<T>(
+        self,
+        pacer: &Pacer,
+        request: impl Future<Output = Result<T, Transient>>,
+    ) -> Result<T, Transient> {
+        let result = request.await;
+        pacer.record(result.is_ok(), self.probe);
+        result
     }
 }
 
@@ -108,13 +154,16 @@ impl Pacer {
             burst,
             in_flight: Semaphore::new(pacing.concurrent_requests.max(1)),
             paused_until: Mutex::new(None),
+            breaker: Mutex::new(Breaker::default()),
             pacing,
         }
     }
 
     /// Waits until a request carrying `messages` messages may start, and holds one
-    /// of the in-flight places until the permit is dropped.
-    pub async fn permit(&self, messages: u32) -> SemaphorePermit<'_> {
+    /// of the in-flight places until the permit is dropped. While the provider's
+    /// circuit is open the request is refused at once (a transient failure),
+    /// unless it is the probe.
+    pub async fn permit(&self, messages: u32) -> Result<Permit<'_>, Transient> {
         if let Some(limiter) = &self.limiter {
             // A batch larger than one second's allowance takes its cells in
             // chunks, so it is paced rather than refused.
@@ -131,9 +180,57 @@ impl Pacer {
             .in_flight
             .acquire()
             .await
-            .expect("the pacer's semaphore is never closed");
+            .map_err(|_| Transient::new("the provider's pacer is closed"))?;
         self.wait_pause().await;
-        permit
+        let probe = self.admit()?;
+        Ok(Permit {
+            _permit: permit,
+            probe,
+        })
+    }
+
+    /// Whether a request may go to the provider now: `Ok(true)` for the probe of
+    /// an open circuit, `Err` while it is open.
+    fn admit(&self) -> Result<bool, Transient> {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        match breaker.open_until {
+            None => Ok(false),
+            Some(until) if Instant::now() >= until && !breaker.probing => {
+                breaker.probing = true;
+                Ok(true)
+            }
+            Some(_) => Err(Transient {
+                circuit_open: true,
+                ..Transient::new(format!(
+                    "the provider failed {} times in a row; it gets one request a second until it answers",
+                    breaker.failures
+                ))
+            }),
+        }
+    }
+
+    /// Counts a request's answer in the breaker: any answer (even a refusal of
+    /// one number) shows the provider is up; a transient failure counts against it.
+    fn record(&self, answered: bool, probe: bool) {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        if answered {
+            if breaker.open_until.is_some() {
+                tracing::info!("the sms provider answers again; closing its circuit");
+            }
+            *breaker = Breaker::default();
+            return;
+        }
+        breaker.failures = breaker.failures.saturating_add(1);
+        if probe {
+            breaker.probing = false;
+            breaker.open_until = Some(Instant::now() + BREAKER_PROBE_EVERY);
+        } else if breaker.failures >= BREAKER_THRESHOLD && breaker.open_until.is_none() {
+            tracing::warn!(
+                failures = breaker.failures,
+                "the sms provider keeps failing; opening its circuit (a probe a second)"
+            );
+            breaker.open_until = Some(Instant::now() + BREAKER_PROBE_EVERY);
+        }
     }
 
     /// Waits out a pause set by a Retry-After.
@@ -201,6 +298,11 @@ impl Pacer {
             match request().await {
                 Ok(value) => return Ok(value),
                 Err(transient) => {
+                    if transient.circuit_open {
+                        // Refused without a request: the next delivery of the job
+                        // (or the secondary provider) takes it.
+                        return Err(transient);
+                    }
                     // The pause holds for every request of the provider, this
                     // job's next delivery included.
                     if let Some(delay) = transient.retry_after {
@@ -292,7 +394,6 @@ pub fn is_e164(s: &str) -> bool {
     })
 }
 
-/// Whether `s` can be an alphanumeric sender id: 1 to 11 ASCII letters or digits.
 /// An alphanumeric sender as Twilio (and the other providers) take it: at most
 /// 11 letters, digits and spaces, with at least one letter (digits alone would
 /// read as a phone number), not starting or ending with a space.
@@ -373,11 +474,11 @@ mod tests {
                 let call = calls;
                 let pacer = &pacer;
                 async move {
-                    let _permit = pacer.permit(1).await;
+                    let _permit = pacer.permit(1).await?;
                     if call == 1 {
                         Err(Transient {
-                            reason: "429".into(),
                             retry_after: Some(Duration::from_secs(3)),
+                            ..Transient::new("429")
                         })
                     } else {
                         Ok(())

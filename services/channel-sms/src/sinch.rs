@@ -117,7 +117,8 @@ impl Sinch {
             client_reference: &job.job_id,
         };
         let count = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
-        let _permit = self.pacer.permit(count).await;
+        let permit = self.pacer.permit(count).await?;
+        permit.run(&self.pacer, async {
         let response = self
             .client
             .post(&self.url)
@@ -147,11 +148,13 @@ impl Sinch {
         );
         if is_transient(status) {
             return Err(Transient {
-                reason,
                 retry_after: wait,
+                ..Transient::new(reason)
             });
         }
         Ok(BatchResult::Refused(reason))
+        })
+        .await
     }
 }
 

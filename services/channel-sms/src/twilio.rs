@@ -100,7 +100,8 @@ impl Twilio {
         if let Some(url) = &callback {
             form.push(("StatusCallback", url.as_str()));
         }
-        let _permit = self.pacer.permit(1).await;
+        let permit = self.pacer.permit(1).await?;
+        permit.run(&self.pacer, async {
         let response = self
             .client
             .post(&self.url)
@@ -143,11 +144,13 @@ impl Twilio {
         let reason = format!("twilio {}: {text}", status.as_u16());
         if is_transient(status) {
             return Err(Transient {
-                reason,
                 retry_after: wait,
+                ..Transient::new(reason)
             });
         }
         Ok(krisbud_kit::channel::failed(&recipient.reference, &reason))
+        })
+        .await
     }
 }
 

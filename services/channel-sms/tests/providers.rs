@@ -392,6 +392,43 @@ async fn a_down_primary_fails_over_to_the_secondary() {
     app.stop().await;
 }
 
+/// A dead primary costs a few dozen requests, not every recipient's retries: its
+/// circuit opens after a handful of failures in a row, the secondary takes over,
+/// and the primary gets one probe a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_provider_gets_a_few_requests_not_thousands() {
+    let elks = ElksSimulator::start("u0123", "p4ss").await;
+    let twilio = TwilioSimulator::start(ACCOUNT, TWILIO_TOKEN).await;
+    elks.fail_next(usize::MAX, 503);
+    let app = start(Config {
+        provider: ProviderKind::Elks46,
+        elks_base_url: elks.base_url(),
+        elks_username: "u0123".into(),
+        elks_password: Secret::new("p4ss"),
+        secondary_provider: Some(ProviderKind::Twilio),
+        failover_after: 20,
+        parallel_requests: 16,
+        ..twilio_config(&twilio)
+    })
+    .await;
+    let jobs = jobs("dod-leverantor", 3, 1_000);
+    for job in &jobs {
+        app.rt.bus.dispatch(job).await.unwrap();
+    }
+    let outcomes = job_outcomes(&app, &jobs, WAIT).await;
+    let submitted: Vec<String> = twilio.messages().iter().map(|m| m.to.clone()).collect();
+    assert_each_once(&submitted, 3_000);
+    for reported in outcomes.values() {
+        assert_eq!(reported.provider, "twilio", "{}", reported.job_id);
+    }
+    let to_the_dead = elks.requests();
+    assert!(
+        to_the_dead <= 50,
+        "{to_the_dead} requests went to the dead primary for 3,000 recipients"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipients_past_the_deadline_fail_as_expired() {
     let sim = TwilioSimulator::start(ACCOUNT, TWILIO_TOKEN).await;
