@@ -63,6 +63,10 @@ pub struct Member {
     /// The organisation's own id for the person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// The line of the imported file the member came from (the header is
+    /// line 1), so a duplicate can be named by its line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
 }
 
 /// The key of one chunk of members.
@@ -132,7 +136,9 @@ pub struct ImportReport {
     pub rows: u64,
     /// Members stored.
     pub imported: u64,
-    /// Rows left out because their phone number or email address came earlier.
+    /// Rows left out because their phone number or email address came earlier;
+    /// each is listed in `errors` (with the others, up to 1,000) with the line it
+    /// repeats.
     pub duplicates: u64,
     /// Rows refused; each is listed in `errors` (up to 1,000).
     pub rejected: u64,

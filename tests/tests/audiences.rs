@@ -69,13 +69,23 @@ async fn csv_import_normalises_dedupes_reports_bad_rows_and_reaches_each_languag
     assert_eq!(
         errors,
         [
+            (5, Some("phone")),
             (6, Some("phone")),
             (7, Some("email")),
             (8, Some("language")),
+            (9, Some("email")),
             (11, None)
         ],
         "{report}"
     );
+    let reasons: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons[0], "left out: the same phone number as line 2");
+    assert_eq!(reasons[4], "left out: the same email address as line 2");
     let text = report.to_string();
     assert!(
         !text.contains("070-12") && !text.contains("not-an-address"),

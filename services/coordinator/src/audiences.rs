@@ -13,7 +13,7 @@
 //! Nothing here logs a member's data; row errors name the line and column and
 //! never repeat the value.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use async_nats::jetstream::kv;
@@ -261,8 +261,20 @@ impl Audiences {
                 })?;
             let members = decode_chunk(&chunk).map_err(internal)?;
             let before = members.len();
-            let kept: Vec<Member> = members.into_iter().filter(|m| seen.first(m)).collect();
-            report.duplicates += (before - kept.len()) as u64;
+            let mut kept: Vec<Member> = Vec::with_capacity(before);
+            for member in members {
+                match seen.first(&member) {
+                    None => kept.push(member),
+                    Some(repeated) => {
+                        report.duplicates += 1;
+                        if report.errors.len() < MAX_REPORTED_ERRORS
+                            && let Some(line) = member.line
+                        {
+                            report.errors.push(repeated.error(line));
+                        }
+                    }
+                }
+            }
             report.imported += kept.len() as u64;
             report.with_phone += kept.iter().filter(|m| m.phone.is_some()).count() as u64;
             report.with_email += kept.iter().filter(|m| m.email.is_some()).count() as u64;
@@ -406,19 +418,56 @@ impl Audiences {
 /// Addresses met so far in an import, by a 64-bit hash of the normalised form.
 #[derive(Default)]
 struct Seen {
-    hashes: HashSet<u64>,
+    /// The line each address was first seen on (0 when the member has none).
+    first_lines: HashMap<u64, u64>,
+}
+
+/// A member left out because an address of theirs came earlier.
+struct Repeated {
+    column: &'static str,
+    first_line: u64,
+}
+
+impl Repeated {
+    /// The report's entry for the duplicate on `line`, naming the line it repeats
+    /// but never the address.
+    fn error(&self, line: u64) -> RowError {
+        let what = if self.column == "phone" {
+            "phone number"
+        } else {
+            "email address"
+        };
+        RowError {
+            line,
+            column: Some(self.column.to_owned()),
+            reason: if self.first_line > 0 {
+                format!("left out: the same {what} as line {}", self.first_line)
+            } else {
+                format!("left out: the same {what} as an earlier row")
+            },
+        }
+    }
 }
 
 impl Seen {
-    /// Whether neither of the member's addresses came before (and remembers them).
-    fn first(&mut self, member: &Member) -> bool {
+    /// `None` when neither of the member's addresses came before (and remembers
+    /// them), else which address came before and on what line.
+    fn first(&mut self, member: &Member) -> Option<Repeated> {
         let phone = member.phone.as_deref().map(|p| hash_of('p', p));
         let email = member.email.as_deref().map(|e| hash_of('e', e));
-        if phone.iter().chain(&email).any(|h| self.hashes.contains(h)) {
-            return false;
+        for (hash, column) in [(phone, "phone"), (email, "email")] {
+            if let Some(first_line) = hash.and_then(|h| self.first_lines.get(&h)) {
+                return Some(Repeated {
+                    column,
+                    first_line: *first_line,
+                });
+            }
         }
-        self.hashes.extend(phone.iter().chain(&email));
-        true
+        let line = member.line.unwrap_or(0);
+        for hash in phone.into_iter().chain(email) {
+            self.first_lines.insert(hash, line);
+        }
+        None
     }
 }
 
@@ -557,8 +606,9 @@ fn parse_part(part: &ImportPart) -> Result<(Vec<Member>, PartReport), Problem> {
                 report.rows += 1;
                 let line = part.first_line + record.position().map_or(1, |p| p.line()) - 1;
                 match member(&columns, &record) {
-                    Ok(member) => {
+                    Ok(mut member) => {
                         report.accepted += 1;
+                        member.line = Some(line);
                         members.push(member);
                     }
                     Err((column, reason)) => {
@@ -634,6 +684,7 @@ fn member(
         language: None,
         name: None,
         external_id: None,
+        line: None,
     };
     for (column, value) in columns.iter().zip(record.iter()) {
         let value = value.trim();
@@ -785,18 +836,31 @@ mod tests {
 
     #[test]
     fn duplicates_are_found_by_either_address() {
-        let m = |phone: Option<&str>, email: Option<&str>| Member {
+        let m = |phone: Option<&str>, email: Option<&str>, line: u64| Member {
             phone: phone.map(Into::into),
             email: email.map(Into::into),
             language: None,
             name: None,
             external_id: None,
+            line: Some(line),
         };
         let mut seen = Seen::default();
-        assert!(seen.first(&m(Some("+46701234567"), Some("a@x.se"))));
-        assert!(!seen.first(&m(Some("+46701234567"), None)));
-        assert!(!seen.first(&m(None, Some("a@x.se"))));
-        assert!(seen.first(&m(Some("+46701234568"), Some("b@x.se"))));
+        assert!(
+            seen.first(&m(Some("+46701234567"), Some("a@x.se"), 2))
+                .is_none()
+        );
+        let by_phone = seen.first(&m(Some("+46701234567"), None, 3)).unwrap();
+        assert_eq!((by_phone.column, by_phone.first_line), ("phone", 2));
+        let by_email = seen.first(&m(None, Some("a@x.se"), 4)).unwrap();
+        assert_eq!((by_email.column, by_email.first_line), ("email", 2));
+        assert_eq!(
+            by_email.error(4).reason,
+            "left out: the same email address as line 2"
+        );
+        assert!(
+            seen.first(&m(Some("+46701234568"), Some("b@x.se"), 5))
+                .is_none()
+        );
     }
 
     #[test]
@@ -807,6 +871,7 @@ mod tests {
             language: Some("sv".into()),
             name: Some("Anna, \"Lind\"".into()),
             external_id: None,
+            line: Some(7),
         }];
         assert_eq!(decode_chunk(&encode_chunk(&members)).unwrap(), members);
     }

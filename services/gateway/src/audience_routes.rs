@@ -245,6 +245,11 @@ pub async fn import(
             COMMIT_TIMEOUT.max(app.request_timeout),
         )
         .await?;
+    // The refused rows of every part, then the duplicates the commit left out,
+    // in line order.
+    errors.append(&mut report.errors);
+    errors.sort_by_key(|e| e.line);
+    errors.truncate(MAX_REPORTED_ERRORS);
     report.errors = errors;
     Ok(Json(report))
 }

@@ -106,6 +106,7 @@ fn member(phone: &str, email: &str, language: &str, name: &str) -> Member {
         language: Some(language.to_owned()),
         name: Some(name.to_owned()),
         external_id: None,
+        line: None,
     }
 }
 
