@@ -307,20 +307,20 @@ async fn a_sinch_outage_is_ridden_out_without_duplicates() {
     let failed = requests.iter().filter(|r| r.status == 503).count();
     let accepted = requests.iter().filter(|r| r.status == 201).count();
     assert_eq!(accepted, 20, "20 batches of 500, each accepted once");
+    // The outage opened the provider's circuit: after a few 503s in a row the
+    // batches waited (a probe a second) instead of each hammering Sinch.
+    let threshold = krisbud_channel_sms::provider::BREAKER_THRESHOLD as usize;
     assert!(
-        failed >= 20,
-        "every batch was retried through the outage: {failed} 503s"
+        (threshold..=threshold + 20).contains(&failed),
+        "{failed} 503s during a 5 s outage"
     );
     // The retries are counted in the jobs' reports (and so in status and audit):
-    // every job was delivered again at least once, and no more often than
-    // requests failed.
-    let retries: u64 = outcomes.values().map(|r| u64::from(r.retries)).sum();
+    // every job was delivered again at least once.
     assert!(
         outcomes.values().all(|r| r.retries >= 1),
         "each job was retried: {:?}",
         outcomes.values().map(|r| r.retries).collect::<Vec<_>>()
     );
-    assert!(retries <= failed as u64, "{retries} retries, {failed} 503s");
     app.stop().await;
 }
 
