@@ -185,7 +185,13 @@ async fn an_unconfirmed_channel_escalates_level_by_level_until_confirmed() {
         )),
         "{text}"
     );
-    assert!(text.ends_with("UTC. Bekräfta i krisbud."), "{text}");
+    // The deadline in Stockholm time, marked with its zone.
+    assert!(
+        text.contains("Tidsgränsen gick ut kl. ")
+            && (text.ends_with(" CET. Bekräfta i krisbud.")
+                || text.ends_with(" CEST. Bekräfta i krisbud.")),
+        "{text}"
+    );
     wait_until_async("the SMS notices of level 2", WAIT, || async {
         (notices_of(&app, &id, "sms", 2).len() == 2).then_some(())
     })
