@@ -258,7 +258,7 @@ impl JobHandler for EmailChannel {
                 .await
         };
         self.jobs
-            .deliver(delivery, &job, transport, address, send)
+            .deliver(delivery, &job, || transport.to_owned(), address, send)
             .await
     }
 }

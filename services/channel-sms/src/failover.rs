@@ -7,7 +7,7 @@
 //! Which provider carried whom is in every outcome: the provider reference is
 //! `<provider>:<id>` (e.g. `twilio:SM…`), and failures name their provider at the
 //! start of the reason. A job's `DeliveryReported::provider` is the provider active
-//! when its last delivery began; only a job split at the moment of failover has
+//! when its last delivery ended; only a job split at the moment of failover has
 //! recipients of both, told apart by their references. Once failed over, the
 //! channel stays with the secondary until it restarts, so a flapping primary does
 //! not split every job.

@@ -490,7 +490,13 @@ impl JobHandler for SmsChannel {
         };
         let ack = self
             .jobs
-            .deliver(delivery, &job, provider, address, send)
+            .deliver(
+                delivery,
+                &job,
+                || self.provider.name().to_owned(),
+                address,
+                send,
+            )
             .await;
         match ack {
             Ack::Done => {

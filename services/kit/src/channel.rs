@@ -309,11 +309,14 @@ impl Jobs {
     /// `send` gets the open recipients with their addresses and answers one attempt
     /// for each. When some stay open for a transient reason, the settled ones are
     /// remembered and the job is retried, so the retry reaches only the others.
+    /// `provider` names the transport once the sending is over, so a job whose
+    /// delivery began before a failover is reported under the provider that
+    /// carried it.
     pub async fn deliver<T>(
         &self,
         delivery: &Delivery,
         job: &DispatchJob,
-        provider: &str,
+        provider: impl Fn() -> String,
         address: impl Fn(&Recipient) -> Result<T, &'static str>,
         send: impl AsyncFnOnce(Vec<(Recipient, T)>) -> Vec<(Recipient, Attempt)>,
     ) -> Ack {
@@ -377,7 +380,7 @@ impl Jobs {
             .iter()
             .filter_map(|r| settled.get(&r.reference).cloned())
             .collect();
-        let ack = self.finish(delivery, job, provider, outcomes).await;
+        let ack = self.finish(delivery, job, &provider(), outcomes).await;
         if matches!(ack, Ack::Retry(_)) {
             self.settled.keep(&job.job_id, settled);
         }
