@@ -23,18 +23,10 @@ struct Watched {
 
 impl Watched {
     async fn connect(app: &TestApp, user: &str) -> Watched {
-        let password = std::fs::read_to_string(
-            app.data_dir
-                .path()
-                .join("nats-credentials")
-                .join(format!("{user}.password")),
-        )
-        .unwrap();
         let violations = Arc::new(Mutex::new(Vec::new()));
         let seen = violations.clone();
-        let client = async_nats::ConnectOptions::new()
-            .user_and_password(user.to_owned(), password.trim().to_owned())
-            .custom_inbox_prefix(krisbud_proto::access::inbox_prefix(user))
+        let client = app
+            .nats_options(user)
             .event_callback(move |event| {
                 let seen = seen.clone();
                 async move {
@@ -56,29 +48,26 @@ impl Watched {
             .await
             .unwrap();
         self.client.flush().await.unwrap();
-        let needle = format!("Publish to \"{subject}\"");
-        wait_until_async(&format!("the server to refuse {subject}"), WAIT, || async {
-            self.violations
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|v| v.contains("Permissions Violation") && v.contains(&needle))
-                .then_some(())
-        })
-        .await;
+        self.wait_refused(&format!("Publish to \"{subject}\""))
+            .await;
     }
 
     /// Subscribes to `subject` and waits until the server says it was refused.
     async fn subscribe_refused(&self, subject: &str) {
         let _sub = self.client.subscribe(subject.to_owned()).await.unwrap();
         self.client.flush().await.unwrap();
-        let needle = format!("Subscription to \"{subject}\"");
-        wait_until_async(&format!("the server to refuse {subject}"), WAIT, || async {
+        self.wait_refused(&format!("Subscription to \"{subject}\""))
+            .await;
+    }
+
+    /// Waits until the server reports a permissions violation naming `what`.
+    async fn wait_refused(&self, what: &str) {
+        wait_until_async(&format!("the server to refuse {what}"), WAIT, || async {
             self.violations
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|v| v.contains("Permissions Violation") && v.contains(&needle))
+                .any(|v| v.contains("Permissions Violation") && v.contains(what))
                 .then_some(())
         })
         .await;

@@ -272,6 +272,14 @@ listen = "127.0.0.1:0"
     /// A NATS connection as `user` (a service, or `provision` to look at
     /// everything), with that user's own inbox prefix.
     pub async fn nats_as(&self, user: &str) -> async_nats::Client {
+        self.nats_options(user)
+            .connect(self.nats.url())
+            .await
+            .unwrap()
+    }
+
+    /// The connect options of `user`: its password and its own inbox prefix.
+    pub fn nats_options(&self, user: &str) -> async_nats::ConnectOptions {
         let password = std::fs::read_to_string(
             self.data_dir
                 .path()
@@ -282,9 +290,6 @@ listen = "127.0.0.1:0"
         async_nats::ConnectOptions::new()
             .user_and_password(user.to_owned(), password.trim().to_owned())
             .custom_inbox_prefix(krisbud_proto::access::inbox_prefix(user))
-            .connect(self.nats.url())
-            .await
-            .unwrap()
     }
 
     /// The gateway's command keys, as `krisbud up` created them.
