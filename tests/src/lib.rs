@@ -1,28 +1,24 @@
 //! The krisbud test harness: real servers for tests to talk to.
 //!
 //! A real `nats-server` per test (own port, own store directory), a real SMTP
-//! server, simulators speaking the 46elks, Sinch and Twilio HTTP APIs, a webhook
+//! server, the provider simulators of `krisbud-sim` (46elks, Sinch, Twilio), a webhook
 //! receiver that checks signatures, [`wait_until`] for waiting on effects with a deadline, and
 //! [`TestService`] for running one service against its own server. This library
 //! depends on `proto` and `kit` but on no krisbud service, so every service crate
 //! can use it in its own tests; the end-to-end tests live in `tests/tests/`.
 
-pub mod elks;
-pub mod faults;
 pub mod nats;
 pub mod service;
-pub mod sinch;
 pub mod smtp;
-pub mod twilio;
 pub mod wait;
 pub mod webhook;
 
-pub use elks::{ElksSimulator, ElksSms};
+pub use krisbud_sim::{ElksSimulator, ElksSms, elks, faults, sinch, twilio};
+pub use krisbud_sim::{SinchBatch, SinchSimulator};
+pub use krisbud_sim::{TwilioMessage, TwilioSimulator};
 pub use nats::NatsServer;
 pub use service::{Reported, TestService};
-pub use sinch::{SinchBatch, SinchSimulator};
 pub use smtp::{ReceivedMail, SmtpSink};
-pub use twilio::{TwilioMessage, TwilioSimulator};
 pub use wait::{wait_until, wait_until_async};
 pub use webhook::{ReceivedHook, WebhookReceiver};
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use krisbud_channel_sms::ProviderKind;
 use krisbud_kit::Secret;
-use krisbud_tests::{ElksSimulator, SinchSimulator};
+use krisbud_sim::{ElksSimulator, SinchSimulator};
 use tokio::sync::oneshot;
 
 use super::BenchProvider;
