@@ -69,6 +69,17 @@ pub struct Member {
     pub line: Option<u64>,
 }
 
+impl Member {
+    /// The member's address on `channel`, if the channel addresses people and
+    /// the member has one there.
+    pub fn address(&self, channel: crate::model::Channel) -> Option<&str> {
+        match channel.address()? {
+            crate::model::Address::Phone => self.phone.as_deref(),
+            crate::model::Address::Email => self.email.as_deref(),
+        }
+    }
+}
+
 /// The key of one chunk of members.
 pub fn chunk_key(audience: &str, generation: u32, chunk: u32) -> String {
     format!("{audience}.{generation}.{chunk:06}")

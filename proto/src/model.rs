@@ -43,10 +43,29 @@ impl Channel {
         Channel::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
+    /// How the channel addresses people: by a member's phone number or email
+    /// address, or not at all (a public or shared place everyone reads).
+    pub fn address(self) -> Option<Address> {
+        match self {
+            Channel::Sms => Some(Address::Phone),
+            Channel::Email => Some(Address::Email),
+            Channel::Banner | Channel::Intranet => None,
+        }
+    }
+
     /// Whether the channel addresses individual people (and so needs audiences).
     pub fn has_recipients(self) -> bool {
-        matches!(self, Channel::Sms | Channel::Email)
+        self.address().is_some()
     }
+}
+
+/// What a personal channel sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// An E.164 phone number.
+    Phone,
+    /// An email address.
+    Email,
 }
 
 impl std::fmt::Display for Channel {

@@ -28,7 +28,9 @@ use krisbud_kit::privacy::recipient_ref;
 use krisbud_kit::{Bus, CancellationToken};
 use krisbud_proto::event::{CrisisExpired, EscalationRaised};
 use krisbud_proto::job::{ChannelMessage, DispatchJob, MsgType, Recipient};
-use krisbud_proto::model::{CapInfo, Category, Certainty, ResponseType, Severity, Urgency};
+use krisbud_proto::model::{
+    Address, CapInfo, Category, Certainty, ResponseType, Severity, Urgency,
+};
 use krisbud_proto::status::{CrisisProjection, CrisisState, CrisisStatus};
 use krisbud_proto::template::{EmailMessage, SmsMessage};
 use krisbud_proto::{Actor, AlertStatus, Channel, Envelope, Event};
@@ -395,11 +397,10 @@ impl Notifier {
             let mut chunks = std::pin::pin!(self.audiences.chunks(id, *generation));
             while let Some(chunk) = chunks.next().await {
                 for member in chunk? {
-                    for (channel, address) in [
-                        (Channel::Sms, member.phone.as_deref()),
-                        (Channel::Email, member.email.as_deref()),
-                    ] {
-                        let Some(address) = address else { continue };
+                    for channel in Channel::ALL {
+                        let Some(address) = member.address(channel) else {
+                            continue;
+                        };
                         let reference = recipient_ref(&self.recipient_key, address);
                         if !seen.insert((channel, reference.clone())) {
                             continue;
@@ -438,9 +439,11 @@ fn notice_job(
     batch: usize,
     recipients: Vec<Recipient>,
 ) -> DispatchJob {
-    let message = match channel {
-        Channel::Sms => ChannelMessage::Sms(notice_sms(e)),
-        _ => ChannelMessage::Email(notice_email(e)),
+    let message = match channel.address() {
+        Some(Address::Phone) => ChannelMessage::Sms(notice_sms(e)),
+        // Only personal channels get notices: `notify` plans them from the
+        // members' addresses.
+        Some(Address::Email) | None => ChannelMessage::Email(notice_email(e)),
     };
     DispatchJob {
         job_id: e.notice_job_id(channel, batch),

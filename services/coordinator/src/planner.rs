@@ -111,11 +111,9 @@ impl Planner {
                             .copied()
                             .unwrap_or("sv");
                         for &channel in &personal {
-                            let address = match channel {
-                                Channel::Sms => member.phone.as_deref(),
-                                _ => member.email.as_deref(),
+                            let Some(address) = member.address(channel) else {
+                                continue;
                             };
-                            let Some(address) = address else { continue };
                             let reference = recipient_ref(&self.recipient_key, address);
                             let tally = counts.entry(channel).or_insert(PlannedChannel {
                                 recipients: 0,

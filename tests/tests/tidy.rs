@@ -1,0 +1,347 @@
+//! Tidy: the rules that keep the code base easy to see, checked on the source
+//! tree itself (in the manner of rust-analyzer's `tidy.rs`).
+//!
+//! - no service crate depends on another service crate;
+//! - no crate but the harness itself depends on `krisbud-tests` outside its
+//!   dev-dependencies (the product never links the test harness);
+//! - no `match` on `Channel` or `AlertStatus` has a wildcard arm, so adding a
+//!   channel or a status is a compile error at every place that must decide;
+//! - every Rust source file opens with a `//!` header;
+//! - no file's code (what precedes its `#[cfg(test)]` module) passes
+//!   [`MAX_CODE_LINES`], and no test file passes [`MAX_TEST_LINES`], unless
+//!   [`LONG_FILES`] gives the reason;
+//! - ARCHITECTURE.md's code map names every workspace crate.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use quote::ToTokens;
+use syn::visit::Visit;
+
+/// Lines of code (before the unit tests) a source file may have.
+const MAX_CODE_LINES: usize = 700;
+/// Lines an integration-test file may have: a list of scenarios reads well
+/// longer than code does, but not without end.
+const MAX_TEST_LINES: usize = 1_200;
+
+/// Files allowed past the limit, each with the reason.
+const LONG_FILES: &[(&str, &str)] = &[
+    (
+        "tests/src/smtp.rs",
+        "one SMTP server in three modes (plain, STARTTLS, implicit TLS) with its wire \
+         watcher and test CA; splitting it would scatter one server's state",
+    ),
+    (
+        "services/krisbud/src/audit_cli.rs",
+        "every `krisbud audit` subcommand with its argument checks and Swedish output",
+    ),
+    (
+        "services/krisbud/src/bench.rs",
+        "the fan-out benchmark as one readable script: set-up, baseline, timed run, report",
+    ),
+    (
+        "services/audit/src/chain.rs",
+        "the hash chain and its Verifier: the normative record encoding and every \
+         check an auditor relies on, read best together",
+    ),
+    (
+        "services/gateway/src/openapi.rs",
+        "the OpenAPI document of every route",
+    ),
+    (
+        "services/coordinator/src/lifecycle.rs",
+        "the crisis aggregate's commands: declare, update, all-clear, cancel, close, confirm",
+    ),
+    (
+        "services/coordinator/src/audiences.rs",
+        "the audience aggregate with the streamed member import and its commit",
+    ),
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace root")
+        .to_path_buf()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The workspace members, as paths relative to the root.
+fn members() -> Vec<String> {
+    let manifest: toml::Value = toml::from_str(&read(&root().join("Cargo.toml"))).unwrap();
+    manifest["workspace"]["members"]
+        .as_array()
+        .expect("workspace.members")
+        .iter()
+        .map(|m| m.as_str().expect("a member path").to_string())
+        .collect()
+}
+
+struct Manifest {
+    path: String,
+    name: String,
+    /// Dependencies the crate's library and binaries link.
+    normal: BTreeSet<String>,
+    /// Every dependency, dev-dependencies included.
+    all: BTreeSet<String>,
+}
+
+fn manifest(member: &str) -> Manifest {
+    let toml: toml::Value = toml::from_str(&read(&root().join(member).join("Cargo.toml"))).unwrap();
+    let names = |section: &str| -> BTreeSet<String> {
+        toml.get(section)
+            .and_then(|t| t.as_table())
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let normal: BTreeSet<String> = names("dependencies")
+        .into_iter()
+        .chain(names("build-dependencies"))
+        .collect();
+    let all = normal
+        .iter()
+        .cloned()
+        .chain(names("dev-dependencies"))
+        .collect();
+    Manifest {
+        path: member.to_string(),
+        name: toml["package"]["name"].as_str().unwrap().to_string(),
+        normal,
+        all,
+    }
+}
+
+/// A service crate: one under `services/` that runs as a service (not the
+/// shared runtime, not the binary that runs them all).
+fn is_service(m: &Manifest) -> bool {
+    m.path.starts_with("services/") && m.path != "services/kit" && m.path != "services/krisbud"
+}
+
+#[test]
+fn no_service_crate_depends_on_another() {
+    let manifests: Vec<Manifest> = members().iter().map(|m| manifest(m)).collect();
+    let services: BTreeSet<&str> = manifests
+        .iter()
+        .filter(|m| is_service(m))
+        .map(|m| m.name.as_str())
+        .collect();
+    assert!(services.len() >= 7, "the services are found: {services:?}");
+    let mut wrong = Vec::new();
+    for m in manifests.iter().filter(|m| is_service(m)) {
+        for dep in &m.all {
+            if dep != &m.name && services.contains(dep.as_str()) {
+                wrong.push(format!("{} depends on {dep}", m.name));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "service crates depend on each other: {wrong:#?}"
+    );
+}
+
+#[test]
+fn no_product_crate_links_the_test_harness() {
+    let mut wrong = Vec::new();
+    for m in members().iter().map(|m| manifest(m)) {
+        if m.name != "krisbud-tests" && m.normal.contains("krisbud-tests") {
+            wrong.push(m.name);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "these crates link krisbud-tests outside [dev-dependencies]: {wrong:?}"
+    );
+}
+
+/// Every `.rs` file of the workspace (not `target/`), relative to the root.
+fn sources() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if name != "target"
+                    && name != "node_modules"
+                    && !name.to_string_lossy().starts_with('.')
+                {
+                    walk(&path, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = root();
+    let mut out = Vec::new();
+    for member in members() {
+        walk(&root.join(member), &mut out);
+    }
+    out.sort();
+    out.into_iter()
+        .map(|p| p.strip_prefix(&root).unwrap().to_path_buf())
+        .collect()
+}
+
+#[test]
+fn every_source_file_opens_with_a_header() {
+    let files = sources();
+    assert!(files.len() > 100, "the sources are found: {}", files.len());
+    let missing: Vec<_> = files
+        .iter()
+        .filter(|f| !read(&root().join(f)).starts_with("//!"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` header: {missing:#?}"
+    );
+}
+
+fn is_test_file(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == "tests") && !path.starts_with("tests/src")
+}
+
+#[test]
+fn no_file_grows_past_its_limit_without_a_reason() {
+    let mut long = Vec::new();
+    let mut needed = BTreeSet::new();
+    for file in sources() {
+        let text = read(&root().join(&file));
+        let (lines, limit) = if is_test_file(&file) {
+            (text.lines().count(), MAX_TEST_LINES)
+        } else {
+            let code = text
+                .lines()
+                .take_while(|l| !l.starts_with("#[cfg(test)]"))
+                .count();
+            (code, MAX_CODE_LINES)
+        };
+        let name = file.to_string_lossy().to_string();
+        if lines > limit {
+            if LONG_FILES.iter().any(|(f, _)| *f == name) {
+                needed.insert(name);
+            } else {
+                long.push(format!("{name}: {lines} lines (limit {limit})"));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these files, or give the reason in LONG_FILES: {long:#?}"
+    );
+    let stale: Vec<_> = LONG_FILES
+        .iter()
+        .filter(|(f, _)| !needed.contains(*f))
+        .map(|(f, _)| f)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "these files are within the limit now; take them off LONG_FILES: {stale:?}"
+    );
+}
+
+/// Finds `match` expressions that name a variant of one of `enums` in an arm and
+/// also have a wildcard arm.
+struct Wildcards<'a> {
+    enums: &'a [&'a str],
+    found: Vec<String>,
+}
+
+fn names_enum(pat: &syn::Pat, enums: &[&str]) -> bool {
+    struct Finder<'a> {
+        enums: &'a [&'a str],
+        hit: bool,
+    }
+    impl<'ast> Visit<'ast> for Finder<'_> {
+        fn visit_path(&mut self, path: &'ast syn::Path) {
+            let segments: Vec<_> = path.segments.iter().collect();
+            if segments.len() >= 2
+                && self
+                    .enums
+                    .contains(&segments[segments.len() - 2].ident.to_string().as_str())
+            {
+                self.hit = true;
+            }
+            syn::visit::visit_path(self, path);
+        }
+    }
+    let mut finder = Finder { enums, hit: false };
+    finder.visit_pat(pat);
+    finder.hit
+}
+
+fn is_wildcard(pat: &syn::Pat) -> bool {
+    match pat {
+        syn::Pat::Wild(_) => true,
+        syn::Pat::Or(or) => or.cases.iter().any(is_wildcard),
+        // `other => …` catches every variant just like `_`.
+        syn::Pat::Ident(ident) => {
+            ident.subpat.is_none() && ident.by_ref.is_none() && {
+                let name = ident.ident.to_string();
+                name.starts_with(|c: char| c.is_lowercase() || c == '_')
+            }
+        }
+        _ => false,
+    }
+}
+
+impl<'ast> Visit<'ast> for Wildcards<'_> {
+    fn visit_expr_match(&mut self, m: &'ast syn::ExprMatch) {
+        let on_enum = m.arms.iter().any(|a| names_enum(&a.pat, self.enums));
+        if on_enum && m.arms.iter().any(|a| is_wildcard(&a.pat)) {
+            let scrutinee = m.expr.to_token_stream().to_string();
+            self.found.push(format!("match {scrutinee}"));
+        }
+        syn::visit::visit_expr_match(self, m);
+    }
+}
+
+#[test]
+fn matches_on_channel_and_alert_status_are_exhaustive() {
+    let enums = ["Channel", "AlertStatus"];
+    let mut wrong = Vec::new();
+    let mut matches_seen = 0;
+    for file in sources() {
+        let text = read(&root().join(&file));
+        let ast = syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let mut visitor = Wildcards {
+            enums: &enums,
+            found: Vec::new(),
+        };
+        visitor.visit_file(&ast);
+        matches_seen += text.matches("Channel::").count();
+        for at in visitor.found {
+            wrong.push(format!("{}: {at} {{ … }}", file.display()));
+        }
+    }
+    assert!(matches_seen > 50, "the channel matches are found");
+    assert!(
+        wrong.is_empty(),
+        "a match on Channel or AlertStatus with a wildcard arm treats a new variant \
+         silently; name every variant: {wrong:#?}"
+    );
+}
+
+#[test]
+fn the_code_map_names_every_crate() {
+    let architecture = read(&root().join("ARCHITECTURE.md"));
+    let map_start = architecture.find("## Code map").expect("a code map");
+    let map_end = architecture[map_start + 1..]
+        .find("\n## ")
+        .map_or(architecture.len(), |i| map_start + 1 + i);
+    let map = &architecture[map_start..map_end];
+    let missing: Vec<_> = members()
+        .into_iter()
+        .filter(|m| !map.contains(&format!("**`{m}`**")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md's code map lacks these crates (as **`path`**): {missing:?}"
+    );
+}
