@@ -18,6 +18,7 @@ pub mod command;
 pub mod envelope;
 pub mod event;
 pub mod job;
+pub mod language;
 pub mod model;
 pub mod publish;
 pub mod schema;

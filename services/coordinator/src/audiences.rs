@@ -28,6 +28,7 @@ use krisbud_proto::audience::{
     MAX_REPORTED_ERRORS, MEMBERS_PER_CHUNK, Member, PartReport, RowError, chunk_key,
 };
 use krisbud_proto::event::{AudienceCreated, AudienceDeleted, AudienceMembersImported};
+use krisbud_proto::language;
 use krisbud_proto::{Actor, CommandRequest, Envelope, Event, Problem, Role, subject};
 
 use crate::commands::require;
@@ -703,10 +704,7 @@ fn member(
                 member.email = Some(privacy::normalise_email(value).map_err(refuse)?);
             }
             Column::Language => {
-                if !is_language_tag(value) {
-                    return Err(refuse("not a language tag such as sv, en or sv-x-lattlast"));
-                }
-                member.language = Some(value.to_owned());
+                member.language = Some(language::normalise(value).map_err(refuse)?);
             }
             Column::Name => {
                 if value.chars().count() > MAX_NAME {
@@ -732,17 +730,6 @@ fn member(
         ));
     }
     Ok(member)
-}
-
-/// Whether `tag` looks like a BCP 47 language tag (`sv`, `en`, `sv-x-lattlast`).
-fn is_language_tag(tag: &str) -> bool {
-    let mut subtags = tag.split('-');
-    let primary = subtags.next().unwrap_or_default();
-    (2..=3).contains(&primary.len())
-        && primary.chars().all(|c| c.is_ascii_alphabetic())
-        && tag.len() <= 35
-        && subtags
-            .all(|s| (1..=8).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 #[cfg(test)]

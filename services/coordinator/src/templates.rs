@@ -12,9 +12,10 @@ use krisbud_proto::command::{ChangeTemplateState, TemplateAction};
 use krisbud_proto::event::{
     TemplateApproved, TemplateDrafted, TemplateRejected, TemplateRetired, TemplateSubmitted,
 };
+use krisbud_proto::language;
 use krisbud_proto::template::{
-    LifecycleStep, SmsWorstCase, TemplateRecord, TemplateState, TemplateVersion, VariableSpec,
-    VariableType, VersionInfo,
+    LanguageTemplate, LifecycleStep, SmsWorstCase, TemplateRecord, TemplateState, TemplateVersion,
+    VariableSpec, VariableType, VersionInfo,
 };
 use krisbud_proto::{Actor, AlertStatus, Envelope, Event, Problem, Role, subject};
 use sha2::{Digest, Sha256};
@@ -185,6 +186,7 @@ pub fn decide_draft(
 ) -> Result<DraftDecision, Problem> {
     require(actor, &[Role::TemplateEditor])?;
     draft.id = aggregate.id.clone();
+    draft.languages = normalise_languages(std::mem::take(&mut draft.languages))?;
     check_draft(&draft)?;
     let id = &aggregate.id;
     if new_template && !aggregate.versions.is_empty() {
@@ -355,6 +357,27 @@ fn short_hash(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..6])
 }
 
+/// The wording keyed by canonical language tags (`EN` becomes `en`); a tag that
+/// is none, or two tags that are one, are refused naming the tag.
+fn normalise_languages(
+    languages: BTreeMap<String, LanguageTemplate>,
+) -> Result<BTreeMap<String, LanguageTemplate>, Problem> {
+    let mut out = BTreeMap::new();
+    for (tag, wording) in languages {
+        let canonical = language::normalise(&tag).map_err(|why| {
+            Problem::invalid(format!("languages.{tag}"), format!("`{tag}` is {why}"))
+        })?;
+        if out.contains_key(&canonical) {
+            return Err(Problem::invalid(
+                format!("languages.{canonical}"),
+                format!("the language `{canonical}` is given twice (as `{tag}` too)"),
+            ));
+        }
+        out.insert(canonical, wording);
+    }
+    Ok(out)
+}
+
 /// Checks that a draft is well-formed: an id that is a subject token, a name,
 /// sensible limits, variables that can be filled in, BCP 47 language tags and
 /// template text that minijinja can parse. Errors name the field.
@@ -393,10 +416,19 @@ pub fn check_draft(t: &TemplateVersion) -> Result<(), Problem> {
         ));
     }
     for (tag, wording) in &t.languages {
-        if !is_language_tag(tag) {
+        if let Err(why) = language::normalise(tag) {
             return Err(Problem::invalid(
                 format!("languages.{tag}"),
-                format!("`{tag}` is not a BCP 47 language tag like sv, en or sv-x-lattlast"),
+                format!("`{tag}` is {why}"),
+            ));
+        }
+        if !language::is_normalised(tag) {
+            return Err(Problem::invalid(
+                format!("languages.{tag}"),
+                format!(
+                    "`{tag}` is written `{}`",
+                    language::normalise(tag).unwrap_or_default()
+                ),
             ));
         }
         for (part, source) in render::sources(wording) {
@@ -491,16 +523,6 @@ fn check_variable(i: usize, v: &VariableSpec) -> Result<(), Problem> {
         )),
         _ => Ok(()),
     }
-}
-
-/// A BCP 47 tag as templates use them: a 2–3 letter language, then subtags of 1–8
-/// letters or digits (`sv`, `en`, `sv-x-lattlast`, `ar`, `so`, `fa-IR`).
-fn is_language_tag(tag: &str) -> bool {
-    let mut parts = tag.split('-');
-    let primary = parts.next().unwrap_or_default();
-    (2..=3).contains(&primary.len())
-        && primary.chars().all(|c| c.is_ascii_lowercase())
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// What stands between a version and approval, and what its SMS costs at worst.
@@ -903,12 +925,22 @@ mod tests {
     }
 
     #[test]
-    fn language_tags() {
-        for good in ["sv", "en", "sv-x-lattlast", "fa-IR", "ar"] {
-            assert!(is_language_tag(good), "{good}");
-        }
-        for bad in ["", "svenska", "sv_SE", "sv-", "SV", "sv-x-lättläst"] {
-            assert!(!is_language_tag(bad), "{bad}");
-        }
+    fn a_draft_s_language_tags_are_put_in_canonical_case() {
+        let mut t = demo(0);
+        let sv = t.languages.remove("sv").unwrap();
+        t.languages.insert("SV".into(), sv.clone());
+        let mut agg = Aggregate::new("ny");
+        drafted(&mut agg, &anna(), t.clone(), true);
+        let newest = &agg.versions[&agg.newest()].template;
+        assert!(
+            newest.languages.contains_key("sv"),
+            "{:?}",
+            newest.languages.keys()
+        );
+        assert!(!newest.languages.contains_key("SV"));
+
+        t.languages.insert("sv".into(), sv);
+        let p = decide_draft(&Aggregate::new("ny2"), &anna(), t, true).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("languages.sv"), "{}", p.detail);
     }
 }
