@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::DeliveryState;
 use crate::model::Channel;
 
-/// One record of the audit chain. ARCHITECTURE.md specifies how `hash` is computed.
+/// One record of the audit chain. docs/audit-format.md specifies how `hash` is computed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditRecord {
     /// Position in the chain, from 1, without gaps.
@@ -99,7 +99,7 @@ pub struct AuditPage {
 pub const SIGNATURE_ALGORITHM: &str = "Ed25519";
 
 /// A signed statement that the chain held record `sequence` with hash `hash` at
-/// `signed_at`. ARCHITECTURE.md specifies what is signed.
+/// `signed_at`. docs/audit-format.md specifies what is signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Checkpoint {
     /// The record the checkpoint covers (and with it every record before it).

@@ -259,6 +259,14 @@ async fn the_audit_log_reports_a_crisis_and_finds_a_person_without_holding_their
     let offline = krisbud::audit_cli::verify_file(&file, &[]).unwrap();
     assert!(offline.ok, "{offline:?}");
     assert!(offline.checkpoints > 0, "{offline:?}");
+    // And by an independent route: every hash recomputed by a verifier written
+    // from docs/audit-format.md alone.
+    let records = bundle
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"{\"sequence\""))
+        .count();
+    assert!(records > 10, "{records}");
+    assert_eq!(python_verify(&file), records);
 
     // Nowhere in the audit stream, the events, their files, or the logs.
     let needles = forms(phone, email);
@@ -319,6 +327,108 @@ async fn the_audit_log_reports_a_crisis_and_finds_a_person_without_holding_their
 }
 
 /// Every file under `dir`.
+/// A verifier written from docs/audit-format.md ("The record and its hash")
+/// and nothing else: canonical JSON by hand, SHA-256, links and sequences.
+const PYTHON_VERIFIER: &str = r#"
+import hashlib, json, sys
+ESCAPES = {'"': '\\"', '\\': '\\\\', '\b': '\\b', '\t': '\\t', '\n': '\\n', '\f': '\\f', '\r': '\\r'}
+def string(s):
+    return '"' + ''.join(ESCAPES.get(c) or ('\\u%04x' % ord(c) if ord(c) < 0x20 else c) for c in s) + '"'
+def canonical(v):
+    if isinstance(v, dict):
+        keys = sorted(v, key=lambda k: k.encode('utf-8'))
+        return '{' + ','.join(string(k) + ':' + canonical(v[k]) for k in keys) + '}'
+    if isinstance(v, list):
+        return '[' + ','.join(canonical(e) for e in v) + ']'
+    if isinstance(v, str):
+        return string(v)
+    if v is True or v is False or v is None:
+        return {True: 'true', False: 'false', None: 'null'}[v]
+    if isinstance(v, int):
+        return str(v)
+    sys.exit('a number that is not an integer: %r' % v)
+prev, n = '0' * 64, 0
+for line in open(sys.argv[1], encoding='utf-8'):
+    if not line.strip():
+        continue
+    record = json.loads(line)
+    if 'sequence' not in record:
+        continue  # the bundle's metadata lines
+    n += 1
+    stated = record.pop('hash')
+    if record['sequence'] != n or record['prev_hash'] != prev:
+        sys.exit('record %d: not linked to record %d' % (n, n - 1))
+    if hashlib.sha256(canonical(record).encode('utf-8')).hexdigest() != stated:
+        sys.exit('record %d: the hash differs' % n)
+    prev = stated
+print(n)
+"#;
+
+/// Runs [`PYTHON_VERIFIER`] on a bundle; the number of records it checked.
+fn python_verify(bundle: &std::path::Path) -> usize {
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_VERIFIER)
+        .arg(bundle)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the independent verifier refused the bundle: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_independent_verifier_finds_a_changed_record() {
+    // Two records sealed by the chain, then one changed: the Python verifier
+    // agrees with the first and refuses the second.
+    let first = krisbud_audit::chain::seal(
+        1,
+        chrono::Utc::now(),
+        1,
+        serde_json::json!({"kind": "Test", "text": "Vattenläcka i Farsta\n\u{1}\t\"ö\" /\u{7f}", "n": -3, "list": [true, null]}),
+        krisbud_proto::audit::GENESIS_HASH.to_string(),
+    );
+    let second = krisbud_audit::chain::seal(
+        2,
+        chrono::Utc::now(),
+        5,
+        serde_json::json!({"ä": 1, "z": 2, "A": {"é": "e"}}),
+        first.hash.clone(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chain.jsonl");
+    let lines = |records: &[&krisbud_proto::audit::AuditRecord]| {
+        records
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>()
+    };
+    std::fs::write(&file, lines(&[&first, &second])).unwrap();
+    assert_eq!(python_verify(&file), 2);
+
+    let mut changed = first.clone();
+    changed.event["text"] = "Vattenläcka i Vällingby".into();
+    std::fs::write(&file, lines(&[&changed, &second])).unwrap();
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_VERIFIER)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("record 1: the hash differs"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -1,64 +1,10 @@
 //! The audit hash chain: how a record's hash is computed and how a chain is
 //! verified. Pure functions, so the CLI can verify an export offline.
 //!
-//! # The record and its hash (normative)
-//!
-//! The chain is the sequence of messages on subject `krisbud.audit.log` in stream
-//! `KRISBUD_AUDIT`, one record per event of `KRISBUD_EVENTS`, in the events' stream
-//! order. An export is the same records as JSON lines (one record object per line,
-//! UTF-8, `\n` or `\r\n` line ends; blank lines are ignored). A record is a JSON
-//! object with these members:
-//!
-//! | member | value |
-//! |---|---|
-//! | `sequence` | the record's position, 1 for the first, then +1 without gaps; equal to its stream sequence in `KRISBUD_AUDIT` |
-//! | `recorded_at` | when the audit service recorded it: RFC 3339, UTC, written with `Z` and 0, 3, 6 or 9 fraction digits |
-//! | `event_sequence` | the event's stream sequence in `KRISBUD_EVENTS`; strictly increasing along the chain |
-//! | `event` | the event's envelope, the JSON value of the message body as appended; a body that is not JSON is recorded as a JSON string holding the body (invalid UTF-8 replaced by U+FFFD) |
-//! | `prev_hash` | the `hash` of the record before; for record 1, 64 zeros (`GENESIS_HASH`) |
-//! | `hash` | lowercase hex SHA-256 (64 digits) of the canonical JSON of the record object without its `hash` member |
-//!
-//! The canonical JSON of a value is UTF-8 text without any insignificant
-//! whitespace:
-//! - an object is `{`, its members ordered by key in ascending byte order of the
-//!   keys' UTF-8 encoding, each member written as its key (a string), `:` and its
-//!   value, separated by `,`, then `}`;
-//! - an array is `[`, its elements in order separated by `,`, then `]`;
-//! - a string is `"`, its characters as UTF-8, then `"`, where `"` is written `\"`,
-//!   `\` is `\\`, U+0008 `\b`, U+0009 `\t`, U+000A `\n`, U+000C `\f`, U+000D `\r`,
-//!   every other character below U+0020 `\u00XX` with two lower-case hex digits,
-//!   and every other character (including `/`, U+007F and all non-ASCII) as itself;
-//! - an integer (a number written without fraction or exponent that fits a 64-bit
-//!   signed or unsigned integer) is written in decimal, with `-` when negative and
-//!   without leading zeros;
-//! - any other number is an IEEE 754 double (krisbud's events hold none; this
-//!   is for completeness), written with the shortest digits that read back as the
-//!   same double: with decimal exponent `e` (value = d.ddd × 10^e) from -5 to 15
-//!   in plain notation with at least one fraction digit (`0.00001`, `1.5`,
-//!   `1000000000000000.0`), otherwise as digits, `e`, sign and exponent
-//!   (`1e+16`, `1.5e-7`, `5e-324`); negative zero is `-0.0`;
-//! - `true`, `false` and `null` as themselves.
-//!
-//! So the hashed text of a record is
-//! `{"event":…,"event_sequence":N,"prev_hash":"…","recorded_at":"…","sequence":N}`.
-//! A record's hash covers its predecessor's hash, so changing, removing, inserting
-//! or reordering any record breaks the chain from that record on.
-//!
-//! # Verification
-//!
-//! [`verify`] reads the records in order and stops at the first problem:
-//! - `unreadable`: a line or message that is not a record;
-//! - `hash mismatch`: the recomputed hash differs from the stored `hash`;
-//! - `gap`: the record's `sequence` is not the previous one + 1 (1 for the first):
-//!   a record is missing, or records are out of order;
-//! - `broken link`: `prev_hash` differs from the previous record's `hash`;
-//! - `bad signature`: a checkpoint at this record is not signed by the key the
-//!   chain names for it, or a key rotation's endorsement does not verify;
-//! - `checkpoint mismatch`: a checkpoint signed a different hash for this record;
-//! - `gap` also when a checkpoint covers a record after the chain's end: records
-//!   were cut off.
-//!
-//! Checkpoints and keys are specified in ARCHITECTURE.md ("Signed checkpoints").
+//! The record, its hash and the problems verification reports are specified in
+//! `docs/audit-format.md`, the one description; `Hashed::digest` here is the
+//! one implementation of a record's hashed text, and [`canonical_json`] of the
+//! canonical JSON it is built from.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -118,7 +64,7 @@ pub fn seal(
 }
 
 /// The hash `record` must carry: lowercase hex SHA-256 of the canonical JSON of
-/// the record without its `hash` member (see the module docs).
+/// the record without its `hash` member (see docs/audit-format.md).
 pub fn record_hash(record: &AuditRecord) -> String {
     let mut buffer = Vec::with_capacity(1024);
     hex::encode(record_digest(record, &mut buffer))
@@ -131,27 +77,50 @@ pub fn record_hash(record: &AuditRecord) -> String {
 /// directly instead of building a JSON value of the record: verifying millions of
 /// records must not copy each event.
 pub fn record_digest(record: &AuditRecord, buffer: &mut Vec<u8>) -> [u8; 32] {
-    buffer.clear();
-    buffer.extend_from_slice(b"{\"event\":");
-    write_canonical(&record.event, buffer);
-    buffer.extend_from_slice(b",\"event_sequence\":");
-    buffer.extend_from_slice(record.event_sequence.to_string().as_bytes());
-    buffer.extend_from_slice(b",\"prev_hash\":");
-    write_string(&record.prev_hash, buffer);
-    buffer.extend_from_slice(b",\"recorded_at\":");
-    write_string(
-        &record
-            .recorded_at
-            .to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        buffer,
-    );
-    buffer.extend_from_slice(b",\"sequence\":");
-    buffer.extend_from_slice(record.sequence.to_string().as_bytes());
-    buffer.push(b'}');
-    Sha256::digest(&buffer[..]).into()
+    let fields = Hashed {
+        event_sequence: record.event_sequence,
+        prev_hash: &record.prev_hash,
+        recorded_at: &record.recorded_at,
+        sequence: record.sequence,
+    };
+    fields.digest(buffer, |out| write_canonical(&record.event, out))
 }
 
-/// The canonical JSON text of `value` (see the module docs).
+/// A record's members other than `event`, as they enter its hash.
+struct Hashed<'a> {
+    event_sequence: u64,
+    prev_hash: &'a str,
+    recorded_at: &'a DateTime<Utc>,
+    sequence: u64,
+}
+
+impl Hashed<'_> {
+    /// The one definition of the hashed text of a record (docs/audit-format.md):
+    /// its members in canonical order, `write_event` writing the event's
+    /// canonical JSON, then SHA-256 of it all. `buffer` is cleared first.
+    fn digest(&self, buffer: &mut Vec<u8>, write_event: impl FnOnce(&mut Vec<u8>)) -> [u8; 32] {
+        buffer.clear();
+        buffer.extend_from_slice(b"{\"event\":");
+        write_event(buffer);
+        buffer.extend_from_slice(b",\"event_sequence\":");
+        buffer.extend_from_slice(self.event_sequence.to_string().as_bytes());
+        buffer.extend_from_slice(b",\"prev_hash\":");
+        write_string(self.prev_hash, buffer);
+        buffer.extend_from_slice(b",\"recorded_at\":");
+        write_string(
+            &self
+                .recorded_at
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            buffer,
+        );
+        buffer.extend_from_slice(b",\"sequence\":");
+        buffer.extend_from_slice(self.sequence.to_string().as_bytes());
+        buffer.push(b'}');
+        Sha256::digest(&buffer[..]).into()
+    }
+}
+
+/// The canonical JSON text of `value` (see docs/audit-format.md).
 ///
 /// Written out here rather than relying on `serde_json::Value`'s map being sorted:
 /// that holds only while no crate in the build enables serde_json's
@@ -197,7 +166,7 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         // Numbers exactly as serde_json writes them (itoa and ryu), which is what
-        // the module docs specify.
+        // docs/audit-format.md specifies.
         Value::Number(number) => {
             serde_json::to_writer(&mut *out, number).expect("writing to a Vec cannot fail");
         }
@@ -213,7 +182,7 @@ fn write_member(index: usize, key: &str, member: &Value, out: &mut Vec<u8>) {
     write_canonical(member, out);
 }
 
-/// A JSON string as the module docs specify: only `"`, `\` and characters below
+/// A JSON string as docs/audit-format.md specifies: only `"`, `\` and characters below
 /// U+0020 are escaped.
 fn write_string(text: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -246,7 +215,7 @@ fn write_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// Checks a chain given in order from record 1; see the module docs for the
+/// Checks a chain given in order from record 1; see docs/audit-format.md for the
 /// problems it finds. `Err` items are records that could not be read, with why.
 ///
 /// Stops at the first problem: `checked` then counts the records read, the bad one
@@ -809,22 +778,13 @@ pub(crate) fn digest_line(line: &[u8], buffer: &mut Vec<u8>) -> Option<Digested>
     let recorded_at = DateTime::parse_from_rfc3339(&record.recorded_at)
         .ok()?
         .with_timezone(&Utc);
-    buffer.clear();
-    buffer.extend_from_slice(b"{\"event\":");
-    buffer.extend_from_slice(event.as_bytes());
-    buffer.extend_from_slice(b",\"event_sequence\":");
-    buffer.extend_from_slice(record.event_sequence.to_string().as_bytes());
-    buffer.extend_from_slice(b",\"prev_hash\":");
-    write_string(&record.prev_hash, buffer);
-    buffer.extend_from_slice(b",\"recorded_at\":");
-    write_string(
-        &recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        buffer,
-    );
-    buffer.extend_from_slice(b",\"sequence\":");
-    buffer.extend_from_slice(record.sequence.to_string().as_bytes());
-    buffer.push(b'}');
-    let digest = Sha256::digest(&buffer[..]).into();
+    let fields = Hashed {
+        event_sequence: record.event_sequence,
+        prev_hash: &record.prev_hash,
+        recorded_at: &recorded_at,
+        sequence: record.sequence,
+    };
+    let digest = fields.digest(buffer, |out| out.extend_from_slice(event.as_bytes()));
     let rotation = if event.contains(KEY_ROTATED_KIND) {
         serde_json::from_str::<Value>(event)
             .ok()

@@ -285,7 +285,7 @@ mod tests {
         );
     }
 
-    /// Pins what is signed, so a verifier written from ARCHITECTURE.md agrees.
+    /// Pins what is signed, so a verifier written from docs/audit-format.md agrees.
     #[test]
     fn the_signed_checkpoint_text_is_canonical_json() {
         let at: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
