@@ -412,7 +412,7 @@ fn the_independent_verifier_finds_a_changed_record() {
     std::fs::write(&file, lines(&[&first, &second])).unwrap();
     assert_eq!(python_verify(&file), 2);
 
-    let mut changed = first.clone();
+    let mut changed = first;
     changed.event["text"] = "Vattenläcka i Vällingby".into();
     std::fs::write(&file, lines(&[&changed, &second])).unwrap();
     let output = std::process::Command::new("python3")
