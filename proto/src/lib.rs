@@ -12,6 +12,7 @@
 )]
 
 pub mod access;
+pub mod api;
 pub mod audience;
 pub mod audit;
 pub mod command;

@@ -6,7 +6,7 @@
 
 use schemars::{JsonSchema, Schema, schema_for};
 
-use crate::{audience, audit, command, envelope, job, publish, status, template};
+use crate::{api, audience, audit, command, envelope, job, publish, status, template};
 
 /// Every published schema, by file stem.
 pub fn all() -> Vec<(&'static str, Schema)> {
@@ -31,6 +31,10 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         one::<command::Declared>("declared"),
         one::<command::ConfirmChannel>("confirm-channel"),
         one::<command::Problem>("problem"),
+        one::<api::ProblemDetails>("problem-details"),
+        one::<api::ConfirmBody>("confirm-body"),
+        one::<api::ReasonBody>("reason-body"),
+        one::<api::PreviewBody>("preview-body"),
         one::<publish::PublicBanner>("public-banner"),
         one::<publish::IntranetArticle>("intranet-article"),
     ]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use krisbud_kit::{CancellationToken, Runtime, Started};
 
 pub use config::{Config, User, token_sha256};
@@ -103,84 +103,11 @@ async fn console() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("console.html"))
 }
 
-/// The API routes, with the body limit and the edge middleware (span, problem+json).
+/// The API routes (the route table in `openapi`), the console, the body limit and
+/// the edge middleware (span, problem+json).
 fn router(state: AppState, body_limit_bytes: usize) -> Router {
-    Router::new()
-        .route(
-            "/api/v1/templates",
-            get(template_routes::list).post(template_routes::create),
-        )
-        .route("/api/v1/templates/{id}", get(template_routes::show))
-        .route(
-            "/api/v1/templates/{id}/versions",
-            post(template_routes::new_version),
-        )
-        .route(
-            "/api/v1/templates/{id}/versions/{version}",
-            get(template_routes::show_version),
-        )
-        .route(
-            "/api/v1/templates/{id}/versions/{version}/submit",
-            post(template_routes::submit),
-        )
-        .route(
-            "/api/v1/templates/{id}/versions/{version}/approve",
-            post(template_routes::approve),
-        )
-        .route(
-            "/api/v1/templates/{id}/versions/{version}/reject",
-            post(template_routes::reject),
-        )
-        .route(
-            "/api/v1/templates/{id}/versions/{version}/retire",
-            post(template_routes::retire),
-        )
-        .route(
-            "/api/v1/templates/{id}/versions/{version}/preview",
-            post(template_routes::preview),
-        )
-        .route(
-            "/api/v1/templates/{id}/versions/{version}/diff",
-            get(template_routes::diff),
-        )
-        .route(
-            "/api/v1/crises",
-            get(routes::list_crises).post(routes::declare),
-        )
-        .route("/api/v1/crises/{id}", get(routes::get_crisis))
-        .route("/api/v1/crises/{id}/events", get(live_status::events))
-        .route(
-            "/api/v1/crises/{id}/channels/{channel}/confirm",
-            post(routes::confirm),
-        )
-        .route("/api/v1/crises/{id}/update", post(routes::update))
-        .route("/api/v1/crises/{id}/all-clear", post(routes::all_clear))
-        .route("/api/v1/crises/{id}/cancel", post(routes::cancel))
-        .route("/api/v1/crises/{id}/close", post(routes::close))
-        .route(
-            "/api/v1/audiences",
-            get(audience_routes::list).post(audience_routes::create),
-        )
-        .route(
-            "/api/v1/audiences/{id}",
-            get(audience_routes::show).delete(audience_routes::delete),
-        )
-        .route(
-            "/api/v1/audiences/{id}/members",
-            put(audience_routes::import),
-        )
-        .route("/api/v1/audit", get(audit_routes::query))
-        .route("/api/v1/audit/verify", get(audit_routes::verify))
-        .route("/api/v1/audit/checkpoints", get(audit_routes::checkpoints))
-        .route("/api/v1/audit/public-key", get(audit_routes::public_key))
-        .route("/api/v1/audit/export", get(audit_routes::export))
-        .route(
-            "/api/v1/audit/crises/{id}/report",
-            get(audit_routes::report),
-        )
-        .route("/api/v1/audit/lookup", post(audit_routes::lookup))
-        .route("/api/v1/openapi.json", get(routes::openapi))
-        .route("/", get(console))
+    let (api, _) = openapi::api();
+    api.route("/", get(console))
         .fallback(edge::not_found)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(axum::middleware::from_fn(edge::edge))

@@ -7,7 +7,11 @@
 //! reads and writes. `openapi.json` in this crate is the checked-in copy;
 //! `tests/openapi.rs` fails when it drifts.
 
+use axum::Router;
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, on};
 use krisbud_proto::Channel;
+use krisbud_proto::api::{ConfirmBody, PreviewBody, ProblemDetails, ReasonBody};
 use krisbud_proto::audience::{Audience, CreateAudience, ImportReport};
 use krisbud_proto::audit::{
     AuditKeys, AuditPage, AuditRecord, CheckpointPage, CrisisReport, RecipientLookup,
@@ -25,7 +29,7 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::Value;
 use utoipa::openapi::path::{
-    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
@@ -35,14 +39,13 @@ use utoipa::openapi::{
     Required, ResponseBuilder, Schema,
 };
 
+use crate::AppState;
 use crate::audit_routes::{CSV, NDJSON};
 use crate::auth::{
     Allowed, AnyUser, AudienceAdmins, AudienceReaders, Auditors, CrisisReaders, DutyOfficers,
     Operators, TemplateApprovers, TemplateEditors, TemplateRetirers, role_list,
 };
-use crate::problem::{PROBLEM_JSON, ProblemDetails};
-use crate::routes::ConfirmBody;
-use crate::template_routes::{PreviewBody, ReasonBody};
+use crate::problem::PROBLEM_JSON;
 
 const BEARER: &str = "bearer";
 
@@ -55,6 +58,13 @@ pub fn render() -> String {
 
 /// The document as a JSON value.
 pub fn document() -> Value {
+    api().1
+}
+
+/// The route table: the API's router and its OpenAPI document, both built from
+/// one declaration per route (method, path, handler, operation), so no route can
+/// be served undescribed or described unserved.
+pub(crate) fn api() -> (Router<AppState>, Value) {
     let mut schemas = Schemas::new();
     let problem = schemas.of::<ProblemDetails>();
     let op = |id: &str, summary: &str| {
@@ -526,107 +536,143 @@ pub fn document() -> Value {
             )
     };
 
-    let paths = PathsBuilder::new()
-        .path(
+    let table = Table::new()
+        .route(
+            HttpMethod::Get,
             "/api/v1/templates",
-            PathItem::new(HttpMethod::Get, list_templates),
+            crate::template_routes::list,
+            list_templates,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/templates",
-            PathItem::new(HttpMethod::Post, create_template),
+            crate::template_routes::create,
+            create_template,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
             "/api/v1/templates/{id}",
-            PathItem::new(HttpMethod::Get, get_template),
+            crate::template_routes::show,
+            get_template,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/templates/{id}/versions",
-            PathItem::new(HttpMethod::Post, draft_version),
+            crate::template_routes::new_version,
+            draft_version,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
             "/api/v1/templates/{id}/versions/{version}",
-            PathItem::new(HttpMethod::Get, get_version),
+            crate::template_routes::show_version,
+            get_version,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/templates/{id}/versions/{version}/submit",
-            PathItem::new(HttpMethod::Post, submit),
+            crate::template_routes::submit,
+            submit,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/templates/{id}/versions/{version}/approve",
-            PathItem::new(HttpMethod::Post, approve),
+            crate::template_routes::approve,
+            approve,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/templates/{id}/versions/{version}/reject",
-            PathItem::new(HttpMethod::Post, reject),
+            crate::template_routes::reject,
+            reject,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/templates/{id}/versions/{version}/retire",
-            PathItem::new(HttpMethod::Post, retire),
+            crate::template_routes::retire,
+            retire,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/templates/{id}/versions/{version}/preview",
-            PathItem::new(HttpMethod::Post, preview),
+            crate::template_routes::preview,
+            preview,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
             "/api/v1/templates/{id}/versions/{version}/diff",
-            PathItem::new(HttpMethod::Get, diff),
+            crate::template_routes::diff,
+            diff,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
             "/api/v1/crises",
-            PathItem::new(HttpMethod::Get, list_crises),
+            crate::routes::list_crises,
+            list_crises,
         )
-        .path("/api/v1/crises", PathItem::new(HttpMethod::Post, declare))
-        .path(
+        .route(
+            HttpMethod::Post,
+            "/api/v1/crises",
+            crate::routes::declare,
+            declare,
+        )
+        .route(
+            HttpMethod::Get,
             "/api/v1/crises/{id}",
-            PathItem::new(HttpMethod::Get, get_crisis),
+            crate::routes::get_crisis,
+            get_crisis,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/crises/{id}/channels/{channel}/confirm",
-            PathItem::new(HttpMethod::Post, confirm),
+            crate::routes::confirm,
+            confirm,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/crises/{id}/update",
-            PathItem::new(HttpMethod::Post, update),
+            crate::routes::update,
+            update,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/crises/{id}/all-clear",
-            PathItem::new(HttpMethod::Post, all_clear),
+            crate::routes::all_clear,
+            all_clear,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/crises/{id}/cancel",
-            PathItem::new(HttpMethod::Post, cancel),
+            crate::routes::cancel,
+            cancel,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/crises/{id}/close",
-            PathItem::new(HttpMethod::Post, close),
+            crate::routes::close,
+            close,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
             "/api/v1/openapi.json",
-            PathItem::new(
-                HttpMethod::Get,
-                public("getOpenApi", "This document", "application/json"),
-            ),
+            crate::routes::openapi,
+            public("getOpenApi", "This document", "application/json"),
         )
-        .path(
+        .served_by_kit(
+            HttpMethod::Get,
             "/healthz",
-            PathItem::new(
-                HttpMethod::Get,
-                public("healthz", "The process runs", "text/plain"),
-            ),
+            public("healthz", "The process runs", "text/plain"),
         )
-        .path(
+        .served_by_kit(
+            HttpMethod::Get,
             "/readyz",
-            PathItem::new(
-                HttpMethod::Get,
-                public(
-                    "readyz",
-                    "Every component is ready (503 when not)",
-                    "application/json",
-                ),
+            public(
+                "readyz",
+                "Every component is ready (503 when not)",
+                "application/json",
             ),
         );
-    let paths = audit_paths(paths, &mut schemas, &problem);
-    let paths = audience_paths(paths, &mut schemas, &problem);
+    let table = audit_paths(table, &mut schemas, &problem);
+    let table = audience_paths(table, &mut schemas, &problem);
     let live = secured::<CrisisReaders>(
         op(
             "followCrisis",
@@ -654,9 +700,11 @@ pub fn document() -> Value {
             .build(),
     )
     .response("404", problem_response("No such crisis", &problem));
-    let paths = paths.path(
+    let table = table.route(
+        HttpMethod::Get,
         "/api/v1/crises/{id}/events",
-        PathItem::new(HttpMethod::Get, live),
+        crate::live_status::events,
+        live,
     );
 
     let components = ComponentsBuilder::new()
@@ -684,7 +732,7 @@ pub fn document() -> Value {
                      audit log. Every error is RFC 9457 application/problem+json.",
                 )),
         )
-        .paths(paths)
+        .paths(table.paths)
         .components(Some(components))
         .security(Some([SecurityRequirement::new(
             BEARER,
@@ -694,7 +742,63 @@ pub fn document() -> Value {
 
     let mut document = serde_json::to_value(&api).expect("the document serializes");
     document["components"]["schemas"] = Value::Object(schemas.into_definitions());
-    document
+    (table.router, document)
+}
+
+/// The routes as they are declared: each adds its operation to the document and
+/// its handler to the router.
+struct Table {
+    paths: PathsBuilder,
+    router: Router<AppState>,
+}
+
+impl Table {
+    fn new() -> Table {
+        Table {
+            paths: PathsBuilder::new(),
+            router: Router::new(),
+        }
+    }
+
+    /// A route of this service: `handler` answers `method` on `path`, and
+    /// `operation` describes it.
+    fn route<H, T>(
+        mut self,
+        method: HttpMethod,
+        path: &str,
+        handler: H,
+        operation: impl Into<Operation>,
+    ) -> Table
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = match method {
+            HttpMethod::Get => MethodFilter::GET,
+            HttpMethod::Post => MethodFilter::POST,
+            HttpMethod::Put => MethodFilter::PUT,
+            HttpMethod::Delete => MethodFilter::DELETE,
+            HttpMethod::Patch => MethodFilter::PATCH,
+            HttpMethod::Head => MethodFilter::HEAD,
+            HttpMethod::Options => MethodFilter::OPTIONS,
+            HttpMethod::Trace => MethodFilter::TRACE,
+        };
+        self.router = self.router.route(path, on(filter, handler));
+        self.paths = self.paths.path(path, PathItem::new(method, operation));
+        self
+    }
+
+    /// A route every krisbud service serves from kit (`/healthz`, `/readyz`),
+    /// described here because the gateway serves it too.
+    fn served_by_kit(
+        mut self,
+        method: HttpMethod,
+        path: &str,
+        operation: impl Into<Operation>,
+    ) -> Table {
+        self.paths = self.paths.path(path, PathItem::new(method, operation));
+        self
+    }
 }
 
 /// JSON Schemas of the types in the document, collected as components.
@@ -725,11 +829,7 @@ impl Schemas {
 }
 
 /// `/api/v1/audiences`.
-fn audience_paths(
-    paths: PathsBuilder,
-    schemas: &mut Schemas,
-    problem: &RefOr<Schema>,
-) -> PathsBuilder {
+fn audience_paths(table: Table, schemas: &mut Schemas, problem: &RefOr<Schema>) -> Table {
     let op = |id: &str, summary: &str| {
         OperationBuilder::new()
             .operation_id(Some(id))
@@ -828,20 +928,36 @@ fn audience_paths(
             problem,
         ),
     );
-    paths
-        .path("/api/v1/audiences", PathItem::new(HttpMethod::Get, list))
-        .path("/api/v1/audiences", PathItem::new(HttpMethod::Post, create))
-        .path(
-            "/api/v1/audiences/{id}",
-            PathItem::new(HttpMethod::Get, show),
+    table
+        .route(
+            HttpMethod::Get,
+            "/api/v1/audiences",
+            crate::audience_routes::list,
+            list,
         )
-        .path(
-            "/api/v1/audiences/{id}",
-            PathItem::new(HttpMethod::Delete, delete),
+        .route(
+            HttpMethod::Post,
+            "/api/v1/audiences",
+            crate::audience_routes::create,
+            create,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
+            "/api/v1/audiences/{id}",
+            crate::audience_routes::show,
+            show,
+        )
+        .route(
+            HttpMethod::Delete,
+            "/api/v1/audiences/{id}",
+            crate::audience_routes::delete,
+            delete,
+        )
+        .route(
+            HttpMethod::Put,
             "/api/v1/audiences/{id}/members",
-            PathItem::new(HttpMethod::Put, import),
+            crate::audience_routes::import,
+            import,
         )
 }
 
@@ -956,11 +1072,7 @@ fn query_param(
 }
 
 /// The audit operations (`/api/v1/audit...`), added to `paths`.
-fn audit_paths(
-    paths: PathsBuilder,
-    schemas: &mut Schemas,
-    problem: &RefOr<Schema>,
-) -> PathsBuilder {
+fn audit_paths(table: Table, schemas: &mut Schemas, problem: &RefOr<Schema>) -> Table {
     let op = |id: &str, summary: &str| {
         OperationBuilder::new()
             .operation_id(Some(id))
@@ -1169,30 +1281,47 @@ fn audit_paths(
             problem,
         ),
     );
-    paths
-        .path("/api/v1/audit", PathItem::new(HttpMethod::Get, query))
-        .path(
+    table
+        .route(
+            HttpMethod::Get,
+            "/api/v1/audit",
+            crate::audit_routes::query,
+            query,
+        )
+        .route(
+            HttpMethod::Get,
             "/api/v1/audit/verify",
-            PathItem::new(HttpMethod::Get, verify),
+            crate::audit_routes::verify,
+            verify,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
             "/api/v1/audit/checkpoints",
-            PathItem::new(HttpMethod::Get, checkpoints),
+            crate::audit_routes::checkpoints,
+            checkpoints,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
             "/api/v1/audit/public-key",
-            PathItem::new(HttpMethod::Get, public_key),
+            crate::audit_routes::public_key,
+            public_key,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
             "/api/v1/audit/export",
-            PathItem::new(HttpMethod::Get, export),
+            crate::audit_routes::export,
+            export,
         )
-        .path(
+        .route(
+            HttpMethod::Get,
             "/api/v1/audit/crises/{id}/report",
-            PathItem::new(HttpMethod::Get, report),
+            crate::audit_routes::report,
+            report,
         )
-        .path(
+        .route(
+            HttpMethod::Post,
             "/api/v1/audit/lookup",
-            PathItem::new(HttpMethod::Post, lookup),
+            crate::audit_routes::lookup,
+            lookup,
         )
 }

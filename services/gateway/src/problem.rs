@@ -7,46 +7,21 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use krisbud_proto::Problem;
-use schemars::JsonSchema;
-use serde::Serialize;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// Prefix of every problem `type` URI.
-pub const TYPE_PREFIX: &str = "https://krisbud.se/problems/";
+pub use krisbud_proto::api::{ProblemDetails, TYPE_PREFIX};
 
-/// The body of an error response (RFC 9457).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct ProblemDetails {
-    /// `https://krisbud.se/problems/<slug>`: what kind of problem this is.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// A short, fixed summary of the problem type.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// What exactly is wrong, for a person.
-    pub detail: String,
-    /// The offending field, as a JSON path (`variables.district`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// The path of the request that failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-}
-
-impl ProblemDetails {
-    /// The wire form of `problem`, optionally naming the request path.
-    pub fn new(problem: &Problem, instance: Option<&str>) -> ProblemDetails {
-        ProblemDetails {
-            kind: format!("{TYPE_PREFIX}{}", slug(&problem.title, problem.status)),
-            title: problem.title.clone(),
-            status: problem.status,
-            detail: problem.detail.clone(),
-            field: problem.field.clone(),
-            instance: instance.map(str::to_owned),
-        }
+/// The wire form of `problem`, optionally naming the request path.
+pub fn details(problem: &Problem, instance: Option<&str>) -> ProblemDetails {
+    ProblemDetails {
+        kind: format!("{TYPE_PREFIX}{}", slug(&problem.title, problem.status)),
+        title: problem.title.clone(),
+        status: problem.status,
+        detail: problem.detail.clone(),
+        field: problem.field.clone(),
+        instance: instance.map(str::to_owned),
     }
 }
 
@@ -127,7 +102,7 @@ impl IntoResponse for ApiError {
 
 /// A problem+json response.
 pub fn render(status: StatusCode, problem: &Problem, instance: Option<&str>) -> Response {
-    let mut details = ProblemDetails::new(problem, instance);
+    let mut details = details(problem, instance);
     details.status = status.as_u16();
     let body = serde_json::to_vec(&details).expect("a problem serializes");
     (
@@ -155,8 +130,7 @@ mod tests {
     #[test]
     fn the_body_has_the_rfc_9457_members() {
         let problem = Problem::invalid("variables.district", "must be a string");
-        let value =
-            serde_json::to_value(ProblemDetails::new(&problem, Some("/api/v1/crises"))).unwrap();
+        let value = serde_json::to_value(details(&problem, Some("/api/v1/crises"))).unwrap();
         assert_eq!(
             value,
             serde_json::json!({

@@ -5,14 +5,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use krisbud_proto::api::ConfirmBody;
 use krisbud_proto::command::{
     CancelCrisis, ConfirmChannel, CrisisStep, DeclareCrisis, Declared, ExpectRevision, GetCrisis,
     ListCrises, Revised, UpdateCrisis,
 };
 use krisbud_proto::status::CrisisStatus;
 use krisbud_proto::{Channel, Problem, subject};
-use schemars::JsonSchema;
-use serde::Deserialize;
 
 use crate::auth::{Caller, CrisisReaders, DutyOfficers, Operators};
 use crate::body::{JsonBody, OptionalJsonBody};
@@ -81,15 +80,6 @@ pub async fn get_crisis(
         )
         .await?;
     Ok(Json(status))
-}
-
-/// The optional body of a confirmation.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfirmBody {
-    /// What the operator wants on record ("bannern syns på stockholm.se").
-    #[serde(default)]
-    pub note: Option<String>,
 }
 
 /// `POST /api/v1/crises/{id}/channels/{channel}/confirm`

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use krisbud_proto::api::{PreviewBody, ReasonBody};
 use krisbud_proto::command::{
     ChangeTemplateState, DiffTemplate, DraftResult, DraftTemplate, GetTemplate, GetTemplateVersion,
     ListTemplates, PreviewTemplate, TemplateAction,
@@ -15,9 +16,7 @@ use krisbud_proto::command::{
 use krisbud_proto::template::{
     TemplateDiff, TemplatePreview, TemplateRecord, TemplateSummary, TemplateVersion, VersionInfo,
 };
-use krisbud_proto::{AlertStatus, Problem, subject};
-use schemars::JsonSchema;
-use serde::Deserialize;
+use krisbud_proto::{Problem, subject};
 
 use crate::auth::{AnyUser, Caller, TemplateApprovers, TemplateEditors, TemplateRetirers};
 use crate::body::{JsonBody, OptionalJsonBody};
@@ -168,15 +167,6 @@ pub async fn show_version(
     Ok(Json(template))
 }
 
-/// The optional body of a lifecycle step.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReasonBody {
-    /// Why: required to reject, optional to retire.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
 async fn step(
     app: AppState,
     actor: krisbud_proto::Actor,
@@ -239,18 +229,6 @@ pub async fn retire(
 ) -> Result<Json<VersionInfo>, ApiError> {
     let reason = body.and_then(|b| b.reason);
     step(app, caller.actor(), path, TemplateAction::Retire, reason).await
-}
-
-/// The body of a preview.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PreviewBody {
-    /// Values for the template's variables, as a declaration would give them.
-    #[serde(default)]
-    pub variables: BTreeMap<String, String>,
-    /// Actual (default), Exercise or Test: shows the practice marking.
-    #[serde(default)]
-    pub status: AlertStatus,
 }
 
 /// `POST /api/v1/templates/{id}/versions/{version}/preview`

@@ -743,3 +743,65 @@ async fn unknown_routes_and_methods_get_problems_and_health_answers() {
     assert_eq!(ready.json::<Value>().await.unwrap()["gateway"], true);
     app.stop().await;
 }
+
+/// The router and the document come from one route table; this checks the
+/// outcome over HTTP: every documented operation is served (an unauthenticated
+/// call gets 401 or, for the public ones, an answer, never 404 or 405), and no
+/// documented path answers a method the document does not give it.
+#[tokio::test]
+async fn every_documented_operation_is_served_and_no_other_method_is() {
+    let app = App::spawn().await;
+    let document: Value = app
+        .get("/api/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.len() > 30, "{}", paths.len());
+    let mut served = 0;
+    for (path, item) in paths {
+        let url = format!(
+            "{}{}",
+            app.base,
+            path.replace("{id}", "x")
+                .replace("{version}", "1")
+                .replace("{channel}", "sms")
+        );
+        let documented: BTreeSet<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_uppercase())
+            .collect();
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            let status = app
+                .http
+                .request(method.parse().unwrap(), &url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if documented.contains(method) {
+                let public = item[method.to_lowercase()]["security"] == json!([]);
+                assert!(
+                    if public {
+                        matches!(status, 200 | 503)
+                    } else {
+                        status == 401
+                    },
+                    "{method} {path} is documented but answered {status}"
+                );
+                served += 1;
+            } else {
+                assert_eq!(status, 405, "{method} {path} is not documented");
+            }
+        }
+    }
+    assert!(served > 30, "{served}");
+    // A path the document does not have is not served.
+    let status = app.get("/api/v1/crises/x/undo", None).await.status();
+    assert_eq!(status, 404);
+    app.stop().await;
+}
