@@ -48,14 +48,6 @@ const LONG_FILES: &[(&str, &str)] = &[
         "services/gateway/src/openapi.rs",
         "the OpenAPI document of every route",
     ),
-    (
-        "services/coordinator/src/lifecycle.rs",
-        "the crisis aggregate's commands: declare, update, all-clear, cancel, close, confirm",
-    ),
-    (
-        "services/coordinator/src/audiences.rs",
-        "the audience aggregate with the streamed member import and its commit",
-    ),
 ];
 
 fn root() -> PathBuf {
@@ -344,4 +336,205 @@ fn the_code_map_names_every_crate() {
         missing.is_empty(),
         "ARCHITECTURE.md's code map lacks these crates (as **`path`**): {missing:?}"
     );
+}
+
+/// The module files of a crate's `src/` that a file's paths lead to: each
+/// `crate::…`, `super::…` and `self::…` path (in `use` items and in code) is
+/// followed through module files as far as they go.
+struct ModuleRefs<'a> {
+    src: &'a Path,
+    /// The directory of the file's own module's children.
+    here: PathBuf,
+    found: BTreeSet<PathBuf>,
+}
+
+impl ModuleRefs<'_> {
+    fn module_file(dir: &Path, name: &str) -> Option<PathBuf> {
+        [
+            dir.join(format!("{name}.rs")),
+            dir.join(name).join("mod.rs"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+    }
+
+    fn follow(&mut self, segments: &[String]) {
+        let Some(first) = segments.first() else {
+            return;
+        };
+        let (mut dir, rest) = match first.as_str() {
+            "crate" => (self.src.to_path_buf(), &segments[1..]),
+            "super" => (
+                self.here
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+                &segments[1..],
+            ),
+            "self" => (self.here.clone(), &segments[1..]),
+            _ => return,
+        };
+        let mut file = None;
+        for segment in rest {
+            match Self::module_file(&dir, segment) {
+                Some(f) => {
+                    dir = dir.join(segment);
+                    file = Some(f);
+                }
+                None => break,
+            }
+        }
+        let file = file.unwrap_or_else(|| {
+            // An item of the module `dir` itself.
+            if dir == self.src {
+                self.src.join("lib.rs")
+            } else {
+                Self::module_file(
+                    dir.parent().unwrap(),
+                    &dir.file_name().unwrap().to_string_lossy(),
+                )
+                .unwrap_or_default()
+            }
+        });
+        self.found.insert(file);
+    }
+
+    fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.use_tree(prefix, &p.tree);
+                prefix.pop();
+            }
+            syn::UseTree::Name(n) => {
+                prefix.push(n.ident.to_string());
+                self.follow(prefix);
+                prefix.pop();
+            }
+            syn::UseTree::Rename(r) => {
+                prefix.push(r.ident.to_string());
+                self.follow(prefix);
+                prefix.pop();
+            }
+            syn::UseTree::Glob(_) => self.follow(prefix),
+            syn::UseTree::Group(g) => {
+                for item in &g.items {
+                    self.use_tree(prefix, item);
+                }
+            }
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for ModuleRefs<'_> {
+    fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
+        self.use_tree(&mut Vec::new(), &item.tree);
+    }
+
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        self.follow(&segments);
+        syn::visit::visit_path(self, path);
+    }
+
+    // `pub(crate)` names no module to depend on.
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
+
+    // `mod tests { use super::*; }` refers to the file it is in.
+    fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
+        if item.content.is_none() {
+            return;
+        }
+        let inner = self.here.join(item.ident.to_string());
+        let here = std::mem::replace(&mut self.here, inner);
+        syn::visit::visit_item_mod(self, item);
+        self.here = here;
+    }
+}
+
+/// A cycle among the files of `src`, if there is one, as the files around it.
+fn import_cycle(src: &Path) -> Option<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut edges: std::collections::BTreeMap<PathBuf, BTreeSet<PathBuf>> = Default::default();
+    for file in &files {
+        let name = file.file_stem().unwrap().to_string_lossy().to_string();
+        let here = if name == "mod" || name == "lib" || name == "main" {
+            file.parent().unwrap().to_path_buf()
+        } else {
+            file.parent().unwrap().join(&name)
+        };
+        let mut refs = ModuleRefs {
+            src,
+            here,
+            found: BTreeSet::new(),
+        };
+        refs.visit_file(&syn::parse_file(&read(file)).unwrap());
+        refs.found.remove(file);
+        refs.found.retain(|f| !f.as_os_str().is_empty());
+        edges.insert(file.clone(), refs.found);
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        at: &PathBuf,
+        edges: &std::collections::BTreeMap<PathBuf, BTreeSet<PathBuf>>,
+        path: &mut Vec<PathBuf>,
+        done: &mut BTreeSet<PathBuf>,
+    ) -> Option<Vec<PathBuf>> {
+        if let Some(i) = path.iter().position(|p| p == at) {
+            return Some(path[i..].to_vec());
+        }
+        if done.contains(at) {
+            return None;
+        }
+        path.push(at.clone());
+        for next in edges.get(at).into_iter().flatten() {
+            if let Some(cycle) = visit(next, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(at.clone());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for file in edges.keys() {
+        if let Some(cycle) = visit(file, &edges, &mut Vec::new(), &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_coordinator_s_modules_import_each_other_without_a_circle() {
+    let src = root().join("services/coordinator/src");
+    if let Some(cycle) = import_cycle(&src) {
+        let names: Vec<_> = cycle
+            .iter()
+            .map(|p| p.strip_prefix(&src).unwrap().display().to_string())
+            .collect();
+        panic!("an import circle: {}", names.join(" → "));
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::write(src.join("lib.rs"), "//! x\nmod a;\nmod b;\n").unwrap();
+    std::fs::write(src.join("a.rs"), "//! a\nuse crate::b::B;\npub struct A;\n").unwrap();
+    std::fs::write(src.join("b.rs"), "//! b\npub struct B(super::a::A);\n").unwrap();
+    let cycle = import_cycle(src).expect("a → b → a");
+    assert_eq!(cycle.len(), 2, "{cycle:?}");
 }

@@ -1,18 +1,12 @@
 //! The coordinator: templates and rendering, declaration, the dispatch planner,
 //! operator confirmations and the crisis status projection.
 
-pub mod audiences;
-pub mod catalog;
-pub mod commands;
-pub mod deadlines;
-pub mod diff;
+pub mod audience;
+pub mod crisis;
 pub mod gsm;
-pub mod lifecycle;
-pub mod planner;
-pub mod projection;
 pub mod render;
-pub mod template_commands;
-pub mod templates;
+mod roles;
+pub mod template;
 
 use std::sync::Arc;
 
@@ -22,9 +16,9 @@ use krisbud_kit::{CancellationToken, Runtime, Started, command};
 use krisbud_proto::{Envelope, spec, subject};
 use serde::Deserialize;
 
-use crate::catalog::Catalog;
-use crate::commands::Coordinator;
-use crate::planner::Planner;
+use crate::crisis::planner::Planner;
+use crate::crisis::{Coordinator, deadlines, projection};
+use crate::template::Catalog;
 
 /// `[coordinator]`.
 ///
@@ -67,9 +61,9 @@ pub async fn catalog(rt: &Runtime) -> anyhow::Result<Catalog> {
 }
 
 /// The audience store on `rt`'s NATS connection, for seeding the demo set.
-pub async fn audiences(rt: &Runtime) -> anyhow::Result<audiences::Audiences> {
+pub async fn audiences(rt: &Runtime) -> anyhow::Result<audience::Audiences> {
     let js = &rt.bus.js;
-    Ok(audiences::Audiences {
+    Ok(audience::Audiences {
         bus: rt.bus.clone(),
         meta: js
             .get_key_value(spec::AUDIENCES.name)
@@ -186,24 +180,31 @@ async fn start_services(
         c.list(&req.actor).await
     });
     serve!(subject::cmd::LIST_TEMPLATES, |c, req| c
+        .templates
         .list_templates(req)
         .await);
     serve!(subject::cmd::GET_TEMPLATE, |c, req| c
+        .templates
         .get_template(req)
         .await);
     serve!(subject::cmd::GET_TEMPLATE_VERSION, |c, req| c
+        .templates
         .get_template_version(req)
         .await);
     serve!(subject::cmd::DRAFT_TEMPLATE, |c, req| c
+        .templates
         .draft_template(req)
         .await);
     serve!(subject::cmd::CHANGE_TEMPLATE_STATE, |c, req| c
+        .templates
         .change_template_state(req)
         .await);
     serve!(subject::cmd::PREVIEW_TEMPLATE, |c, req| c
+        .templates
         .preview_template(req)
         .await);
     serve!(subject::cmd::DIFF_TEMPLATE, |c, req| c
+        .templates
         .diff_template(req)
         .await);
 

@@ -424,7 +424,7 @@ mod tests {
     use super::*;
 
     fn water() -> TemplateVersion {
-        crate::templates::parse("vattenlacka.toml", crate::templates::DEMO[0].1).unwrap()
+        crate::template::parse("vattenlacka.toml", crate::template::DEMO[0].1).unwrap()
     }
 
     fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -536,7 +536,7 @@ mod warning_tests {
     use super::*;
 
     fn water() -> TemplateVersion {
-        crate::templates::parse("vattenlacka.toml", crate::templates::DEMO[0].1).unwrap()
+        crate::template::parse("vattenlacka.toml", crate::template::DEMO[0].1).unwrap()
     }
 
     fn values(omrade: &str) -> BTreeMap<String, String> {

@@ -61,7 +61,7 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<(PathBuf, TemplateVersion)>> {
     for path in paths {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let template = krisbud_coordinator::templates::parse(&path.display().to_string(), &text)?;
+        let template = krisbud_coordinator::template::parse(&path.display().to_string(), &text)?;
         anyhow::ensure!(
             !template.id.is_empty(),
             "template file {}: the id is missing (add id = \"...\")",
@@ -108,9 +108,9 @@ mod tests {
 
     #[test]
     fn a_demo_template_survives_the_round_trip_through_toml() {
-        for (name, text) in krisbud_coordinator::templates::DEMO {
-            let t = krisbud_coordinator::templates::parse(name, text).unwrap();
-            let back = krisbud_coordinator::templates::parse(name, &to_toml(&t).unwrap()).unwrap();
+        for (name, text) in krisbud_coordinator::template::DEMO {
+            let t = krisbud_coordinator::template::parse(name, text).unwrap();
+            let back = krisbud_coordinator::template::parse(name, &to_toml(&t).unwrap()).unwrap();
             assert_eq!(back, t, "{name}");
         }
     }
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn a_malformed_file_stops_the_import_naming_path_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let (name, text) = krisbud_coordinator::templates::DEMO[0];
+        let (name, text) = krisbud_coordinator::template::DEMO[0];
         std::fs::write(dir.path().join(name), text).unwrap();
         std::fs::write(
             dir.path().join("trasig.toml"),

@@ -189,7 +189,7 @@ pub async fn run(
         TemplatesCommand::Draft { api, file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let draft = krisbud_coordinator::templates::parse(&file.display().to_string(), &text)?;
+            let draft = krisbud_coordinator::template::parse(&file.display().to_string(), &text)?;
             let result = Client::new(&api.api, &api.token).draft(&draft).await?;
             let t = &result.template;
             if result.created {

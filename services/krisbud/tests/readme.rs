@@ -86,7 +86,7 @@ fn every_configuration_key_is_in_the_readme() {
         ("[coordinator]", fields::<krisbud_coordinator::Config>()),
         (
             "[coordinator.confirmation]",
-            fields::<krisbud_coordinator::deadlines::ConfirmationConfig>(),
+            fields::<krisbud_coordinator::crisis::deadlines::ConfirmationConfig>(),
         ),
         ("[sms]", fields::<krisbud_channel_sms::Config>()),
         ("[email]", fields::<krisbud_channel_email::Config>()),

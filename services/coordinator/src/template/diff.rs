@@ -113,7 +113,7 @@ fn lines(before: &str, after: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::templates::{DEMO, parse};
+    use crate::template::aggregate::{DEMO, parse};
 
     fn water() -> TemplateVersion {
         parse("vattenlacka.toml", DEMO[0].1).unwrap()

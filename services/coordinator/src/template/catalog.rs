@@ -21,7 +21,7 @@ use krisbud_proto::command::{ChangeTemplateState, TemplateAction};
 use krisbud_proto::template::{TemplateRecord, TemplateState, TemplateSummary, TemplateVersion};
 use krisbud_proto::{Actor, Envelope, Problem, Role, spec, subject};
 
-use crate::templates::{self, Aggregate, DraftDecision};
+use super::aggregate::{self as templates, Aggregate, DraftDecision};
 
 /// Reads and writes templates.
 #[derive(Clone)]

@@ -16,9 +16,11 @@ use krisbud_proto::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::audiences::Audiences;
-use crate::catalog::Catalog;
-use crate::{projection, render};
+use super::projection;
+use crate::audience::Audiences;
+use crate::render;
+use crate::roles::require;
+use crate::template::Catalog;
 
 /// Longest operator note accepted, in characters.
 const MAX_NOTE: usize = 500;
@@ -29,20 +31,6 @@ pub struct Coordinator {
     pub bus: Bus,
     pub crises: kv::Store,
     pub audiences: Audiences,
-}
-
-/// Refuses an actor holding none of `roles`, naming them.
-pub(crate) fn require(actor: &Actor, roles: &[Role]) -> Result<(), Problem> {
-    if roles.iter().any(|r| actor.has(*r)) {
-        Ok(())
-    } else {
-        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        Err(Problem::forbidden(format!(
-            "{} lacks the role for this; it needs one of: {}",
-            actor.user,
-            names.join(", ")
-        )))
-    }
 }
 
 fn internal(e: impl std::fmt::Display) -> Problem {

@@ -24,7 +24,7 @@ use krisbud_proto::model::CapInfo;
 use krisbud_proto::template::RenderedLanguage;
 use krisbud_proto::{Actor, AlertStatus, Channel, Envelope, Event};
 
-use crate::audiences::Audiences;
+use crate::audience::Audiences;
 
 /// What planning needs.
 #[derive(Clone)]

@@ -36,9 +36,10 @@ use krisbud_proto::template::{EmailMessage, SmsMessage};
 use krisbud_proto::{Actor, AlertStatus, Channel, Envelope, Event};
 use serde::Deserialize;
 
-use crate::audiences::Audiences;
-use crate::commands::Coordinator;
-use crate::{gsm, projection, render};
+use super::Coordinator;
+use super::projection;
+use crate::audience::Audiences;
+use crate::{gsm, render};
 
 /// `[coordinator.confirmation]`: deadlines by CAP severity, counted from when the
 /// current revision was issued, the repeat interval, and who is woken.

@@ -20,7 +20,7 @@ use krisbud_proto::template::{
 use krisbud_proto::{Actor, AlertStatus, Envelope, Event, Problem, Role, subject};
 use sha2::{Digest, Sha256};
 
-use crate::commands::require;
+use crate::roles::require;
 use crate::{gsm, render};
 
 /// The demo templates compiled into the binary; `krisbud up --demo` seeds them as
@@ -28,19 +28,19 @@ use crate::{gsm, render};
 pub const DEMO: [(&str, &str); 4] = [
     (
         "vattenlacka.toml",
-        include_str!("../templates/vattenlacka.toml"),
+        include_str!("../../templates/vattenlacka.toml"),
     ),
     (
         "it-storning.toml",
-        include_str!("../templates/it-storning.toml"),
+        include_str!("../../templates/it-storning.toml"),
     ),
     (
         "varmebolja.toml",
-        include_str!("../templates/varmebolja.toml"),
+        include_str!("../../templates/varmebolja.toml"),
     ),
     (
         "evakuering-aldreboende.toml",
-        include_str!("../templates/evakuering-aldreboende.toml"),
+        include_str!("../../templates/evakuering-aldreboende.toml"),
     ),
 ];
 

@@ -1,5 +1,5 @@
 //! The template commands and queries: list, show, draft, lifecycle steps, preview
-//! and diff. Roles and four eyes are decided in [`crate::templates`], whatever
+//! and diff. Roles and four eyes are decided in [`super::aggregate`], whatever
 //! the gateway checked before.
 
 use krisbud_proto::command::{
@@ -12,20 +12,18 @@ use krisbud_proto::template::{
 };
 use krisbud_proto::{CommandRequest, Problem};
 
-use crate::catalog::{no_template, unavailable};
-use crate::commands::Coordinator;
-use crate::{diff, render, templates};
+use super::aggregate as templates;
+use super::catalog::{Catalog, no_template, unavailable};
+use super::diff;
+use crate::render;
 
-impl Coordinator {
+impl Catalog {
     /// The declarable templates, or with `all` every version of every template.
     pub async fn list_templates(
         &self,
         request: CommandRequest<ListTemplates>,
     ) -> Result<Vec<TemplateSummary>, Problem> {
-        self.templates
-            .summaries(request.body.all)
-            .await
-            .map_err(unavailable)
+        self.summaries(request.body.all).await.map_err(unavailable)
     }
 
     /// One template's versions and their history.
@@ -34,8 +32,7 @@ impl Coordinator {
         request: CommandRequest<GetTemplate>,
     ) -> Result<TemplateRecord, Problem> {
         let id = &request.body.template;
-        self.templates
-            .record(id)
+        self.record(id)
             .await
             .map_err(unavailable)?
             .ok_or_else(|| no_template(id))
@@ -52,13 +49,11 @@ impl Coordinator {
 
     async fn template_version(&self, id: &str, version: u32) -> Result<TemplateVersion, Problem> {
         let record = self
-            .templates
             .record(id)
             .await
             .map_err(unavailable)?
             .ok_or_else(|| no_template(id))?;
-        self.templates
-            .version(&record, version)
+        self.version(&record, version)
             .await
             .map_err(unavailable)?
             .ok_or_else(|| Problem::not_found(format!("template `{id}` has no version {version}")))
@@ -70,7 +65,6 @@ impl Coordinator {
         request: CommandRequest<DraftTemplate>,
     ) -> Result<DraftResult, Problem> {
         let (created, template) = self
-            .templates
             .draft(
                 &request.actor,
                 request.body.draft,
@@ -86,7 +80,7 @@ impl Coordinator {
         request: CommandRequest<ChangeTemplateState>,
     ) -> Result<VersionInfo, Problem> {
         let body = &request.body;
-        let aggregate = self.templates.step(&request.actor, body).await?;
+        let aggregate = self.step(&request.actor, body).await?;
         aggregate
             .record()
             .versions
@@ -131,7 +125,6 @@ impl Coordinator {
         let body = request.body;
         let id = &body.template;
         let record = self
-            .templates
             .record(id)
             .await
             .map_err(unavailable)?
