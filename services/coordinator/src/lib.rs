@@ -108,10 +108,12 @@ async fn start_services(
         .await
         .context("crises bucket")?;
     let audiences = audiences(&rt).await?;
+    let status_writer = projection::Batcher::start(crises.clone());
     let coordinator = Arc::new(Coordinator {
         templates: templates.clone(),
         bus: rt.bus.clone(),
         crises: crises.clone(),
+        status_writer: status_writer.clone(),
         audiences: audiences.clone(),
     });
     let notifier = deadlines::Notifier {
@@ -264,7 +266,7 @@ async fn start_services(
         concurrency: 128,
         ..ConsumerSpec::new(spec::EVENTS.name, "coordinator-status", subject::ALL_EVENTS)
     };
-    let batcher = projection::Batcher::start(crises.clone());
+    let batcher = status_writer;
     tasks.push(
         consumer::spawn(&rt.bus.js, projector_spec, shutdown.clone(), move |d| {
             let batcher = batcher.clone();

@@ -1,7 +1,9 @@
 //! The event bus: appending events and publishing dispatch jobs with the headers
 //! every message carries (`Nats-Msg-Id`, kind, schema version, `traceparent`).
 
+use anyhow::Context as _;
 use async_nats::HeaderMap;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use krisbud_proto::job::DispatchJob;
 use krisbud_proto::{Envelope, HEADER_KIND, HEADER_SCHEMA_VERSION, SCHEMA_VERSION, subject};
@@ -60,6 +62,40 @@ impl Bus {
         let subject = envelope.subject();
         self.publish(subject, &envelope.id, headers, body, expect)
             .await
+    }
+
+    /// Reads every event on `subject` of KRISBUD_EVENTS in stream order and hands
+    /// each to `apply` with its stream sequence: the one way an aggregate is
+    /// loaded. An event that does not read as an envelope on its subject is
+    /// logged and handed as `None` (the audit records it as it is; the aggregate
+    /// goes on without it, but knows it was there).
+    pub async fn fold_events(
+        &self,
+        subject: &str,
+        mut apply: impl FnMut(u64, Option<&Envelope>),
+    ) -> anyhow::Result<()> {
+        let stream = self
+            .js
+            .get_stream_no_info(krisbud_proto::spec::EVENTS.name)
+            .await?;
+        let mut next = 1;
+        loop {
+            let message = match stream.get_first_raw_message_by_subject(subject, next).await {
+                Ok(m) => m,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot read the events on {subject}"));
+                }
+            };
+            next = message.sequence + 1;
+            match Envelope::read_on(&message.subject, &message.payload) {
+                Ok(envelope) => apply(message.sequence, Some(&envelope)),
+                Err(e) => {
+                    tracing::warn!(%subject, sequence = message.sequence, error = %e, "unreadable event skipped");
+                    apply(message.sequence, None);
+                }
+            }
+        }
     }
 
     /// Publishes a dispatch job to its channel's work queue. The job id is the

@@ -29,7 +29,11 @@ const MAX_NOTE: usize = 500;
 pub struct Coordinator {
     pub templates: Catalog,
     pub bus: Bus,
+    /// The status read model, read here; written only by `status_writer`.
     pub crises: kv::Store,
+    /// The one writer of the status read model (the projector uses it too), so a
+    /// command's answer already shows its own event.
+    pub status_writer: projection::Batcher,
     pub audiences: Audiences,
 }
 
@@ -143,7 +147,7 @@ impl Coordinator {
                 .await
             {
                 Ok(_) => {
-                    if let Err(e) = projection::apply(&self.crises, &envelope).await {
+                    if let Err(e) = self.status_writer.apply(envelope.clone()).await {
                         // The projector folds the event in from the stream as well.
                         tracing::warn!(error = %e, "cannot update status right away");
                     }
@@ -262,9 +266,7 @@ impl Coordinator {
             .append(&envelope, Expect::Any)
             .await
             .map_err(internal)?;
-        projection::apply(&self.crises, &envelope)
-            .await
-            .map_err(internal)?;
+        self.status_writer.apply(envelope).await.map_err(internal)?;
         self.status(&body.crisis_id).await
     }
 

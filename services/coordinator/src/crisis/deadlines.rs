@@ -311,7 +311,7 @@ impl Sweeper {
     /// the status at once, so the next sweep sees it.
     async fn append(&self, envelope: Envelope) -> anyhow::Result<()> {
         self.coordinator.bus.append(&envelope, Expect::Any).await?;
-        projection::apply(&self.coordinator.crises, &envelope).await
+        self.coordinator.status_writer.apply(envelope).await
     }
 }
 

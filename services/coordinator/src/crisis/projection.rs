@@ -1,4 +1,6 @@
-//! The crisis status read model in the KRISBUD_CRISES bucket.
+//! The crisis status read model in the KRISBUD_CRISES bucket, and its one
+//! writer, [`Batcher`]: the projector and the command handlers all hand it
+//! their events.
 //!
 //! Folding is idempotent and order-independent (delivery reports overwrite their
 //! job's entry, confirmations are keyed by event id), and every write is a
@@ -16,14 +18,6 @@ use krisbud_proto::status::{
 };
 use krisbud_proto::template::RenderedLanguage;
 use krisbud_proto::{Envelope, Event};
-
-/// Applies one event to the projection of its crisis, retrying on concurrent writes.
-pub async fn apply(store: &kv::Store, envelope: &Envelope) -> anyhow::Result<()> {
-    let Some(crisis_id) = envelope.event.crisis_id() else {
-        return Ok(());
-    };
-    apply_all(store, crisis_id, &[envelope]).await
-}
 
 /// Events waiting for the batcher, each with where its result goes.
 type Waiting = (Envelope, oneshot::Sender<Result<(), String>>);

@@ -10,20 +10,16 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context as _;
-use async_nats::jetstream::stream::RawMessageErrorKind;
 use krisbud_kit::bus::{AppendError, Expect};
 use krisbud_proto::audience::Audience;
 use krisbud_proto::command::{CancelCrisis, CrisisStep, ExpectRevision, Revised, UpdateCrisis};
 use krisbud_proto::template::{TemplateRef, TemplateVersion};
-use krisbud_proto::{
-    Actor, Channel, CommandRequest, Envelope, Event, Problem, Role, spec, subject,
-};
+use krisbud_proto::{Actor, Channel, CommandRequest, Envelope, Event, Problem, Role, subject};
 use sha2::{Digest, Sha256};
 
+use super::Coordinator;
 use super::lifecycle::{self, Crisis, Step};
 use super::wording::Closing;
-use super::{Coordinator, projection};
 use crate::roles::require;
 
 /// Attempts at appending when events land between reading and appending.
@@ -39,31 +35,19 @@ fn internal(e: impl std::fmt::Display) -> Problem {
 impl Coordinator {
     /// Folds every event of crisis `id` from KRISBUD_EVENTS, in stream order.
     pub async fn load_crisis(&self, id: &str) -> anyhow::Result<Crisis> {
-        let stream = self.bus.js.get_stream_no_info(spec::EVENTS.name).await?;
-        let subject = subject::crisis_events(id);
         let mut crisis = Crisis {
             crisis_id: id.to_owned(),
             ..Crisis::default()
         };
-        let mut next = 1;
-        loop {
-            let message = match stream
-                .get_first_raw_message_by_subject(&subject, next)
-                .await
-            {
-                Ok(m) => m,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(e).context("cannot read crisis events"),
-            };
-            next = message.sequence + 1;
-            match Envelope::read_on(&message.subject, &message.payload) {
-                Ok(envelope) => crisis.apply(&envelope, message.sequence),
-                Err(e) => {
-                    tracing::warn!(crisis = %id, sequence = message.sequence, error = %e, "unreadable crisis event skipped");
-                    crisis.last_sequence = message.sequence;
-                }
-            }
-        }
+        self.bus
+            .fold_events(
+                &subject::crisis_events(id),
+                |sequence, envelope| match envelope {
+                    Some(envelope) => crisis.apply(envelope, sequence),
+                    None => crisis.last_sequence = sequence,
+                },
+            )
+            .await?;
         Ok(crisis)
     }
 
@@ -229,7 +213,7 @@ impl Coordinator {
                 .await
             {
                 Ok(_) => {
-                    if let Err(e) = projection::apply(&self.crises, &envelope).await {
+                    if let Err(e) = self.status_writer.apply(envelope.clone()).await {
                         tracing::warn!(error = %e, "cannot update status right away");
                     }
                     tracing::info!(crisis = %crisis_id, revision, step = step.name(), "crisis lifecycle step");

@@ -12,14 +12,13 @@
 
 use anyhow::Context as _;
 use async_nats::jetstream::kv;
-use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures::StreamExt;
 use krisbud_kit::Bus;
 use krisbud_kit::bus::{AppendError, Expect};
 use krisbud_kit::consumer::{Ack, Delivery};
 use krisbud_proto::command::{ChangeTemplateState, TemplateAction};
 use krisbud_proto::template::{TemplateRecord, TemplateState, TemplateSummary, TemplateVersion};
-use krisbud_proto::{Actor, Envelope, Problem, Role, spec, subject};
+use krisbud_proto::{Actor, Envelope, Problem, Role, subject};
 
 use super::aggregate::{self as templates, Aggregate, DraftDecision};
 
@@ -36,29 +35,16 @@ const ATTEMPTS: usize = 5;
 impl Catalog {
     /// Folds every event of template `id` from KRISBUD_EVENTS, in stream order.
     pub async fn load(&self, id: &str) -> anyhow::Result<Aggregate> {
-        let stream = self.bus.js.get_stream_no_info(spec::EVENTS.name).await?;
-        let subject = subject::template_events(id);
         let mut aggregate = Aggregate::new(id);
-        let mut next = 1;
-        loop {
-            let message = match stream
-                .get_first_raw_message_by_subject(&subject, next)
-                .await
-            {
-                Ok(m) => m,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(e).context("cannot read template events"),
-            };
-            next = message.sequence + 1;
-            match Envelope::read_on(&message.subject, &message.payload) {
-                Ok(envelope) => aggregate.apply(&envelope, message.sequence),
-                Err(e) => {
-                    // The audit records it as it is; the template goes on without it.
-                    tracing::warn!(template = %id, sequence = message.sequence, error = %e, "unreadable template event skipped");
-                    aggregate.last_sequence = message.sequence;
-                }
-            }
-        }
+        self.bus
+            .fold_events(
+                &subject::template_events(id),
+                |sequence, envelope| match envelope {
+                    Some(envelope) => aggregate.apply(envelope, sequence),
+                    None => aggregate.last_sequence = sequence,
+                },
+            )
+            .await?;
         Ok(aggregate)
     }
 
