@@ -10,7 +10,8 @@
 //! - no file's code (what precedes its `#[cfg(test)]` module) passes
 //!   [`MAX_CODE_LINES`], and no test file passes [`MAX_TEST_LINES`], unless
 //!   [`LONG_FILES`] gives the reason;
-//! - ARCHITECTURE.md's code map names every workspace crate.
+//! - ARCHITECTURE.md's code map names every workspace crate, and every file the
+//!   docs name exists.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -537,4 +538,42 @@ fn the_cycle_finder_finds_a_cycle() {
     std::fs::write(src.join("b.rs"), "//! b\npub struct B(super::a::A);\n").unwrap();
     let cycle = import_cycle(src).expect("a → b → a");
     assert_eq!(cycle.len(), 2, "{cycle:?}");
+}
+
+#[test]
+fn every_file_the_docs_name_exists() {
+    let root = root();
+    let names: BTreeSet<String> = sources()
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        .collect();
+    let mut missing = Vec::new();
+    for doc in ["ARCHITECTURE.md", "README.md", "docs/audit-format.md"] {
+        let text = read(&root.join(doc));
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let is_file =
+                quoted.ends_with(".rs") || quoted.ends_with(".md") || quoted.ends_with(".toml");
+            if !is_file || quoted.contains(' ') || quoted.contains('<') || quoted.contains('*') {
+                continue;
+            }
+            let found = if quoted.contains('/') {
+                // A path: from the root, or from a crate's directory.
+                root.join(quoted).exists()
+                    || members().iter().any(|m| {
+                        root.join(m).join(quoted).exists()
+                            || root.join(m).join("src").join(quoted).exists()
+                    })
+                    || root.join("services").join(quoted).exists()
+            } else {
+                names.contains(quoted) || root.join(quoted).exists()
+            };
+            if !found {
+                missing.push(format!("{doc}: `{quoted}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the docs name files that do not exist: {missing:#?}"
+    );
 }
