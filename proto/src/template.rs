@@ -116,6 +116,29 @@ pub struct LanguageTemplate {
     pub intranet_title: String,
     /// Markdown.
     pub intranet_body: String,
+    /// What this language says when the danger is over. Required for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_clear: Option<ClosingTemplate>,
+    /// What this language says when a message went out in error. Required for
+    /// approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<ClosingTemplate>,
+}
+
+/// The wording of an all-clear or a correction in one language, written and
+/// approved with the rest of the template and filled in with the crisis's values.
+/// The email's HTML is made from its text; the banner keeps the alert's link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClosingTemplate {
+    pub sms: String,
+    pub email_subject: String,
+    pub email_text: String,
+    pub banner_headline: String,
+    pub banner_body: String,
+    pub intranet_title: String,
+    /// Markdown.
+    pub intranet_body: String,
 }
 
 /// How loud the banner is.

@@ -232,17 +232,28 @@ async fn alert_update_all_clear_and_close_reach_every_channel_in_turn() {
     assert_eq!(status.state, CrisisState::AllClear);
     let r3 = sms_of(&app, &id, 3);
     assert_eq!(phones(&r3), everyone);
+    // The template's own all-clear, filled in: it says the danger is over and
+    // never repeats the alert ("the water is shut off").
     assert_eq!(
         text_to(&r3, FARSTA[0]),
-        "FARAN ÖVER: Vattnet är avstängt i Farsta. https://stockholm.se/vatten"
+        "Stockholms stad: Faran är över. Vattenläckan i Farsta är lagad och vattnet är \
+         tillbaka i kranen. Mer info: stockholm.se/vatten"
     );
-    assert!(text_to(&r3, FARSTA[1]).starts_with("ALL CLEAR: The water is shut off in Farsta."));
+    assert!(
+        text_to(&r3, FARSTA[1]).starts_with("City of Stockholm: The danger is over."),
+        "{}",
+        text_to(&r3, FARSTA[1])
+    );
+    assert!(r3.iter().all(|l| {
+        let text = l["message"].as_str().unwrap();
+        !text.contains("avstängt") && !text.contains("shut off")
+    }));
     assert!(r3.iter().all(|l| l["msg_type"] == "Update"
         && l["references"] == json!([format!("{id}.r1"), format!("{id}.r2")])));
     let banner = wait_banner(&app, &id, 3).await;
     assert_eq!(
         banner["headline"],
-        "FARAN ÖVER: Vattnet är avstängt i Farsta"
+        "Faran är över: vattnet är tillbaka i Farsta"
     );
     assert_eq!(banner["level"], "info");
     let clear_at: chrono::DateTime<chrono::Utc> =
@@ -255,7 +266,7 @@ async fn alert_update_all_clear_and_close_reach_every_channel_in_turn() {
     assert!(
         articles_of(&app, &id, 3)
             .iter()
-            .any(|a| a["title"].as_str().unwrap().starts_with("FARAN ÖVER: "))
+            .any(|a| a["title"] == "Faran är över: vattnet är tillbaka i Farsta")
     );
     assert_eq!(emails_of(&app, &id, 3).len(), 5);
 
@@ -386,11 +397,13 @@ async fn a_cancellation_takes_the_banner_down_and_corrects_the_earlier_recipient
     }
     assert_eq!(
         text_to(&r2, FARSTA[0]),
-        "RÄTTELSE: Meddelandet \"Vattnet är avstängt i Farsta\" skickades av misstag. Bortse från det."
+        "Stockholms stad: RÄTTELSE. Meddelandet om avstängt vatten i Farsta skickades av \
+         misstag. Vattnet är inte avstängt. Du behöver inte göra något."
     );
     assert_eq!(
         text_to(&r2, FARSTA[1]),
-        "CORRECTION: The message \"The water is shut off in Farsta\" was sent in error. Please disregard it."
+        "City of Stockholm: CORRECTION. The message about the water being shut off in \
+         Farsta was sent by mistake. The water is not shut off. You do not need to do anything."
     );
     let articles = articles_of(&app, &id, 2);
     assert_eq!(articles.len(), 3);

@@ -9,9 +9,11 @@
 
 use std::collections::BTreeMap;
 
+use krisbud_kit::text::escape_html;
 use krisbud_proto::template::{
-    BannerMessage, CrisisParts, EmailMessage, IntranetMessage, LanguageTemplate, RenderWarning,
-    RenderedLanguage, SmsMessage, TemplateVersion, VariableSpec, VariableType,
+    BannerLevel, BannerMessage, ClosingTemplate, CrisisParts, EmailMessage, IntranetMessage,
+    LanguageTemplate, RenderWarning, RenderedLanguage, SmsMessage, TemplateVersion, VariableSpec,
+    VariableType,
 };
 use krisbud_proto::{AlertStatus, Channel, Problem};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
@@ -242,11 +244,12 @@ fn render_language(
     })
 }
 
-/// Every template text of one language, by field name.
-pub fn sources(wording: &LanguageTemplate) -> [(&'static str, &str); 15] {
+/// Every template text of one language, by field name (the closing texts as
+/// `all_clear.sms`, `cancel.banner_body` …).
+pub fn sources(wording: &LanguageTemplate) -> Vec<(&'static str, &str)> {
     let p = &wording.parts;
-    [
-        ("parts.what_happened", &p.what_happened),
+    let mut out = vec![
+        ("parts.what_happened", p.what_happened.as_str()),
         ("parts.affects_me", &p.affects_me),
         ("parts.city_actions", &p.city_actions),
         ("parts.what_to_do", &p.what_to_do),
@@ -261,7 +264,144 @@ pub fn sources(wording: &LanguageTemplate) -> [(&'static str, &str); 15] {
         ("banner_link_url", &wording.banner_link_url),
         ("intranet_title", &wording.intranet_title),
         ("intranet_body", &wording.intranet_body),
-    ]
+    ];
+    if let Some(c) = &wording.all_clear {
+        out.extend([
+            ("all_clear.sms", c.sms.as_str()),
+            ("all_clear.email_subject", &c.email_subject),
+            ("all_clear.email_text", &c.email_text),
+            ("all_clear.banner_headline", &c.banner_headline),
+            ("all_clear.banner_body", &c.banner_body),
+            ("all_clear.intranet_title", &c.intranet_title),
+            ("all_clear.intranet_body", &c.intranet_body),
+        ]);
+    }
+    if let Some(c) = &wording.cancel {
+        out.extend([
+            ("cancel.sms", c.sms.as_str()),
+            ("cancel.email_subject", &c.email_subject),
+            ("cancel.email_text", &c.email_text),
+            ("cancel.banner_headline", &c.banner_headline),
+            ("cancel.banner_body", &c.banner_body),
+            ("cancel.intranet_title", &c.intranet_title),
+            ("cancel.intranet_body", &c.intranet_body),
+        ]);
+    }
+    out
+}
+
+/// The closing texts a language must carry: the all-clear or the correction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosingKind {
+    AllClear,
+    Cancel,
+}
+
+impl ClosingKind {
+    /// The key of the texts in a template (`languages.sv.all_clear`).
+    pub fn key(self) -> &'static str {
+        match self {
+            ClosingKind::AllClear => "all_clear",
+            ClosingKind::Cancel => "cancel",
+        }
+    }
+
+    /// This kind's texts in `wording`, when it has them.
+    pub fn of(self, wording: &LanguageTemplate) -> Option<&ClosingTemplate> {
+        match self {
+            ClosingKind::AllClear => wording.all_clear.as_ref(),
+            ClosingKind::Cancel => wording.cancel.as_ref(),
+        }
+    }
+}
+
+/// Renders the all-clear or the correction of every language of `template` with
+/// the crisis's `values`: the practice marker as in the alert, the email's HTML
+/// made from its text, the banner at level info with the alert's link. `None`
+/// when a language lacks the texts (a version approved before they were
+/// required).
+pub fn render_closing(
+    template: &TemplateVersion,
+    kind: ClosingKind,
+    values: &BTreeMap<String, String>,
+    status: AlertStatus,
+) -> Result<Option<Vec<RenderedLanguage>>, Problem> {
+    let env = environment();
+    let mut out = Vec::with_capacity(template.languages.len());
+    for (language, wording) in &template.languages {
+        let Some(texts) = kind.of(wording) else {
+            return Ok(None);
+        };
+        let render = |name: &str, source: &str, ctx: &Value| -> Result<String, Problem> {
+            env.render_named_str(name, source, ctx)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| {
+                    Problem::new(
+                        422,
+                        "template cannot be rendered",
+                        format!(
+                            "template `{}` version {} ({language}, {}.{name}): {e}",
+                            template.id,
+                            template.version,
+                            kind.key()
+                        ),
+                    )
+                })
+        };
+        let plain = Value::from_serialize(values);
+        let markdown_values: BTreeMap<&str, String> = values
+            .iter()
+            .map(|(k, v)| (k.as_str(), escape_markdown(v)))
+            .collect();
+        let markdown = Value::from_serialize(&markdown_values);
+        let marker = marker(status, language);
+        let mark = |text: String| match marker {
+            Some(m) => format!("{m}: {text}"),
+            None => text,
+        };
+        let sms_text = mark(render("sms", &texts.sms, &plain)?);
+        let cost = gsm::cost(&sms_text);
+        let email_text = render("email_text", &texts.email_text, &plain)?;
+        let mut html: Vec<String> = email_text
+            .split("\n\n")
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| format!("<p>{}</p>", escape_html(p.trim()).replace('\n', "<br>\n")))
+            .collect();
+        if let Some(m) = marker {
+            html.insert(0, format!("<p><strong>{m}</strong></p>"));
+        }
+        let banner_body = render("banner_body", &texts.banner_body, &plain)?;
+        out.push(RenderedLanguage {
+            language: language.clone(),
+            parts: CrisisParts {
+                what_happened: banner_body.clone(),
+                learn_more: render("banner_link_url", &wording.banner_link_url, &plain)?,
+                ..CrisisParts::default()
+            },
+            sms: SmsMessage {
+                text: sms_text,
+                encoding: cost.encoding.as_str().to_owned(),
+                segments: cost.segments,
+            },
+            email: EmailMessage {
+                subject: mark(render("email_subject", &texts.email_subject, &plain)?),
+                text: mark(email_text),
+                html: html.join("\n"),
+            },
+            banner: BannerMessage {
+                headline: mark(render("banner_headline", &texts.banner_headline, &plain)?),
+                body: banner_body,
+                link_text: render("banner_link_text", &wording.banner_link_text, &plain)?,
+                link_url: render("banner_link_url", &wording.banner_link_url, &plain)?,
+                level: BannerLevel::Info,
+            },
+            intranet: IntranetMessage {
+                title: mark(render("intranet_title", &texts.intranet_title, &plain)?),
+                body: render("intranet_body", &texts.intranet_body, &markdown)?,
+            },
+        });
+    }
+    Ok(Some(out))
 }
 
 /// Checks that minijinja can parse a template text (variables are checked when

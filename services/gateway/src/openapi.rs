@@ -501,7 +501,8 @@ pub(crate) fn api() -> (Router<AppState>, Value) {
     let all_clear = step(
         "allClearCrisis",
         "Give the all-clear",
-        "A new revision saying \"FARAN ÖVER\" on every channel (CAP msgType Update, \
+        "A new revision with the template's all-clear texts (that the danger is over), \
+         filled in with the values in force, on every channel (CAP msgType Update, \
          responseType AllClear); the banner shows it for `banner.all_clear_display_secs`. \
          Afterwards only closing is possible.",
         expect_body.clone(),
@@ -511,9 +512,10 @@ pub(crate) fn api() -> (Router<AppState>, Value) {
     let cancel = step(
         "cancelCrisis",
         "Withdraw a crisis sent in error",
-        "A new revision with a correction (\"RÄTTELSE\") to the earlier recipients on every \
-         channel (CAP msgType Cancel, referencing the earlier messages); the banner is taken \
-         down. `reason` is required. Afterwards only closing is possible.",
+        "A new revision with the template's correction texts to the earlier recipients on \
+         every channel (CAP msgType Cancel, referencing the earlier messages); the banner is \
+         taken down. `reason` is required and goes on record, not into the messages. \
+         Afterwards only closing is possible.",
         cancel_body,
         &mut schemas,
     );

@@ -277,8 +277,8 @@ pub fn decide_update(
     }))
 }
 
-/// Decides the all-clear or the cancellation: every language's last message
-/// turned into its closing message, within `template`'s SMS limit.
+/// Decides the all-clear or the cancellation: each language's own closing texts
+/// in `template`, filled in with the crisis's values, within its SMS limit.
 pub fn decide_closing(
     crisis: &Crisis,
     closing: Closing,
@@ -286,11 +286,18 @@ pub fn decide_closing(
     template: &TemplateVersion,
 ) -> Result<Event, Problem> {
     let current = declared(crisis)?;
-    let messages: Vec<RenderedLanguage> = current
-        .messages
-        .iter()
-        .map(|m| closing_message(closing, m, current.status, template.max_sms_segments))
-        .collect();
+    let messages =
+        match render::render_closing(template, closing, &current.variables, current.status)? {
+            Some(messages) => {
+                render::check_sms_segments(template, &messages, &current.variables)?;
+                messages
+            }
+            None => current
+                .messages
+                .iter()
+                .map(|m| closing_message(closing, m, current.status, template.max_sms_segments))
+                .collect::<Vec<RenderedLanguage>>(),
+        };
     let mut cap = current.cap.clone();
     if closing == Closing::AllClear {
         cap.response_type = ResponseType::AllClear;
@@ -531,6 +538,12 @@ mod tests {
             panic!("an all-clear")
         };
         assert_eq!(e.cap.response_type, ResponseType::AllClear);
+        // The template's own all-clear with the values in force, in every language.
+        let sv = e.messages.iter().find(|m| m.language == "sv").unwrap();
+        assert!(sv.sms.text.contains("Faran är över") && sv.sms.text.contains("Farsta"));
+        assert!(!sv.sms.text.contains("avstängt"), "{}", sv.sms.text);
+        assert_eq!(sv.banner.level, krisbud_proto::template::BannerLevel::Info);
+        assert_eq!(e.messages.len(), 3);
         assert_eq!(e.references, [message_id("c1", 1), message_id("c1", 2)]);
         crisis.apply(&Envelope::new(anna(), event), 3);
         assert_eq!((crisis.state, crisis.revision), (CrisisState::AllClear, 3));

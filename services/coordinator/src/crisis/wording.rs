@@ -12,11 +12,7 @@ use krisbud_proto::template::{
 use crate::{gsm, render};
 
 /// The all-clear or the correction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closing {
-    AllClear,
-    Cancel,
-}
+pub use crate::render::ClosingKind as Closing;
 
 /// How the language's messages are worded: Swedish, easy-to-read Swedish, or
 /// English for every other language.
@@ -145,8 +141,9 @@ fn words(closing: Closing, wording: Wording) -> Words {
     }
 }
 
-/// The all-clear or the correction in the language of `base` (the last alert or
-/// update), quoting its headline; the SMS keeps within `max_segments`, cutting the
+/// The all-clear or the correction of a template version approved before each
+/// language had to carry its own: fixed words in the language of `base` (the
+/// last alert or update), quoting its headline; the SMS keeps within `max_segments`, cutting the
 /// headline when it must.
 pub fn closing_message(
     closing: Closing,

@@ -20,6 +20,7 @@ use krisbud_proto::template::{
 use krisbud_proto::{Actor, AlertStatus, Envelope, Event, Problem, Role, subject};
 use sha2::{Digest, Sha256};
 
+use crate::render::ClosingKind;
 use crate::roles::require;
 use crate::{gsm, render};
 
@@ -558,8 +559,60 @@ pub fn assess(t: &TemplateVersion) -> Assessment {
                 ));
             }
         }
+        for kind in [ClosingKind::AllClear, ClosingKind::Cancel] {
+            let when = match kind {
+                ClosingKind::AllClear => "the danger is over",
+                ClosingKind::Cancel => "a message went out in error",
+            };
+            match kind.of(wording) {
+                None => out.problems.push(format!(
+                    "languages.{tag}.{} is missing: write what this language says when {when}",
+                    kind.key()
+                )),
+                Some(texts) => {
+                    for (field, text) in [
+                        ("sms", &texts.sms),
+                        ("email_subject", &texts.email_subject),
+                        ("email_text", &texts.email_text),
+                        ("banner_headline", &texts.banner_headline),
+                        ("banner_body", &texts.banner_body),
+                        ("intranet_title", &texts.intranet_title),
+                        ("intranet_body", &texts.intranet_body),
+                    ] {
+                        if text.trim().is_empty() {
+                            out.problems
+                                .push(format!("languages.{tag}.{}.{field} is empty", kind.key()));
+                        }
+                    }
+                }
+            }
+        }
     }
     let worst = worst_case_values(&t.variables);
+    for kind in [ClosingKind::AllClear, ClosingKind::Cancel] {
+        match render::render_closing(t, kind, &worst, AlertStatus::Exercise) {
+            Err(p) => out.problems.push(format!(
+                "the {} texts cannot be rendered with every variable at its maximum length: {}",
+                kind.key(),
+                p.detail
+            )),
+            Ok(Some(rendered)) => {
+                for language in rendered {
+                    if language.sms.segments > t.max_sms_segments {
+                        out.problems.push(format!(
+                            "the {} {} SMS can take {} segments with every variable at its \
+                             maximum length; at most {} are allowed",
+                            language.language,
+                            kind.key(),
+                            language.sms.segments,
+                            t.max_sms_segments
+                        ));
+                    }
+                }
+            }
+            Ok(None) => {}
+        }
+    }
     // An exercise carries the longest marker ("EXERCISE: "), so it is the worst case.
     match render::render(t, &worst, AlertStatus::Exercise) {
         Err(p) => out.problems.push(format!(
@@ -922,6 +975,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bad.toml") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn approval_refuses_a_language_without_its_all_clear_or_cancel_texts() {
+        let mut t = demo(0);
+        t.languages.get_mut("sv").unwrap().all_clear = None;
+        t.languages.get_mut("en").unwrap().cancel = None;
+        let p = check_approvable(&t).unwrap_err();
+        assert!(
+            p.detail.contains("languages.sv.all_clear is missing")
+                && p.detail.contains("languages.en.cancel is missing"),
+            "{}",
+            p.detail
+        );
+
+        // An all-clear SMS that cannot fit is refused like the alert's.
+        let mut t = demo(0);
+        t.languages
+            .get_mut("sv")
+            .unwrap()
+            .all_clear
+            .as_mut()
+            .unwrap()
+            .sms = "{{ omrade }} ".repeat(40);
+        let p = check_approvable(&t).unwrap_err();
+        assert!(
+            p.detail.contains("the sv all_clear SMS can take"),
+            "{}",
+            p.detail
+        );
     }
 
     #[test]
