@@ -1,4 +1,24 @@
-//! Text helpers every service that writes HTML shares.
+//! Text helpers the services share: the one HTML escape, and the one check of a
+//! free text a person types (a note, a reason).
+
+/// Checks a free text a person typed for the record (a note, a reason): at most
+/// `max` characters and no control character but line breaks. The problem
+/// names `field` ("note", "reason") and never repeats the text.
+pub fn check_free_text(field: &str, text: &str, max: usize) -> Result<(), krisbud_proto::Problem> {
+    if text.chars().count() > max {
+        return Err(krisbud_proto::Problem::invalid(
+            field,
+            format!("the {field} is longer than {max} characters"),
+        ));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(krisbud_proto::Problem::invalid(
+            field,
+            format!("the {field} contains a control character"),
+        ));
+    }
+    Ok(())
+}
 
 /// Escapes `&`, `<`, `>`, `"` and `'` as character references, so the text stays
 /// text wherever a page puts it, in an element or in a quoted attribute. Every

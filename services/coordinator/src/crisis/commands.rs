@@ -103,15 +103,11 @@ impl Coordinator {
             .collect();
         let messages = render::render(template, &body.variables, body.status)?;
         render::check_sms_segments(template, &messages, &body.variables)?;
-        for channel in &channels {
-            let count = match channel {
-                // At most: the plan drops addresses that several audiences share.
-                Channel::Sms => audiences.iter().map(|a| a.with_phone).sum(),
-                Channel::Email => audiences.iter().map(|a| a.with_email).sum(),
-                Channel::Banner | Channel::Intranet => messages.len() as u64,
-            };
-            recipients.insert(*channel, count);
-        }
+        recipients.extend(super::lifecycle::recipient_counts(
+            &audiences,
+            &channels,
+            messages.len(),
+        ));
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -239,18 +235,7 @@ impl Coordinator {
             ));
         }
         if let Some(note) = &body.note {
-            if note.chars().count() > MAX_NOTE {
-                return Err(Problem::invalid(
-                    "note",
-                    format!("the note is longer than {MAX_NOTE} characters"),
-                ));
-            }
-            if note.chars().any(|c| c.is_control() && c != '\n') {
-                return Err(Problem::invalid(
-                    "note",
-                    "the note contains a control character",
-                ));
-            }
+            krisbud_kit::text::check_free_text("note", note, MAX_NOTE)?;
         }
         let mut envelope = Envelope::new(
             request.actor,

@@ -14,7 +14,7 @@ use krisbud_proto::audience::Audience;
 use krisbud_proto::command::UpdateCrisis;
 use krisbud_proto::event::{CrisisClosed, CrisisRevised};
 use krisbud_proto::job::{MsgType, message_id};
-use krisbud_proto::model::{CapInfo, ResponseType};
+use krisbud_proto::model::{Address, CapInfo, ResponseType};
 use krisbud_proto::status::CrisisState;
 use krisbud_proto::template::{RenderedLanguage, TemplateRef, TemplateVersion};
 use krisbud_proto::{AlertStatus, Channel, Envelope, Event, Problem};
@@ -358,6 +358,28 @@ fn declared(crisis: &Crisis) -> Result<&Current, Problem> {
         .current
         .as_ref()
         .ok_or_else(|| Problem::not_found(format!("there is no crisis `{}`", crisis.crisis_id)))
+}
+
+/// Recipients per channel as `audiences` count them now: members with a phone
+/// number or an email address for the personal channels (at most: the plan
+/// drops addresses that several audiences share), one per language for the
+/// shared ones.
+pub fn recipient_counts(
+    audiences: &[Audience],
+    channels: &[Channel],
+    languages: usize,
+) -> BTreeMap<Channel, u64> {
+    channels
+        .iter()
+        .map(|channel| {
+            let n = match channel.address() {
+                Some(Address::Phone) => audiences.iter().map(|a| a.with_phone).sum(),
+                Some(Address::Email) => audiences.iter().map(|a| a.with_email).sum(),
+                None => languages as u64,
+            };
+            (*channel, n)
+        })
+        .collect()
 }
 
 /// The lifecycle table as ARCHITECTURE.md prints it: one row per state, one

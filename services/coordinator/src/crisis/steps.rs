@@ -101,18 +101,7 @@ impl Coordinator {
                 "say why the message is withdrawn",
             ));
         }
-        if reason.chars().count() > MAX_REASON {
-            return Err(Problem::invalid(
-                "reason",
-                format!("the reason is longer than {MAX_REASON} characters"),
-            ));
-        }
-        if reason.chars().any(|c| c.is_control() && c != '\n') {
-            return Err(Problem::invalid(
-                "reason",
-                "the reason contains a control character",
-            ));
-        }
+        krisbud_kit::text::check_free_text("reason", &reason, MAX_REASON)?;
         self.step(
             &request.actor,
             &id,
@@ -320,17 +309,7 @@ impl Coordinator {
                 found.push(a);
             }
         }
-        Ok(channels
-            .iter()
-            .map(|c| {
-                let n = match c {
-                    Channel::Sms => found.iter().map(|a| a.with_phone).sum(),
-                    Channel::Email => found.iter().map(|a| a.with_email).sum(),
-                    Channel::Banner | Channel::Intranet => languages as u64,
-                };
-                (*c, n)
-            })
-            .collect())
+        Ok(lifecycle::recipient_counts(&found, channels, languages))
     }
 }
 

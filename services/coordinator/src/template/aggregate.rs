@@ -338,18 +338,7 @@ fn checked_reason(command: &ChangeTemplateState) -> Result<Option<String>, Probl
         _ => {}
     }
     let reason = reason.unwrap_or_default();
-    if reason.chars().count() > MAX_REASON {
-        return Err(Problem::invalid(
-            "reason",
-            format!("the reason is longer than {MAX_REASON} characters"),
-        ));
-    }
-    if reason.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(Problem::invalid(
-            "reason",
-            "the reason contains a control character",
-        ));
-    }
+    krisbud_kit::text::check_free_text("reason", reason, MAX_REASON)?;
     Ok(Some(reason.to_owned()))
 }
 
