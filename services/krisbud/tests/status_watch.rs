@@ -306,3 +306,165 @@ fn watch_needs_a_crisis_id() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("<ID>"), "{stderr}");
 }
+
+/// A tmux server of this test's own (its own socket), so the watch runs on a
+/// real terminal of a chosen width and the test reads the screen as a person
+/// would see it.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(width: u16, command: &str) -> Tmux {
+        let socket = format!("krisbud-watch-{}-{width}", std::process::id());
+        let status = Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d"])
+            .args(["-x", &width.to_string(), "-y", "30", command])
+            .status()
+            .expect("tmux runs (apt-get install tmux)");
+        assert!(status.success(), "tmux new-session: {status}");
+        Tmux { socket }
+    }
+
+    /// The screen's lines, without trailing blanks.
+    fn screen(&self) -> Vec<String> {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .unwrap();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.trim_end().to_owned())
+            .collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_each_channel_is_drawn_once_and_fits_at_80_and_200_columns() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let tokens = tokens(data.path());
+    let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
+    let operator = tokens["operator.ali"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/api/v1/crises", up.api))
+        .bearer_auth(&duty)
+        .json(&json!({
+            "template": "vattenlacka",
+            "variables": {
+                "omrade": "Farsta",
+                "beraknat_klart": "i kväll kl. 20",
+                "vattenpunkt": "Farsta centrum"
+            },
+            "audiences": ["farsta-boende", "socialtjanst-personal"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["crisis_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let command = format!(
+        "env KRISBUD_API={} KRISBUD_TOKEN={} {} status {id} --watch; sleep 600",
+        shell_quote(&up.api),
+        shell_quote(&duty),
+        shell_quote(KRISBUD)
+    );
+    let channels = ["sms", "email", "banner", "intranet"];
+    let mut confirmed = false;
+    for width in [80u16, 200] {
+        let tmux = Tmux::start(width, &command);
+        let screen = wait_until(
+            &format!("every channel settled on the {width}-column screen"),
+            Duration::from_secs(30),
+            || {
+                let screen = tmux.screen();
+                channels
+                    .iter()
+                    .all(|c| {
+                        let bar = |l: &String| {
+                            l.starts_with(&format!("{c:<8} [")) && l.contains("väntar 0")
+                        };
+                        let confirmation =
+                            |l: &String| l.trim_start().starts_with(&format!("{c}: "));
+                        screen.iter().any(bar) && screen.iter().any(confirmation)
+                    })
+                    .then_some(screen)
+            },
+        );
+        let text = screen.join("\n");
+        assert!(screen[0].starts_with(&id), "the header first:\n{text}");
+        for channel in channels {
+            let bars = screen
+                .iter()
+                .filter(|l| l.split_whitespace().next() == Some(channel))
+                .count();
+            assert_eq!(
+                bars, 1,
+                "{channel} drawn {bars} times at {width} columns:\n{text}"
+            );
+            let confirmation = screen
+                .iter()
+                .filter(|l| l.trim_start().starts_with(&format!("{channel}: ")))
+                .count();
+            assert_eq!(confirmation, 1, "{channel}'s confirmation line:\n{text}");
+        }
+        // Header, four bars, four confirmation lines: nothing left behind.
+        assert_eq!(screen.len(), 9, "stray lines at {width} columns:\n{text}");
+        for line in &screen {
+            let columns = console::measure_text_width(line);
+            assert!(
+                columns < usize::from(width),
+                "a line of {columns} columns at {width}:\n{text}"
+            );
+        }
+
+        if !confirmed {
+            let response = http
+                .post(format!(
+                    "{}/api/v1/crises/{id}/channels/sms/confirm",
+                    up.api
+                ))
+                .bearer_auth(&operator)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            confirmed = true;
+        }
+        // Who confirmed is shown whole, on its own line, even at 80 columns.
+        wait_until(
+            &format!("the confirmation on the {width}-column screen"),
+            Duration::from_secs(15),
+            || {
+                tmux.screen()
+                    .iter()
+                    .any(|l| {
+                        l.trim_start()
+                            .starts_with("sms: bekräftad av operator.ali ")
+                            && (l.ends_with(" CET") || l.ends_with(" CEST"))
+                    })
+                    .then_some(())
+            },
+        );
+    }
+}

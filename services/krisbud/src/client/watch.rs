@@ -1,7 +1,10 @@
 //! `krisbud status <id> --watch`: polls `GET /crises/{id}` and shows one progress
-//! bar per channel (recipients with an outcome out of the total) and a line per
-//! channel not yet confirmed, until every channel has an outcome for every
-//! recipient and is confirmed for the crisis's current revision, or Ctrl-C.
+//! bar per channel (recipients with an outcome out of the total) and, under the
+//! bars, a line per channel saying who confirmed it or that it waits, until every
+//! channel has an outcome for every recipient and is confirmed for the crisis's
+//! current revision, or Ctrl-C. Every line is cut to one column less than the
+//! terminal's width, so nothing wraps; `tests/status_watch.rs` reads the screen
+//! under tmux at 80 and 200 columns.
 //!
 //! When stdout is not a terminal the bars are hidden and a plain line is printed
 //! for each channel whenever what it shows changes, so a log or a pipe gets a
@@ -177,22 +180,60 @@ pub fn plain_line(revision: u32, channel: Channel, c: &ChannelStatus) -> String 
     )
 }
 
+/// What is left of a terminal line for a bar's message: the prefix, the bar and
+/// the counts take 34 columns, and one column stays free so that no line ever
+/// fills the width (a full line makes some terminals wrap, and the redraw then
+/// leaves copies behind).
+const BAR_COLUMNS: usize = 34;
+
+/// The terminal's width in columns (80 when it cannot be told).
+fn terminal_width() -> usize {
+    let (_, columns) = console::Term::stdout().size();
+    if columns == 0 {
+        80
+    } else {
+        usize::from(columns)
+    }
+}
+
+/// `text` cut to `columns` display columns, with `…` where it was cut.
+pub fn fit(text: &str, columns: usize) -> String {
+    console::truncate_str(text, columns, "…").into_owned()
+}
+
 /// A channel's bar: recipients with an outcome out of the total once the
-/// channel is planned, the message alone before. `wide_msg` is cut to the
-/// terminal's width, so a line never wraps and breaks the redraw.
+/// channel is planned, the message alone before.
 fn bar_style(planned: bool) -> ProgressStyle {
     let template = if planned {
-        "{prefix:<8} [{bar:12}] {pos:>4}/{len:<4} {wide_msg}"
+        "{prefix:<8} [{bar:12}] {pos:>4}/{len:<4} {msg}"
     } else {
-        "{prefix:<8} {wide_msg}"
+        "{prefix:<8} {msg}"
     };
     ProgressStyle::with_template(template)
         .expect("a template")
         .progress_chars("=> ")
 }
 
-/// What the terminal shows: bars and confirmation lines on a terminal, plain
-/// lines otherwise.
+/// A channel's confirmation line, under the bars.
+fn confirmation_line(revision: u32, channel: Channel, c: &ChannelStatus) -> String {
+    match confirmation(revision, c) {
+        Some(k) => format!(
+            "{}: bekräftad av {} {}",
+            channel.as_str(),
+            k.by,
+            krisbud_kit::text::local_clock_seconds(k.at)
+        ),
+        None => format!(
+            "{}: väntar på bekräftelse av revision {revision}",
+            channel.as_str()
+        ),
+    }
+}
+
+/// What the terminal shows: on a terminal a bar per channel and, under the bars,
+/// a confirmation line per channel, both made once when the channels are first
+/// known so the number of lines never changes while it is redrawn; plain lines
+/// otherwise.
 struct View {
     bars: MultiProgress,
     terminal: bool,
@@ -204,8 +245,8 @@ struct ChannelView {
     bar: ProgressBar,
     /// Whether the bar has its planned style.
     planned: bool,
-    /// The "not yet confirmed" line, while the channel is not confirmed.
-    unconfirmed: Option<ProgressBar>,
+    /// Who confirmed the channel, or that it waits for a confirmation.
+    confirmation: ProgressBar,
     /// The last plain line printed.
     printed: String,
 }
@@ -228,7 +269,9 @@ impl View {
     /// A line above the bars, or a plain line.
     fn say(&self, line: &str) {
         if self.terminal {
-            let _ = self.bars.println(line);
+            let _ = self
+                .bars
+                .println(fit(line, terminal_width().saturating_sub(1)));
         } else {
             println!("{line}");
         }
@@ -248,15 +291,12 @@ impl View {
             self.say(&header);
             self.header = Some(header);
         }
+        self.add_channels(s.channels.keys().copied());
+        let width = terminal_width();
         for (channel, c) in &s.channels {
-            if !self.channels.contains_key(channel) {
-                let view = self.channel_view(*channel);
-                self.channels.insert(*channel, view);
-            }
-            let line = plain_line(s.revision, *channel, c);
-            let confirmed = confirmation(s.revision, c).is_some();
-            let terminal = self.terminal;
-            let view = self.channels.get_mut(channel).expect("just added");
+            let Some(view) = self.channels.get_mut(channel) else {
+                continue;
+            };
             if view.planned != c.planned {
                 // Until the plan is known there is no total to draw a bar against.
                 view.bar.set_style(bar_style(c.planned));
@@ -264,68 +304,63 @@ impl View {
             }
             view.bar.set_length(c.total);
             view.bar.set_position(done(c).min(c.total));
-            let mut message = if c.planned {
-                short_counts(c)
+            let message = if c.planned {
+                fit(&short_counts(c), width.saturating_sub(BAR_COLUMNS + 1))
             } else {
                 "utskicket planeras".to_owned()
             };
-            if let Some(k) = confirmation(s.revision, c) {
-                message.push_str(&format!(" · bekräftad av {}", k.by));
-            }
             view.bar.set_message(message);
-            match (&view.unconfirmed, confirmed) {
-                (Some(line), true) => {
-                    line.finish_and_clear();
-                    self.bars.remove(line);
-                    view.unconfirmed = None;
-                }
-                (None, false) => {
-                    let line = self.bars.add(ProgressBar::new(0));
-                    line.set_style(
-                        ProgressStyle::with_template("  {wide_msg}").expect("a template"),
-                    );
-                    view.unconfirmed = Some(line);
-                }
-                _ => {}
-            }
-            if let Some(unconfirmed) = &view.unconfirmed {
-                unconfirmed.set_message(format!(
-                    "{}: väntar på bekräftelse av revision {}",
-                    channel.as_str(),
-                    s.revision
-                ));
-            }
-            if !terminal && view.printed != line {
+            view.confirmation.set_message(fit(
+                &confirmation_line(s.revision, *channel, c),
+                width.saturating_sub(3),
+            ));
+            let line = plain_line(s.revision, *channel, c);
+            if !self.terminal && view.printed != line {
                 println!("{line}");
                 view.printed = line;
             }
         }
     }
 
-    fn channel_view(&self, channel: Channel) -> ChannelView {
-        // Bars come before the confirmation lines: insert after the last bar.
-        let bar = ProgressBar::new(0);
-        bar.set_style(bar_style(false));
-        bar.set_prefix(channel.as_str());
-        let last_bar = self.channels.values().map(|v| &v.bar).next_back();
-        let bar = match last_bar {
-            Some(last) => self.bars.insert_after(last, bar),
-            None => self.bars.insert(0, bar),
-        };
-        ChannelView {
-            bar,
-            planned: false,
-            unconfirmed: None,
-            printed: String::new(),
+    /// Adds the channels not shown yet: their bars after the last bar, their
+    /// confirmation lines after the last confirmation line.
+    fn add_channels(&mut self, channels: impl Iterator<Item = Channel>) {
+        let new: Vec<Channel> = channels
+            .filter(|c| !self.channels.contains_key(c))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        for channel in new {
+            // Hidden until the MultiProgress takes it: a new bar draws on stderr,
+            // and a line drawn there before it joins is never cleared.
+            let bar = ProgressBar::hidden();
+            bar.set_style(bar_style(false));
+            bar.set_prefix(channel.as_str());
+            let confirmation = ProgressBar::hidden();
+            confirmation.set_style(ProgressStyle::with_template("  {msg}").expect("a template"));
+            let last_bar = self.channels.values().map(|v| &v.bar).next_back();
+            let bar = match last_bar {
+                Some(last) => self.bars.insert_after(last, bar),
+                None => self.bars.add(bar),
+            };
+            let confirmation = self.bars.add(confirmation);
+            self.channels.insert(
+                channel,
+                ChannelView {
+                    bar,
+                    planned: false,
+                    confirmation,
+                    printed: String::new(),
+                },
+            );
         }
     }
 
     fn finish(&mut self, s: &CrisisStatus) {
         for view in self.channels.values() {
-            if let Some(line) = &view.unconfirmed {
-                line.finish_and_clear();
-            }
             view.bar.finish();
+            view.confirmation.finish();
         }
         self.say(&format!(
             "Klart: {} har utfall för alla mottagare och är bekräftade (revision {}).",
@@ -340,10 +375,8 @@ impl View {
 
     fn abandon(&mut self) {
         for view in self.channels.values() {
-            if let Some(line) = &view.unconfirmed {
-                line.abandon();
-            }
             view.bar.abandon();
+            view.confirmation.abandon();
         }
     }
 }
