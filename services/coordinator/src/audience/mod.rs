@@ -13,9 +13,6 @@
 //! Nothing here logs a member's data; row errors name the line and column and
 //! never repeat the value.
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use chrono::Utc;
@@ -24,14 +21,16 @@ use krisbud_kit::Bus;
 use krisbud_kit::bus::Expect;
 use krisbud_proto::audience::{
     Audience, AudienceId, CreateAudience, ImportCommit, ImportPart, ImportReport,
-    MAX_REPORTED_ERRORS, MEMBERS_PER_CHUNK, Member, PartReport, RowError, chunk_key,
+    MEMBERS_PER_CHUNK, Member, PartReport, chunk_key,
 };
-use krisbud_proto::event::{AudienceCreated, AudienceDeleted, AudienceMembersImported};
+use krisbud_proto::event::AudienceDeleted;
 use krisbud_proto::{Actor, CommandRequest, Envelope, Event, Problem, Role, subject};
 
-use self::rows::{MAX_NAME, parse_part};
+use self::aggregate::Seen;
+use self::rows::parse_part;
 use crate::roles::require;
 
+pub mod aggregate;
 mod rows;
 
 /// Who may read audiences: those who pick them and those who manage them.
@@ -104,62 +103,15 @@ impl Audiences {
     ) -> Result<Audience, Problem> {
         require(&request.actor, &[Role::Admin])?;
         let body = request.body;
-        if !subject::is_token(&body.id) {
-            return Err(Problem::invalid(
-                "id",
-                "an audience id is 1 to 64 letters, digits, `-` or `_`, e.g. farsta-boende",
-            ));
-        }
-        let name = body.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME {
-            return Err(Problem::invalid(
-                "name",
-                format!("give the audience a name of 1 to {MAX_NAME} characters"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(Problem::invalid(
-                "name",
-                "the name contains a control character",
-            ));
-        }
-        let audience = Audience {
-            id: body.id.clone(),
-            name: name.to_owned(),
-            exercise: body.exercise,
-            members: 0,
-            with_phone: 0,
-            with_email: 0,
-            generation: 0,
-            chunks: 0,
-            updated_at: Some(Utc::now()),
-            updated_by: Some(request.actor.user.clone()),
-        };
+        let audience = aggregate::decide_create(&request.actor, &body, Utc::now())?;
         let value: Bytes = serde_json::to_vec(&audience).map_err(internal)?.into();
         if let Err(e) = self.meta.create(&body.id, value).await {
             if e.kind() != kv::CreateErrorKind::AlreadyExists {
                 return Err(internal(e));
             }
-            return match self.get(&body.id).await? {
-                Some(existing)
-                    if existing.name == audience.name && existing.exercise == audience.exercise =>
-                {
-                    Ok(existing)
-                }
-                _ => Err(Problem::conflict(format!(
-                    "there already is an audience `{}`; pick another id or change that one",
-                    body.id
-                ))),
-            };
+            return aggregate::answer_existing(self.get(&body.id).await?, &audience);
         }
-        let envelope = Envelope::new(
-            request.actor,
-            Event::AudienceCreated(AudienceCreated {
-                audience_id: audience.id.clone(),
-                name: audience.name.clone(),
-                exercise: audience.exercise,
-            }),
-        );
+        let envelope = Envelope::new(request.actor, aggregate::created(&audience));
         self.bus
             .append(&envelope, Expect::Any)
             .await
@@ -259,23 +211,7 @@ impl Audiences {
                 })?;
             let members = decode_chunk(&chunk).map_err(internal)?;
             let before = members.len();
-            let mut kept: Vec<Member> = Vec::with_capacity(before);
-            for member in members {
-                match seen.first(&member) {
-                    None => kept.push(member),
-                    Some(repeated) => {
-                        report.duplicates += 1;
-                        if report.errors.len() < MAX_REPORTED_ERRORS
-                            && let Some(line) = member.line
-                        {
-                            report.errors.push(repeated.error(line));
-                        }
-                    }
-                }
-            }
-            report.imported += kept.len() as u64;
-            report.with_phone += kept.iter().filter(|m| m.phone.is_some()).count() as u64;
-            report.with_email += kept.iter().filter(|m| m.email.is_some()).count() as u64;
+            let kept = aggregate::keep_first(&mut seen, members, &mut report);
             if kept.len() != before {
                 self.members
                     .put(&key, encode_chunk(&kept).into())
@@ -301,13 +237,7 @@ impl Audiences {
         let previous = loop {
             let (mut audience, revision) = self.entry(id).await?.ok_or_else(|| not_found(id))?;
             let previous = audience.generation;
-            audience.members = report.imported;
-            audience.with_phone = report.with_phone;
-            audience.with_email = report.with_email;
-            audience.generation = report.generation;
-            audience.chunks = chunks;
-            audience.updated_at = Some(Utc::now());
-            audience.updated_by = Some(actor.user.clone());
+            aggregate::make_current(&mut audience, report, chunks, actor, Utc::now());
             let value: Bytes = serde_json::to_vec(&audience).map_err(internal)?.into();
             match self.meta.update(id, value, revision).await {
                 Ok(_) => break previous,
@@ -315,19 +245,7 @@ impl Audiences {
                 Err(e) => return Err(internal(e)),
             }
         };
-        let envelope = Envelope::new(
-            actor.clone(),
-            Event::AudienceMembersImported(AudienceMembersImported {
-                audience_id: id.clone(),
-                generation: report.generation,
-                rows: report.rows,
-                members: report.imported,
-                duplicates: report.duplicates,
-                rejected: report.rejected,
-                with_phone: report.with_phone,
-                with_email: report.with_email,
-            }),
-        );
+        let envelope = Envelope::new(actor.clone(), aggregate::imported(report));
         self.bus
             .append(&envelope, Expect::Any)
             .await
@@ -411,69 +329,6 @@ impl Audiences {
             }
         })
     }
-}
-
-/// Addresses met so far in an import, by a 64-bit hash of the normalised form.
-#[derive(Default)]
-struct Seen {
-    /// The line each address was first seen on (0 when the member has none).
-    first_lines: HashMap<u64, u64>,
-}
-
-/// A member left out because an address of theirs came earlier.
-struct Repeated {
-    column: &'static str,
-    first_line: u64,
-}
-
-impl Repeated {
-    /// The report's entry for the duplicate on `line`, naming the line it repeats
-    /// but never the address.
-    fn error(&self, line: u64) -> RowError {
-        let what = if self.column == "phone" {
-            "phone number"
-        } else {
-            "email address"
-        };
-        RowError {
-            line,
-            column: Some(self.column.to_owned()),
-            reason: if self.first_line > 0 {
-                format!("left out: the same {what} as line {}", self.first_line)
-            } else {
-                format!("left out: the same {what} as an earlier row")
-            },
-        }
-    }
-}
-
-impl Seen {
-    /// `None` when neither of the member's addresses came before (and remembers
-    /// them), else which address came before and on what line.
-    fn first(&mut self, member: &Member) -> Option<Repeated> {
-        let phone = member.phone.as_deref().map(|p| hash_of('p', p));
-        let email = member.email.as_deref().map(|e| hash_of('e', e));
-        for (hash, column) in [(phone, "phone"), (email, "email")] {
-            if let Some(first_line) = hash.and_then(|h| self.first_lines.get(&h)) {
-                return Some(Repeated {
-                    column,
-                    first_line: *first_line,
-                });
-            }
-        }
-        let line = member.line.unwrap_or(0);
-        for hash in phone.into_iter().chain(email) {
-            self.first_lines.insert(hash, line);
-        }
-        None
-    }
-}
-
-fn hash_of(kind: char, address: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    kind.hash(&mut hasher);
-    address.hash(&mut hasher);
-    hasher.finish()
 }
 
 fn encode_chunk(members: &[Member]) -> Vec<u8> {
@@ -580,35 +435,6 @@ mod tests {
         let csv = "0701234567,sv\n\"0701234568,sv\n";
         let problem = parse_part(&part("phone,language", csv, 2)).unwrap_err();
         assert!(problem.detail.starts_with("line 3"), "{}", problem.detail);
-    }
-
-    #[test]
-    fn duplicates_are_found_by_either_address() {
-        let m = |phone: Option<&str>, email: Option<&str>, line: u64| Member {
-            phone: phone.map(Into::into),
-            email: email.map(Into::into),
-            language: None,
-            name: None,
-            external_id: None,
-            line: Some(line),
-        };
-        let mut seen = Seen::default();
-        assert!(
-            seen.first(&m(Some("+46701234567"), Some("a@x.se"), 2))
-                .is_none()
-        );
-        let by_phone = seen.first(&m(Some("+46701234567"), None, 3)).unwrap();
-        assert_eq!((by_phone.column, by_phone.first_line), ("phone", 2));
-        let by_email = seen.first(&m(None, Some("a@x.se"), 4)).unwrap();
-        assert_eq!((by_email.column, by_email.first_line), ("email", 2));
-        assert_eq!(
-            by_email.error(4).reason,
-            "left out: the same email address as line 2"
-        );
-        assert!(
-            seen.first(&m(Some("+46701234568"), Some("b@x.se"), 5))
-                .is_none()
-        );
     }
 
     #[test]
