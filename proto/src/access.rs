@@ -34,6 +34,68 @@ pub mod durable {
     pub const BANNER_CLOSE: &str = "channel-banner-close";
 }
 
+/// A durable pull consumer. The provisioning user creates every one of them
+/// (`krisbud up` at start, `krisbud nats provision` in a deployment); a service
+/// only binds to its own and may not create, change or delete any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durable {
+    pub stream: &'static str,
+    pub name: String,
+    pub filter: String,
+    /// Messages handed out but not yet acknowledged, across all instances.
+    pub max_ack_pending: i64,
+    /// How long a message may stay unacknowledged (progress acks extend it).
+    pub ack_wait_secs: u64,
+}
+
+/// Every durable consumer of krisbud, with its configuration: the one source
+/// both provisioning and the services read.
+pub fn durables() -> Vec<Durable> {
+    let durable = |stream: &'static str, name: &str, filter: &str| Durable {
+        stream,
+        name: name.to_owned(),
+        filter: filter.to_owned(),
+        max_ack_pending: 1_000,
+        ack_wait_secs: 30,
+    };
+    let mut out = vec![
+        durable(
+            spec::EVENTS.name,
+            durable::PLANNER,
+            subject::ALL_CRISIS_EVENTS,
+        ),
+        durable(
+            spec::EVENTS.name,
+            durable::ESCALATION,
+            subject::ALL_CRISIS_EVENTS,
+        ),
+        durable(
+            spec::EVENTS.name,
+            durable::TEMPLATES,
+            subject::ALL_TEMPLATE_EVENTS,
+        ),
+        durable(spec::EVENTS.name, durable::STATUS, subject::ALL_EVENTS),
+        durable(
+            spec::EVENTS.name,
+            durable::BANNER_CLOSE,
+            subject::ALL_CRISIS_EVENTS,
+        ),
+    ];
+    for channel in Channel::ALL {
+        out.push(durable(
+            spec::DISPATCH.name,
+            &format!("channel-{channel}"),
+            &subject::dispatch_filter(channel),
+        ));
+    }
+    out
+}
+
+/// The durable consumer named `name`, if krisbud has one.
+pub fn durable_named(name: &str) -> Option<Durable> {
+    durables().into_iter().find(|d| d.name == name)
+}
+
 /// What one NATS user may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {
@@ -203,8 +265,9 @@ impl Builder {
         }
     }
 
-    /// Owns the durable pull consumer `name` on `stream`: creates it if missing,
-    /// pulls and acknowledges, and nothing of any other consumer.
+    /// Uses the durable pull consumer `name` on `stream` that provisioning made:
+    /// reads its info, pulls and acknowledges, and nothing of any other consumer.
+    /// It may not create, change or delete it.
     fn durable(&mut self, stream: &StreamSpec, name: &str) {
         let s = stream.name;
         let info = format!("$JS.API.STREAM.INFO.{s}");
@@ -213,9 +276,6 @@ impl Builder {
         }
         for api in [
             format!("CONSUMER.INFO.{s}.{name}"),
-            format!("CONSUMER.CREATE.{s}.{name}"),
-            format!("CONSUMER.CREATE.{s}.{name}.>"),
-            format!("CONSUMER.DURABLE.CREATE.{s}.{name}"),
             format!("CONSUMER.MSG.NEXT.{s}.{name}"),
         ] {
             self.publish(format!("$JS.API.{api}"));

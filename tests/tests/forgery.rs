@@ -235,6 +235,26 @@ async fn each_service_is_refused_everything_outside_its_own_work() {
                 b"{}",
             )
             .await;
+        // No consumer is created, changed or deleted by a service, not even its
+        // own: provisioning made them all.
+        for durable in krisbud_proto::access::durables() {
+            for api in [
+                format!("CONSUMER.CREATE.{}.{}", durable.stream, durable.name),
+                format!(
+                    "CONSUMER.CREATE.{}.{}.{}",
+                    durable.stream, durable.name, durable.filter
+                ),
+                format!(
+                    "CONSUMER.DURABLE.CREATE.{}.{}",
+                    durable.stream, durable.name
+                ),
+                format!("CONSUMER.DELETE.{}.{}", durable.stream, durable.name),
+            ] {
+                watched
+                    .publish_refused(&format!("$JS.API.{api}"), b"{}")
+                    .await;
+            }
+        }
         // Nobody reads events or another's inbox as a plain subscriber.
         watched.subscribe_refused("krisbud.evt.>").await;
         if user != "gateway" {

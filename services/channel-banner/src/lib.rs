@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use krisbud_kit::consumer::{self, ConsumerSpec};
 use krisbud_kit::shutdown::GRACE;
 use krisbud_kit::{CancellationToken, Runtime, Started};
-use krisbud_proto::{Channel, spec, subject};
+use krisbud_proto::spec;
 use serde::Deserialize;
 
 /// The service's name: its actor, health component and log target.
@@ -92,11 +92,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "banner listener");
 
-    let consumer_spec = ConsumerSpec::new(
-        spec::DISPATCH.name,
-        DURABLE,
-        &subject::dispatch_filter(Channel::Banner),
-    );
+    let consumer_spec = ConsumerSpec::provisioned(DURABLE)?;
     let handler = job::Handler::new(
         rt.bus.clone(),
         kv.clone(),
@@ -112,7 +108,7 @@ pub async fn start(
     // A closed crisis's banners come down whatever revision they show.
     let closing = consumer::spawn(
         &rt.bus.js,
-        ConsumerSpec::new(spec::EVENTS.name, CLOSE_DURABLE, subject::ALL_CRISIS_EVENTS),
+        ConsumerSpec::provisioned(CLOSE_DURABLE)?,
         stop.clone(),
         move |delivery| {
             let kv = kv.clone();

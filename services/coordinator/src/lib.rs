@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use krisbud_kit::consumer::{self, Ack, ConsumerSpec};
 use krisbud_kit::{CancellationToken, Runtime, Started, command};
+use krisbud_proto::access::durable;
 use krisbud_proto::{Envelope, spec, subject};
 use serde::Deserialize;
 
@@ -212,11 +213,7 @@ async fn start_services(
 
     let planner_spec = ConsumerSpec {
         concurrency: 4,
-        ..ConsumerSpec::new(
-            spec::EVENTS.name,
-            "coordinator-planner",
-            subject::ALL_CRISIS_EVENTS,
-        )
+        ..ConsumerSpec::provisioned(durable::PLANNER)?
     };
     tasks.push(
         consumer::spawn(&rt.bus.js, planner_spec, shutdown.clone(), move |d| {
@@ -228,11 +225,7 @@ async fn start_services(
     // Escalation notices to the duty officers, from `EscalationRaised`.
     let notifier_spec = ConsumerSpec {
         concurrency: 2,
-        ..ConsumerSpec::new(
-            spec::EVENTS.name,
-            "coordinator-escalation",
-            subject::ALL_CRISIS_EVENTS,
-        )
+        ..ConsumerSpec::provisioned(durable::ESCALATION)?
     };
     tasks.push(
         consumer::spawn(&rt.bus.js, notifier_spec, shutdown.clone(), move |d| {
@@ -247,11 +240,7 @@ async fn start_services(
     // bucket write was lost (a crash in between) still shows up.
     let templates_spec = ConsumerSpec {
         concurrency: 1,
-        ..ConsumerSpec::new(
-            spec::EVENTS.name,
-            "coordinator-templates",
-            subject::ALL_TEMPLATE_EVENTS,
-        )
+        ..ConsumerSpec::provisioned(durable::TEMPLATES)?
     };
     tasks.push(
         consumer::spawn(&rt.bus.js, templates_spec, shutdown.clone(), move |d| {
@@ -264,7 +253,7 @@ async fn start_services(
     // `projection::Batcher`): the order they fold in does not matter.
     let projector_spec = ConsumerSpec {
         concurrency: 128,
-        ..ConsumerSpec::new(spec::EVENTS.name, "coordinator-status", subject::ALL_EVENTS)
+        ..ConsumerSpec::provisioned(durable::STATUS)?
     };
     let batcher = status_writer;
     tasks.push(

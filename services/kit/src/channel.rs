@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use krisbud_proto::audience::Audience;
 use krisbud_proto::event::{DeliveryReported, DeliveryState, ExerciseRefused, RecipientOutcome};
 use krisbud_proto::job::{DispatchJob, Recipient};
-use krisbud_proto::{Actor, AlertStatus, Channel, Envelope, Event, spec, subject};
+use krisbud_proto::{Actor, AlertStatus, Channel, Envelope, Event, spec};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -73,11 +73,7 @@ pub async fn consume(
 ) -> anyhow::Result<Started> {
     let spec = ConsumerSpec {
         concurrency,
-        ..ConsumerSpec::new(
-            spec::DISPATCH.name,
-            service,
-            &subject::dispatch_filter(channel),
-        )
+        ..ConsumerSpec::provisioned(service)?
     };
     let handler = Arc::new(handler);
     let guard = Arc::new(ExerciseGuard {

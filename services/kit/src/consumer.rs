@@ -68,6 +68,21 @@ pub struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
+    /// The spec of krisbud's durable consumer `name` as provisioning creates it
+    /// (`krisbud_proto::access::durables`), handled 16 at once.
+    pub fn provisioned(name: &str) -> anyhow::Result<ConsumerSpec> {
+        let d = krisbud_proto::access::durable_named(name)
+            .with_context(|| format!("krisbud has no durable consumer `{name}`"))?;
+        Ok(ConsumerSpec {
+            stream: d.stream,
+            durable: d.name,
+            filter: d.filter,
+            max_ack_pending: d.max_ack_pending,
+            ack_wait: Duration::from_secs(d.ack_wait_secs),
+            concurrency: 16,
+        })
+    }
+
     /// A spec with krisbud's defaults: 30 s ack wait, 1,000 pending, 16 at once.
     pub fn new(stream: &'static str, durable: &str, filter: &str) -> ConsumerSpec {
         ConsumerSpec {
@@ -112,30 +127,42 @@ where
     Ok(tokio::spawn(consume(consumer, spec, shutdown, handler)))
 }
 
-/// Creates the durable pull consumer of `spec` unless it exists.
+/// Binds to the durable pull consumer of `spec`. krisbud's service users may
+/// not create consumers: provisioning made them. A user allowed to (a test on
+/// an open server) creates one that is missing.
 pub async fn ensure(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
 ) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
     let stream = js
-        .get_stream(spec.stream)
+        .get_stream_no_info(spec.stream)
         .await
         .with_context(|| format!("stream {} is missing", spec.stream))?;
-    let consumer = stream
-        .get_or_create_consumer(
-            &spec.durable,
-            pull::Config {
-                durable_name: Some(spec.durable.clone()),
-                filter_subject: spec.filter.clone(),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: spec.ack_wait,
-                max_ack_pending: spec.max_ack_pending,
-                ..Default::default()
-            },
-        )
+    if let Ok(consumer) = stream.get_consumer(&spec.durable).await {
+        return Ok(consumer);
+    }
+    stream
+        .get_or_create_consumer(&spec.durable, pull_config(spec))
         .await
-        .with_context(|| format!("cannot create consumer {}", spec.durable))?;
-    Ok(consumer)
+        .with_context(|| {
+            format!(
+                "consumer {} on {} is missing and cannot be created here; \
+                 the provisioning step creates it (krisbud nats provision)",
+                spec.durable, spec.stream
+            )
+        })
+}
+
+/// The server-side configuration of `spec`'s consumer.
+pub fn pull_config(spec: &ConsumerSpec) -> pull::Config {
+    pull::Config {
+        durable_name: Some(spec.durable.clone()),
+        filter_subject: spec.filter.clone(),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        max_ack_pending: spec.max_ack_pending,
+        ..Default::default()
+    }
 }
 
 async fn consume<F, Fut>(

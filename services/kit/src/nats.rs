@@ -145,6 +145,33 @@ pub async fn provision(
     Ok(())
 }
 
+/// Provisions everything krisbud needs on the server: every stream, bucket and
+/// durable consumer (`krisbud_proto::access::durables`). Only the provisioning
+/// user may; `krisbud up` runs it at start and a deployment as its own step.
+pub async fn provision_all(js: &jetstream::Context) -> anyhow::Result<()> {
+    provision(
+        js,
+        &krisbud_proto::spec::STREAMS,
+        &krisbud_proto::spec::BUCKETS,
+    )
+    .await?;
+    for durable in krisbud_proto::access::durables() {
+        let spec = crate::consumer::ConsumerSpec::provisioned(&durable.name)?;
+        let stream = js
+            .get_stream_no_info(spec.stream)
+            .await
+            .with_context(|| format!("stream {} is missing", spec.stream))?;
+        stream
+            .get_or_create_consumer::<jetstream::consumer::pull::Config>(
+                &spec.durable,
+                crate::consumer::pull_config(&spec),
+            )
+            .await
+            .with_context(|| format!("cannot create consumer {}", spec.durable))?;
+    }
+    Ok(())
+}
+
 /// The stream behind a key-value bucket, as `nats kv add` would create it.
 pub fn bucket_stream_config(spec: &BucketSpec) -> stream::Config {
     stream::Config {

@@ -90,19 +90,15 @@ impl Runtime {
         Runtime::from_client(client, common)
     }
 
-    /// Wraps an existing client and provisions every stream and bucket (a client
+    /// Wraps an existing client and provisions every stream, bucket and durable
+    /// consumer (a client
     /// allowed to, such as the provisioning user's or one on an open test server).
     pub async fn with_client(
         client: async_nats::Client,
         common: &Common,
     ) -> anyhow::Result<Runtime> {
         let rt = Runtime::from_client(client, common)?;
-        nats::provision(
-            &rt.bus.js,
-            &krisbud_proto::spec::STREAMS,
-            &krisbud_proto::spec::BUCKETS,
-        )
-        .await?;
+        nats::provision_all(&rt.bus.js).await?;
         Ok(rt)
     }
 

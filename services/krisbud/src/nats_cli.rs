@@ -70,17 +70,13 @@ pub async fn run(command: NatsCommand) -> anyhow::Result<ExitCode> {
                 &shutdown,
             )
             .await?;
-            krisbud_kit::nats::provision(
-                &async_nats::jetstream::new(client.clone()),
-                &krisbud_proto::spec::STREAMS,
-                &krisbud_proto::spec::BUCKETS,
-            )
-            .await?;
+            krisbud_kit::nats::provision_all(&async_nats::jetstream::new(client.clone())).await?;
             client.drain().await?;
             println!(
-                "provisioned {} streams and {} buckets",
+                "provisioned {} streams, {} buckets and {} durable consumers",
                 krisbud_proto::spec::STREAMS.len(),
-                krisbud_proto::spec::BUCKETS.len()
+                krisbud_proto::spec::BUCKETS.len(),
+                krisbud_proto::access::durables().len()
             );
         }
         NatsCommand::Keygen { out } => {

@@ -138,19 +138,14 @@ async fn start_all(
         config.common.commands.signing_key_file = Some(path);
     }
 
-    // Streams and buckets, by the one user allowed to create them.
+    // Streams, buckets and durable consumers, by the one user allowed to create them.
     let provision = connect(
         krisbud_proto::access::PROVISION_USER,
         &config.common,
         &shutdown,
     )
     .await?;
-    krisbud_kit::nats::provision(
-        &provision.bus.js,
-        &krisbud_proto::spec::STREAMS,
-        &krisbud_proto::spec::BUCKETS,
-    )
-    .await?;
+    krisbud_kit::nats::provision_all(&provision.bus.js).await?;
     let _ = provision.bus.client.drain().await;
 
     let health = krisbud_kit::Health::default();
