@@ -577,3 +577,42 @@ fn every_file_the_docs_name_exists() {
         "the docs name files that do not exist: {missing:#?}"
     );
 }
+
+/// Every type the OpenAPI document describes has its JSON Schema in
+/// `proto/schema/`: the bodies that cross the gateway are wire contract.
+#[test]
+fn every_gateway_body_has_its_schema_in_proto() {
+    let document = krisbud_gateway::openapi::document();
+    let published: BTreeSet<String> = krisbud_proto::schema::all()
+        .into_iter()
+        .filter_map(|(_, schema)| {
+            schema
+                .as_object()
+                .and_then(|o| o.get("title"))
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    let described: Vec<String> = document["components"]["schemas"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert!(described.len() > 20, "{described:?}");
+    // Types that only appear inside another body are covered by its schema.
+    let top_level: BTreeSet<String> = serde_json::to_string(&document["paths"])
+        .unwrap()
+        .split("#/components/schemas/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect();
+    let missing: Vec<&String> = top_level
+        .iter()
+        .filter(|t| !published.contains(*t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "bodies the gateway reads or writes without a schema in proto/schema: {missing:?}"
+    );
+}
