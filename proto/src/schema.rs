@@ -4,14 +4,19 @@
 //! when they no longer match the code. Regenerate with
 //! `KRISBUD_BLESS=1 cargo test -p krisbud-proto --test schema_drift`.
 
-use schemars::{JsonSchema, Schema, schema_for};
+use schemars::generate::SchemaSettings;
+use schemars::transform::transform_subschemas;
+use schemars::{JsonSchema, Schema};
 
 use crate::{api, audience, audit, command, envelope, job, publish, status, template};
 
 /// Every published schema, by file stem.
 pub fn all() -> Vec<(&'static str, Schema)> {
     fn one<T: JsonSchema>(name: &'static str) -> (&'static str, Schema) {
-        (name, schema_for!(T))
+        let generator = SchemaSettings::draft2020_12()
+            .with_transform(bound_integers)
+            .into_generator();
+        (name, generator.into_root_schema_for::<T>())
     }
     vec![
         one::<envelope::Envelope>("envelope"),
@@ -54,6 +59,27 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         one::<publish::PublicBanner>("public-banner"),
         one::<publish::IntranetArticle>("intranet-article"),
     ]
+}
+
+/// Gives every integer schema of a Rust integer type its range: schemars writes
+/// `"format": "uint32"` and `"minimum": 0` but no maximum, so a client (or a
+/// fuzzer) reading the schema alone would send 2^40 where the server refuses it.
+pub fn bound_integers(schema: &mut Schema) {
+    if let Some(object) = schema.as_object_mut() {
+        let range: Option<(serde_json::Value, serde_json::Value)> =
+            match object.get("format").and_then(serde_json::Value::as_str) {
+                Some("uint32") => Some((0.into(), u32::MAX.into())),
+                Some("uint64" | "uint") => Some((0.into(), u64::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                Some("int64" | "int") => Some((i64::MIN.into(), i64::MAX.into())),
+                _ => None,
+            };
+        if let Some((minimum, maximum)) = range {
+            object.entry("minimum").or_insert(minimum);
+            object.entry("maximum").or_insert(maximum);
+        }
+    }
+    transform_subschemas(&mut bound_integers, schema);
 }
 
 /// The schema rendered as the checked-in file's text.

@@ -118,14 +118,39 @@ fn unsupported_media_type(headers: &HeaderMap) -> ApiError {
 
 /// Parses `bytes` as `T`, telling malformed JSON (400, with its position) from JSON
 /// of the wrong shape (422, naming the field path).
+///
+/// A number written with a zero fraction (`3.0`) counts as the integer it is, as
+/// JSON Schema's `integer` says, so a body valid by the published schema is read.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| shape_error(".", &e))?;
+    integral_numbers(&mut value);
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let path = e.path().to_string();
         shape_error(&path, e.inner())
-    })?;
-    de.end().map_err(|e| shape_error(".", &e))?;
-    Ok(value)
+    })
+}
+
+/// Rewrites every number with a zero fraction within the 64-bit range as an
+/// integer.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !(n.is_u64() || n.is_i64()) => {
+            if let Some(f) = n.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0) {
+                // Exact: a whole f64 below 2^64 (or at or above -2^63) converts
+                // without rounding.
+                if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    *value = Value::from(f as u64);
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(members) => members.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }
 
 fn shape_error(path: &str, error: &serde_json::Error) -> ApiError {
@@ -234,6 +259,28 @@ mod tests {
         assert_eq!(p.status, 400);
         let p = problem_of(r#"{"template":"#);
         assert_eq!(p.status, 400);
+    }
+
+    #[test]
+    fn a_number_with_a_zero_fraction_is_the_integer_it_is() {
+        let body: krisbud_proto::command::ExpectRevision =
+            parse(br#"{"expected_revision": 127.0}"#).unwrap();
+        assert_eq!(body.expected_revision, 127);
+        for (json, field) in [
+            (&br#"{"expected_revision": 1.5}"#[..], "expected_revision"),
+            (
+                &br#"{"expected_revision": 4294967296}"#[..],
+                "expected_revision",
+            ),
+            (&br#"{"expected_revision": -1.0}"#[..], "expected_revision"),
+            (&br#"{"expected_revision": 1e300}"#[..], "expected_revision"),
+        ] {
+            let problem = parse::<krisbud_proto::command::ExpectRevision>(json)
+                .unwrap_err()
+                .problem;
+            assert_eq!(problem.status, 422, "{}", String::from_utf8_lossy(json));
+            assert_eq!(problem.field.as_deref(), Some(field));
+        }
     }
 
     #[test]

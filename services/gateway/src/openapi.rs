@@ -808,10 +808,12 @@ struct Schemas(SchemaGenerator);
 
 impl Schemas {
     fn new() -> Schemas {
-        let settings = SchemaSettings::draft2020_12().with(|s| {
-            s.definitions_path = "/components/schemas".into();
-            s.meta_schema = None;
-        });
+        let settings = SchemaSettings::draft2020_12()
+            .with(|s| {
+                s.definitions_path = "/components/schemas".into();
+                s.meta_schema = None;
+            })
+            .with_transform(krisbud_proto::schema::bound_integers);
         Schemas(settings.into_generator())
     }
 
