@@ -37,8 +37,13 @@ pub struct ProblemDetails {
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmBody {
-    /// What the operator wants on record ("bannern syns på stockholm.se").
+    /// What the operator wants on record ("bannern syns på stockholm.se"): at
+    /// most 500 characters, no control character but line breaks.
     #[serde(default)]
+    #[schemars(
+        length(max = 500),
+        regex(pattern = r"^[^\x00-\x09\x0B-\x1F\x7F-\x9F]*$")
+    )]
     pub note: Option<String>,
 }
 
@@ -46,8 +51,13 @@ pub struct ConfirmBody {
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
-    /// Why: required to reject, optional to retire.
+    /// Why: required to reject, optional to retire. At most 1,000 characters,
+    /// no control character but line breaks.
     #[serde(default)]
+    #[schemars(
+        length(max = 1000),
+        regex(pattern = r"^[^\x00-\x09\x0B-\x1F\x7F-\x9F]*$")
+    )]
     pub reason: Option<String>,
 }
 

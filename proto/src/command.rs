@@ -157,7 +157,14 @@ pub struct ExpectRevision {
 pub struct CancelCrisis {
     /// The revision the duty officer saw; a stale one is refused with 409.
     pub expected_revision: u32,
-    /// Why the message is withdrawn; goes on record.
+    /// Why the message is withdrawn; goes on record. Not blank, at most 500
+    /// characters, no control character but line breaks.
+    #[schemars(
+        length(min = 1, max = 500),
+        regex(
+            pattern = r"^[^\x00-\x09\x0B-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x09\x0B-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub reason: String,
 }
 
