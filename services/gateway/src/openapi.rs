@@ -1033,10 +1033,12 @@ fn string() -> RefOr<Schema> {
     ObjectBuilder::new().schema_type(Type::String).into()
 }
 
+/// A version number: 1 to the largest u32.
 fn positive() -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
         .minimum(Some(1))
+        .maximum(Some(u32::MAX))
         .into()
 }
 
