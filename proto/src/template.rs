@@ -283,6 +283,13 @@ pub struct PreviewLanguage {
     #[serde(flatten)]
     pub rendered: RenderedLanguage,
     pub warnings: Vec<RenderWarning>,
+    /// The all-clear this language would send, with the same values, so the
+    /// approver reads it before approving. Absent when the language has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_clear: Option<RenderedLanguage>,
+    /// The correction this language would send, with the same values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<RenderedLanguage>,
 }
 
 /// What one language's SMS costs with every variable at its maximum length.

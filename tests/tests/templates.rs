@@ -460,6 +460,16 @@ async fn preview_renders_every_channel_and_language_and_names_bad_variables() {
     }
     assert_eq!(preview["approval_problems"], json!([]));
     assert_eq!(preview["worst_case_sms"].as_array().unwrap().len(), 3);
+    // The approver reads the all-clear and the correction with the same values.
+    let sv = &preview["languages"][1];
+    assert_eq!(sv["language"], "sv");
+    let all_clear = sv["all_clear"]["sms"]["text"].as_str().unwrap();
+    assert!(
+        all_clear.contains("Faran är över") && all_clear.contains("”Farsta”"),
+        "{all_clear}"
+    );
+    let cancel = sv["cancel"]["banner"]["headline"].as_str().unwrap();
+    assert!(cancel.starts_with("Rättelse: "), "{cancel}");
 
     let good = json!({
         "omrade": "Farsta",

@@ -523,6 +523,15 @@ pub fn format_preview(preview: &TemplatePreview) -> String {
             let channel = w.channel.map(Channel::as_str).unwrap_or("all");
             out.push_str(&format!("VARNING [{channel}] {}\n", w.message));
         }
+        for (label, closing) in [("faran över", &l.all_clear), ("rättelse", &l.cancel)] {
+            match closing {
+                Some(c) => out.push_str(&format!(
+                    "[{label}: sms] {}\n[{label}: banner] {}\n",
+                    c.sms.text, c.banner.headline
+                )),
+                None => out.push_str(&format!("[{label}] saknas\n")),
+            }
+        }
     }
     out.push_str("\nSMS with every variable at its maximum length:\n");
     for w in &preview.worst_case_sms {

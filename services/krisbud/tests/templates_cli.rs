@@ -166,6 +166,14 @@ async fn the_template_lifecycle_from_the_command_line() {
         "{preview}"
     );
     assert!(preview.contains("Can be approved."), "{preview}");
+    assert!(
+        preview.contains("[faran över: sms] Stockholms stad: Faran är över."),
+        "the all-clear is shown: {preview}"
+    );
+    assert!(
+        preview.contains("[rättelse: banner] Rättelse: vattnet i Farsta är inte avstängt"),
+        "the correction is shown: {preview}"
+    );
     let missing = fails(
         api,
         &editor,

@@ -7,15 +7,15 @@ use krisbud_proto::command::{
     ListTemplates, PreviewTemplate,
 };
 use krisbud_proto::template::{
-    PreviewLanguage, TemplateDiff, TemplatePreview, TemplateRecord, TemplateState, TemplateSummary,
-    TemplateVersion, VersionInfo,
+    PreviewLanguage, RenderedLanguage, TemplateDiff, TemplatePreview, TemplateRecord,
+    TemplateState, TemplateSummary, TemplateVersion, VersionInfo,
 };
 use krisbud_proto::{CommandRequest, Problem};
 
 use super::aggregate as templates;
 use super::catalog::{Catalog, no_template, unavailable};
 use super::diff;
-use crate::render;
+use crate::render::{self, ClosingKind};
 
 impl Catalog {
     /// The declarable templates, or with `all` every version of every template.
@@ -98,10 +98,21 @@ impl Catalog {
         let body = request.body;
         let template = self.template_version(&body.template, body.version).await?;
         let rendered = render::render(&template, &body.variables, body.status)?;
+        let closing = |kind| {
+            render::render_closing(&template, kind, &body.variables, body.status)
+                .map(Option::unwrap_or_default)
+        };
+        let all_clear = closing(ClosingKind::AllClear)?;
+        let cancel = closing(ClosingKind::Cancel)?;
+        let in_language = |all: &[RenderedLanguage], language: &str| {
+            all.iter().find(|m| m.language == language).cloned()
+        };
         let languages = rendered
             .into_iter()
             .map(|r| PreviewLanguage {
                 warnings: render::warnings(&template, &r, &body.variables),
+                all_clear: in_language(&all_clear, &r.language),
+                cancel: in_language(&cancel, &r.language),
                 rendered: r,
             })
             .collect();
