@@ -281,15 +281,13 @@ impl Coordinator {
 
     async fn status(&self, crisis_id: &str) -> Result<CrisisStatus, Problem> {
         if !subject::is_token(crisis_id) {
-            return Err(Problem::not_found(format!(
-                "there is no crisis `{crisis_id}`"
-            )));
+            return Err(super::lifecycle::not_found(crisis_id));
         }
         projection::get(&self.crises, crisis_id)
             .await
             .map_err(internal)?
             .filter(|s| s.declared_at.is_some())
-            .ok_or_else(|| Problem::not_found(format!("there is no crisis `{crisis_id}`")))
+            .ok_or_else(|| super::lifecycle::not_found(crisis_id))
     }
 }
 

@@ -146,10 +146,7 @@ pub fn after(state: CrisisState, step: Step) -> Option<CrisisState> {
 /// the table forbids, 409 naming the current revision for a stale read.
 pub fn check(crisis: &Crisis, step: Step, expected: u32) -> Result<(), Problem> {
     if crisis.current.is_none() {
-        return Err(Problem::not_found(format!(
-            "there is no crisis `{}`",
-            crisis.crisis_id
-        )));
+        return Err(not_found(&crisis.crisis_id));
     }
     if after(crisis.state, step).is_none() {
         return Err(refused(crisis, step));
@@ -353,11 +350,17 @@ pub fn revision_after(crisis: &Crisis, event: &Event) -> u32 {
     }
 }
 
-fn declared(crisis: &Crisis) -> Result<&Current, Problem> {
+/// What the crisis is made from now, or 404 for one never declared.
+pub fn declared(crisis: &Crisis) -> Result<&Current, Problem> {
     crisis
         .current
         .as_ref()
-        .ok_or_else(|| Problem::not_found(format!("there is no crisis `{}`", crisis.crisis_id)))
+        .ok_or_else(|| not_found(&crisis.crisis_id))
+}
+
+/// The answer for a crisis id nobody declared.
+pub fn not_found(crisis_id: &str) -> Problem {
+    Problem::not_found(format!("there is no crisis `{crisis_id}`"))
 }
 
 /// Recipients per channel as `audiences` count them now: members with a phone

@@ -56,15 +56,14 @@ impl Coordinator {
         &self,
         request: CommandRequest<CrisisStep<UpdateCrisis>>,
     ) -> Result<Revised, Problem> {
-        let body = request.body.body.clone();
-        let id = request.body.crisis_id.clone();
+        let CrisisStep { crisis_id, body } = &request.body;
         self.step(
             &request.actor,
-            &id,
+            crisis_id,
             body.expected_revision,
             Step::Update,
-            &body,
-            &Action::Update(&body),
+            body,
+            &Action::Update(body),
         )
         .await
     }
@@ -74,14 +73,13 @@ impl Coordinator {
         &self,
         request: CommandRequest<CrisisStep<ExpectRevision>>,
     ) -> Result<Revised, Problem> {
-        let body = request.body.body.clone();
-        let id = request.body.crisis_id.clone();
+        let CrisisStep { crisis_id, body } = &request.body;
         self.step(
             &request.actor,
-            &id,
+            crisis_id,
             body.expected_revision,
             Step::AllClear,
-            &body,
+            body,
             &Action::AllClear,
         )
         .await
@@ -92,23 +90,22 @@ impl Coordinator {
         &self,
         request: CommandRequest<CrisisStep<CancelCrisis>>,
     ) -> Result<Revised, Problem> {
-        let body = request.body.body.clone();
-        let id = request.body.crisis_id.clone();
-        let reason = body.reason.trim().to_owned();
+        let CrisisStep { crisis_id, body } = &request.body;
+        let reason = body.reason.trim();
         if reason.is_empty() {
             return Err(Problem::invalid(
                 "reason",
                 "say why the message is withdrawn",
             ));
         }
-        krisbud_kit::text::check_free_text("reason", &reason, MAX_REASON)?;
+        krisbud_kit::text::check_free_text("reason", reason, MAX_REASON)?;
         self.step(
             &request.actor,
-            &id,
+            crisis_id,
             body.expected_revision,
             Step::Cancel,
-            &body,
-            &Action::Cancel(&reason),
+            body,
+            &Action::Cancel(reason),
         )
         .await
     }
@@ -118,14 +115,13 @@ impl Coordinator {
         &self,
         request: CommandRequest<CrisisStep<ExpectRevision>>,
     ) -> Result<Revised, Problem> {
-        let body = request.body.body.clone();
-        let id = request.body.crisis_id.clone();
+        let CrisisStep { crisis_id, body } = &request.body;
         self.step(
             &request.actor,
-            &id,
+            crisis_id,
             body.expected_revision,
             Step::Close,
-            &body,
+            body,
             &Action::Close,
         )
         .await
@@ -145,9 +141,7 @@ impl Coordinator {
     ) -> Result<Revised, Problem> {
         require(actor, &[Role::DutyOfficer])?;
         if !subject::is_token(crisis_id) {
-            return Err(Problem::not_found(format!(
-                "there is no crisis `{crisis_id}`"
-            )));
+            return Err(lifecycle::not_found(crisis_id));
         }
         // Same actor, revision and body: a retry, which JetStream's duplicate
         // window answers with the first append.
@@ -251,9 +245,7 @@ impl Coordinator {
         crisis: &Crisis,
         body: &UpdateCrisis,
     ) -> Result<Event, Problem> {
-        let Some(current) = crisis.current.as_ref() else {
-            return Err(not_declared(crisis));
-        };
+        let current = lifecycle::declared(crisis)?;
         let template = match lifecycle::update_target(current, body)? {
             Some(v) => {
                 self.templates
@@ -289,10 +281,8 @@ impl Coordinator {
 
     /// The template version the crisis uses now.
     async fn template_of(&self, crisis: &Crisis) -> Result<TemplateVersion, Problem> {
-        match crisis.current.as_ref() {
-            Some(current) => self.template_in_use(&current.template).await,
-            None => Err(not_declared(crisis)),
-        }
+        let current = lifecycle::declared(crisis)?;
+        self.template_in_use(&current.template).await
     }
 
     /// Recipients per channel as the audiences count them now (at most: the plan
@@ -311,10 +301,6 @@ impl Coordinator {
         }
         Ok(lifecycle::recipient_counts(&found, channels, languages))
     }
-}
-
-fn not_declared(crisis: &Crisis) -> Problem {
-    Problem::not_found(format!("there is no crisis `{}`", crisis.crisis_id))
 }
 
 /// A step and what it needs.
