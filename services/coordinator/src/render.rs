@@ -160,6 +160,88 @@ fn environment() -> Environment<'static> {
     env
 }
 
+/// What rendering one language's texts shares: the environment, the values as
+/// plain text and Markdown-escaped, the practice marker, and errors that name
+/// the template, the language and the field.
+struct LanguageRenderer<'a> {
+    env: Environment<'static>,
+    template: &'a TemplateVersion,
+    language: &'a str,
+    /// Put before a field's name in errors: `all_clear.` for the closing texts.
+    field_prefix: &'static str,
+    plain: Value,
+    markdown: Value,
+    marker: Option<&'static str>,
+}
+
+impl<'a> LanguageRenderer<'a> {
+    fn new(
+        template: &'a TemplateVersion,
+        language: &'a str,
+        values: &BTreeMap<String, String>,
+        status: AlertStatus,
+        field_prefix: &'static str,
+    ) -> Self {
+        let markdown_values: BTreeMap<&str, String> = values
+            .iter()
+            .map(|(k, v)| (k.as_str(), escape_markdown(v)))
+            .collect();
+        LanguageRenderer {
+            env: environment(),
+            template,
+            language,
+            field_prefix,
+            plain: Value::from_serialize(values),
+            markdown: Value::from_serialize(&markdown_values),
+            marker: marker(status, language),
+        }
+    }
+
+    /// `source` rendered in `ctx`, trimmed; `name` ends in `.html` for HTML.
+    fn render(&self, name: &str, source: &str, ctx: &Value) -> Result<String, Problem> {
+        self.env
+            .render_named_str(name, source, ctx)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| {
+                Problem::new(
+                    422,
+                    "template cannot be rendered",
+                    format!(
+                        "template `{}` version {} ({}, {}{name}): {e}",
+                        self.template.id, self.template.version, self.language, self.field_prefix
+                    ),
+                )
+            })
+    }
+
+    /// `text` after the practice marker, if there is one.
+    fn mark(&self, text: String) -> String {
+        match self.marker {
+            Some(m) => format!("{m}: {text}"),
+            None => text,
+        }
+    }
+
+    /// `html` after the practice marker as a paragraph of its own.
+    fn mark_html(&self, html: String) -> String {
+        match self.marker {
+            Some(m) => format!("<p><strong>{m}</strong></p>\n{html}"),
+            None => html,
+        }
+    }
+
+    /// The SMS of `text`, marked, with its encoding and segments.
+    fn sms(&self, text: String) -> SmsMessage {
+        let text = self.mark(text);
+        let cost = gsm::cost(&text);
+        SmsMessage {
+            text,
+            encoding: cost.encoding.as_str().to_owned(),
+            segments: cost.segments,
+        }
+    }
+}
+
 fn render_language(
     template: &TemplateVersion,
     language: &str,
@@ -167,78 +249,38 @@ fn render_language(
     values: &BTreeMap<String, String>,
     status: AlertStatus,
 ) -> Result<RenderedLanguage, Problem> {
-    let env = environment();
-    let fail = |part: &str, e: minijinja::Error| {
-        Problem::new(
-            422,
-            "template cannot be rendered",
-            format!(
-                "template `{}` version {} ({language}, {part}): {e}",
-                template.id, template.version
-            ),
-        )
-    };
-    let render = |name: &str, source: &str, ctx: &Value| -> Result<String, Problem> {
-        env.render_named_str(name, source, ctx)
-            .map(|s| s.trim().to_owned())
-            .map_err(|e| fail(name, e))
-    };
-    let plain_vars = Value::from_serialize(values);
-    let markdown_values: BTreeMap<&str, String> = values
-        .iter()
-        .map(|(k, v)| (k.as_str(), escape_markdown(v)))
-        .collect();
-    let markdown_vars = Value::from_serialize(&markdown_values);
-
+    let r = LanguageRenderer::new(template, language, values, status, "");
     let render_parts = |vars: &Value| -> Result<CrisisParts, Problem> {
         Ok(CrisisParts {
-            what_happened: render("what_happened", &wording.parts.what_happened, vars)?,
-            affects_me: render("affects_me", &wording.parts.affects_me, vars)?,
-            city_actions: render("city_actions", &wording.parts.city_actions, vars)?,
-            what_to_do: render("what_to_do", &wording.parts.what_to_do, vars)?,
-            learn_more: render("learn_more", &wording.parts.learn_more, vars)?,
+            what_happened: r.render("what_happened", &wording.parts.what_happened, vars)?,
+            affects_me: r.render("affects_me", &wording.parts.affects_me, vars)?,
+            city_actions: r.render("city_actions", &wording.parts.city_actions, vars)?,
+            what_to_do: r.render("what_to_do", &wording.parts.what_to_do, vars)?,
+            learn_more: r.render("learn_more", &wording.parts.learn_more, vars)?,
         })
     };
-    let parts = render_parts(&plain_vars)?;
-    let markdown_parts = render_parts(&markdown_vars)?;
-    let plain = minijinja::context! { parts => Value::from_serialize(&parts), ..plain_vars };
-    let markdown =
-        minijinja::context! { parts => Value::from_serialize(&markdown_parts), ..markdown_vars };
-
-    let marker = marker(status, language);
-    let mark = |text: String| match marker {
-        Some(m) => format!("{m}: {text}"),
-        None => text,
-    };
-    let sms_text = mark(render("sms", &wording.sms, &plain)?);
-    let cost = gsm::cost(&sms_text);
-    let html = render("email.html", &wording.email_html, &plain)?;
-    let html = match marker {
-        Some(m) => format!("<p><strong>{m}</strong></p>\n{html}"),
-        None => html,
-    };
+    let parts = render_parts(&r.plain)?;
+    let markdown_parts = render_parts(&r.markdown)?;
+    let plain = minijinja::context! { parts => Value::from_serialize(&parts), ..r.plain.clone() };
+    let markdown = minijinja::context! { parts => Value::from_serialize(&markdown_parts), ..r.markdown.clone() };
     Ok(RenderedLanguage {
         language: language.to_owned(),
-        sms: SmsMessage {
-            text: sms_text,
-            encoding: cost.encoding.as_str().to_owned(),
-            segments: cost.segments,
-        },
+        sms: r.sms(r.render("sms", &wording.sms, &plain)?),
         email: EmailMessage {
-            subject: mark(render("email_subject", &wording.email_subject, &plain)?),
-            text: mark(render("email_text", &wording.email_text, &plain)?),
-            html,
+            subject: r.mark(r.render("email_subject", &wording.email_subject, &plain)?),
+            text: r.mark(r.render("email_text", &wording.email_text, &plain)?),
+            html: r.mark_html(r.render("email.html", &wording.email_html, &plain)?),
         },
         banner: BannerMessage {
-            headline: mark(render("banner_headline", &wording.banner_headline, &plain)?),
-            body: render("banner_body", &wording.banner_body, &plain)?,
-            link_text: render("banner_link_text", &wording.banner_link_text, &plain)?,
-            link_url: render("banner_link_url", &wording.banner_link_url, &plain)?,
+            headline: r.mark(r.render("banner_headline", &wording.banner_headline, &plain)?),
+            body: r.render("banner_body", &wording.banner_body, &plain)?,
+            link_text: r.render("banner_link_text", &wording.banner_link_text, &plain)?,
+            link_url: r.render("banner_link_url", &wording.banner_link_url, &plain)?,
             level: wording.banner_level,
         },
         intranet: IntranetMessage {
-            title: mark(render("intranet_title", &wording.intranet_title, &plain)?),
-            body: render("intranet_body", &wording.intranet_body, &markdown)?,
+            title: r.mark(r.render("intranet_title", &wording.intranet_title, &plain)?),
+            body: r.render("intranet_body", &wording.intranet_body, &markdown)?,
         },
         parts,
     })
@@ -326,78 +368,48 @@ pub fn render_closing(
     values: &BTreeMap<String, String>,
     status: AlertStatus,
 ) -> Result<Option<Vec<RenderedLanguage>>, Problem> {
-    let env = environment();
     let mut out = Vec::with_capacity(template.languages.len());
     for (language, wording) in &template.languages {
         let Some(texts) = kind.of(wording) else {
             return Ok(None);
         };
-        let render = |name: &str, source: &str, ctx: &Value| -> Result<String, Problem> {
-            env.render_named_str(name, source, ctx)
-                .map(|s| s.trim().to_owned())
-                .map_err(|e| {
-                    Problem::new(
-                        422,
-                        "template cannot be rendered",
-                        format!(
-                            "template `{}` version {} ({language}, {}.{name}): {e}",
-                            template.id,
-                            template.version,
-                            kind.key()
-                        ),
-                    )
-                })
+        let field_prefix = match kind {
+            ClosingKind::AllClear => "all_clear.",
+            ClosingKind::Cancel => "cancel.",
         };
-        let plain = Value::from_serialize(values);
-        let markdown_values: BTreeMap<&str, String> = values
-            .iter()
-            .map(|(k, v)| (k.as_str(), escape_markdown(v)))
-            .collect();
-        let markdown = Value::from_serialize(&markdown_values);
-        let marker = marker(status, language);
-        let mark = |text: String| match marker {
-            Some(m) => format!("{m}: {text}"),
-            None => text,
-        };
-        let sms_text = mark(render("sms", &texts.sms, &plain)?);
-        let cost = gsm::cost(&sms_text);
-        let email_text = render("email_text", &texts.email_text, &plain)?;
-        let mut html: Vec<String> = email_text
+        let r = LanguageRenderer::new(template, language, values, status, field_prefix);
+        let plain = &r.plain;
+        let email_text = r.render("email_text", &texts.email_text, plain)?;
+        let html: Vec<String> = email_text
             .split("\n\n")
             .filter(|p| !p.trim().is_empty())
             .map(|p| format!("<p>{}</p>", escape_html(p.trim()).replace('\n', "<br>\n")))
             .collect();
-        if let Some(m) = marker {
-            html.insert(0, format!("<p><strong>{m}</strong></p>"));
-        }
-        let banner_body = render("banner_body", &texts.banner_body, &plain)?;
+        let banner_body = r.render("banner_body", &texts.banner_body, plain)?;
+        let link_url = r.render("banner_link_url", &wording.banner_link_url, plain)?;
         out.push(RenderedLanguage {
             language: language.clone(),
             parts: CrisisParts {
                 what_happened: banner_body.clone(),
-                learn_more: render("banner_link_url", &wording.banner_link_url, &plain)?,
+                learn_more: link_url.clone(),
                 ..CrisisParts::default()
             },
-            sms: SmsMessage {
-                text: sms_text,
-                encoding: cost.encoding.as_str().to_owned(),
-                segments: cost.segments,
-            },
+            sms: r.sms(r.render("sms", &texts.sms, plain)?),
             email: EmailMessage {
-                subject: mark(render("email_subject", &texts.email_subject, &plain)?),
-                text: mark(email_text),
-                html: html.join("\n"),
+                subject: r.mark(r.render("email_subject", &texts.email_subject, plain)?),
+                text: r.mark(email_text),
+                html: r.mark_html(html.join("\n")),
             },
             banner: BannerMessage {
-                headline: mark(render("banner_headline", &texts.banner_headline, &plain)?),
+                headline: r.mark(r.render("banner_headline", &texts.banner_headline, plain)?),
                 body: banner_body,
-                link_text: render("banner_link_text", &wording.banner_link_text, &plain)?,
-                link_url: render("banner_link_url", &wording.banner_link_url, &plain)?,
+                link_text: r.render("banner_link_text", &wording.banner_link_text, plain)?,
+                link_url,
                 level: BannerLevel::Info,
             },
             intranet: IntranetMessage {
-                title: mark(render("intranet_title", &texts.intranet_title, &plain)?),
-                body: render("intranet_body", &texts.intranet_body, &markdown)?,
+                title: r.mark(r.render("intranet_title", &texts.intranet_title, plain)?),
+                body: r.render("intranet_body", &texts.intranet_body, &r.markdown)?,
             },
         });
     }
