@@ -188,6 +188,21 @@ parallel_requests = 32
     assert_the_audit_exports_and_verifies(&app, MEMBERS).await;
 }
 
+/// The whole system sending SMS through `sinch`.
+async fn sinch_app(sinch: &SinchSimulator) -> TestApp {
+    TestApp::spawn_with(&format!(
+        r#"
+[sms]
+provider = "sinch"
+sinch_base_url = "{}"
+sinch_service_plan_id = "plan0123"
+sinch_api_token = "sinch-token"
+"#,
+        sinch.base_url()
+    ))
+    .await
+}
+
 /// The auditor's tools at the size of a fan-out: one `DeliveryReported` of a
 /// 1,000-recipient 46elks job holds a message id per recipient (~115 KB), so a
 /// page of records is far more than one NATS message carries. The export, a
@@ -226,17 +241,7 @@ async fn assert_the_audit_exports_and_verifies(app: &TestApp, members: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_of_10000_through_sinch_submits_each_once_and_shows_in_status() {
     let sinch = SinchSimulator::start("plan0123", "sinch-token").await;
-    let app = TestApp::spawn_with(&format!(
-        r#"
-[sms]
-provider = "sinch"
-sinch_base_url = "{}"
-sinch_service_plan_id = "plan0123"
-sinch_api_token = "sinch-token"
-"#,
-        sinch.base_url()
-    ))
-    .await;
+    let app = sinch_app(&sinch).await;
     create_audience(&app, MEMBERS).await;
     let sms = declare_and_wait(&app, MEMBERS).await;
     let batches = sinch.batches();
@@ -289,17 +294,7 @@ parallel_requests = 32
 async fn a_fan_out_of_200000_leaves_an_audit_that_exports_and_verifies() {
     let sinch = SinchSimulator::start("plan0123", "sinch-token").await;
     sinch.set_recording(false);
-    let app = TestApp::spawn_with(&format!(
-        r#"
-[sms]
-provider = "sinch"
-sinch_base_url = "{}"
-sinch_service_plan_id = "plan0123"
-sinch_api_token = "sinch-token"
-"#,
-        sinch.base_url()
-    ))
-    .await;
+    let app = sinch_app(&sinch).await;
     create_audience(&app, LARGE).await;
     let sms = declare_and_wait(&app, LARGE).await;
     assert_eq!(sms.sent, LARGE as u64);

@@ -71,16 +71,21 @@ impl ConsumerSpec {
     /// The spec of krisbud's durable consumer `name` as provisioning creates it
     /// (`krisbud_proto::access::durables`), handled 16 at once.
     pub fn provisioned(name: &str) -> anyhow::Result<ConsumerSpec> {
-        let d = krisbud_proto::access::durable_named(name)
-            .with_context(|| format!("krisbud has no durable consumer `{name}`"))?;
-        Ok(ConsumerSpec {
+        krisbud_proto::access::durable_named(name)
+            .map(ConsumerSpec::of)
+            .with_context(|| format!("krisbud has no durable consumer `{name}`"))
+    }
+
+    /// The spec of durable consumer `d`, handled 16 at once.
+    pub fn of(d: krisbud_proto::access::Durable) -> ConsumerSpec {
+        ConsumerSpec {
             stream: d.stream,
             durable: d.name,
             filter: d.filter,
             max_ack_pending: d.max_ack_pending,
             ack_wait: Duration::from_secs(d.ack_wait_secs),
             concurrency: 16,
-        })
+        }
     }
 
     /// A spec with krisbud's defaults: 30 s ack wait, 1,000 pending, 16 at once.

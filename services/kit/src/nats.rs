@@ -156,7 +156,7 @@ pub async fn provision_all(js: &jetstream::Context) -> anyhow::Result<()> {
     )
     .await?;
     for durable in krisbud_proto::access::durables() {
-        let spec = crate::consumer::ConsumerSpec::provisioned(&durable.name)?;
+        let spec = crate::consumer::ConsumerSpec::of(durable);
         let stream = js
             .get_stream_no_info(spec.stream)
             .await

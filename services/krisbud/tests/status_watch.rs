@@ -16,6 +16,30 @@ mod common;
 
 use common::{KRISBUD, Up, tokens};
 
+/// Declares the water leak in Farsta to the demo audiences; its crisis id.
+async fn declare_water_leak(http: &reqwest::Client, up: &Up, duty: &str) -> String {
+    let response = http
+        .post(format!("{}/api/v1/crises", up.api))
+        .bearer_auth(duty)
+        .json(&json!({
+            "template": "vattenlacka",
+            "variables": {
+                "omrade": "Farsta",
+                "beraknat_klart": "i kväll kl. 20",
+                "vattenpunkt": "Farsta centrum"
+            },
+            "audiences": ["farsta-boende", "socialtjanst-personal"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["crisis_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The lines a child prints, collected as they come.
 fn collect_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -44,26 +68,7 @@ async fn watch_follows_every_channel_to_its_total_and_ends_when_all_are_confirme
     let operator = tokens["operator.ali"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
 
-    let response = http
-        .post(format!("{}/api/v1/crises", up.api))
-        .bearer_auth(&duty)
-        .json(&json!({
-            "template": "vattenlacka",
-            "variables": {
-                "omrade": "Farsta",
-                "beraknat_klart": "i kväll kl. 20",
-                "vattenpunkt": "Farsta centrum"
-            },
-            "audiences": ["farsta-boende", "socialtjanst-personal"]
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["crisis_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = declare_water_leak(&http, &up, &duty).await;
 
     let mut watch = Command::new(KRISBUD)
         .args(["status", &id, "--watch"])
@@ -246,9 +251,11 @@ struct Tmux {
 impl Tmux {
     fn start(width: u16, command: &str) -> Tmux {
         let socket = format!("krisbud-watch-{}-{width}", std::process::id());
+        // The pane stays when the watch ends, so its last screen can be read.
         let status = Command::new("tmux")
             .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d"])
             .args(["-x", &width.to_string(), "-y", "30", command])
+            .args([";", "set-option", "remain-on-exit", "on"])
             .status()
             .expect("tmux runs (apt-get install tmux)");
         assert!(status.success(), "tmux new-session: {status}");
@@ -292,28 +299,9 @@ async fn on_a_terminal_each_channel_is_drawn_once_and_fits_at_80_and_200_columns
     let duty = tokens["tib.maria"].as_str().unwrap().to_owned();
     let operator = tokens["operator.ali"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
-    let response = http
-        .post(format!("{}/api/v1/crises", up.api))
-        .bearer_auth(&duty)
-        .json(&json!({
-            "template": "vattenlacka",
-            "variables": {
-                "omrade": "Farsta",
-                "beraknat_klart": "i kväll kl. 20",
-                "vattenpunkt": "Farsta centrum"
-            },
-            "audiences": ["farsta-boende", "socialtjanst-personal"]
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["crisis_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = declare_water_leak(&http, &up, &duty).await;
     let command = format!(
-        "env KRISBUD_API={} KRISBUD_TOKEN={} {} status {id} --watch; sleep 600",
+        "env KRISBUD_API={} KRISBUD_TOKEN={} {} status {id} --watch",
         shell_quote(&up.api),
         shell_quote(&duty),
         shell_quote(KRISBUD)
