@@ -154,6 +154,18 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 p.subscribe(format!("krisbud.cmd.{c}.>"));
             }
             p.read_stream(&spec::EVENTS);
+            // The janitor of the dispatch queue (coordinator::janitor): it reads
+            // each channel consumer's acknowledgement floor and removes the jobs
+            // below it that a crashed server left behind. No other stream.
+            p.publish(format!("$JS.API.STREAM.INFO.{}", spec::DISPATCH.name));
+            p.publish(format!("$JS.API.STREAM.MSG.GET.{}", spec::DISPATCH.name));
+            p.publish(format!("$JS.API.STREAM.MSG.DELETE.{}", spec::DISPATCH.name));
+            for channel in Channel::ALL {
+                p.publish(format!(
+                    "$JS.API.CONSUMER.INFO.{}.channel-{channel}",
+                    spec::DISPATCH.name
+                ));
+            }
             for d in [
                 durable::PLANNER,
                 durable::ESCALATION,
@@ -320,7 +332,10 @@ mod tests {
                 assert!(!s.contains("STREAM.PURGE"), "{user}: {s}");
                 assert!(!s.contains("STREAM.CREATE"), "{user}: {s}");
                 assert!(!s.contains("STREAM.UPDATE"), "{user}: {s}");
-                assert!(!s.contains("MSG.DELETE"), "{user}: {s}");
+                // Only the coordinator, only jobs of the dispatch queue.
+                let janitor = user == "coordinator"
+                    && s == &format!("$JS.API.STREAM.MSG.DELETE.{}", spec::DISPATCH.name);
+                assert!(!s.contains("MSG.DELETE") || janitor, "{user}: {s}");
                 assert_ne!(s, "$JS.API.>", "{user}");
                 assert_ne!(s, ">", "{user}");
             }

@@ -4,6 +4,7 @@
 pub mod audience;
 pub mod crisis;
 pub mod gsm;
+pub mod janitor;
 pub mod render;
 mod roles;
 pub mod template;
@@ -234,6 +235,11 @@ async fn start_services(
         })
         .await?,
     );
+    // Jobs a channel acknowledged that a crashed nats-server left in the queue.
+    tasks.push(tokio::spawn(janitor::run(
+        rt.bus.js.clone(),
+        shutdown.clone(),
+    )));
     // Deadlines and expiries: every instance sweeps the status read model.
     tasks.push(tokio::spawn(sweeper.run(shutdown.clone())));
     // The template read model follows the template events, so an append whose

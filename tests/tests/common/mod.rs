@@ -161,15 +161,29 @@ listen = "127.0.0.1:0"
 
     /// `GET /api/v1/crises/{id}` as the duty officer.
     pub async fn status(&self, id: &str) -> CrisisStatus {
+        self.try_status(id)
+            .await
+            .unwrap_or_else(|e| panic!("status of {id}: {e}"))
+    }
+
+    /// `GET /api/v1/crises/{id}` as the duty officer, or the answer when it was
+    /// not 200 (while the bus is down, say).
+    pub async fn try_status(&self, id: &str) -> Result<CrisisStatus, String> {
         let response = self
             .http
             .get(format!("{}/api/v1/crises/{id}", self.api))
             .bearer_auth(self.token(Role::DutyOfficer))
             .send()
             .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        if status != 200 {
+            return Err(format!(
+                "{status}: {}",
+                response.text().await.unwrap_or_default()
+            ));
+        }
+        response.json().await.map_err(|e| e.to_string())
     }
 
     /// Waits until every channel of the crisis has an outcome for every recipient;
@@ -304,27 +318,43 @@ listen = "127.0.0.1:0"
 
     /// Every durable consumer with its pending and unacknowledged counts.
     pub async fn consumers(&self) -> String {
-        use futures::StreamExt;
         let client = self.nats_as("provision").await;
         let js = async_nats::jetstream::new(client);
         let mut out = String::new();
-        for name in ["KRISBUD_EVENTS", "KRISBUD_DISPATCH"] {
-            let stream = js.get_stream(name).await.unwrap();
-            let mut infos = stream.consumers();
-            while let Some(Ok(info)) = infos.next().await {
+        for durable in krisbud_proto::access::durables() {
+            let name = durable.stream;
+            let Ok(mut stream) = js.get_stream(name).await else {
+                continue;
+            };
+            let Ok(mut consumer) = stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable.name)
+                .await
+            else {
+                out.push_str(&format!("\n  {name}/{}: missing", durable.name));
+                continue;
+            };
+            if let Ok(info) = consumer.info().await {
+                let state = stream.info().await.map(|i| i.state.clone());
+                let (first, last, messages) = state
+                    .map(|s| (s.first_sequence, s.last_sequence, s.messages))
+                    .unwrap_or_default();
                 out.push_str(&format!(
-                    "\n  {name}/{}: pending {}, ack pending {}, redelivered {}, ack floor {}",
+                    "\n  {name} (messages {messages}, sequences {first}..={last})/{}: \
+                     pending {}, ack pending {}, redelivered {}, ack floor {}, delivered {}",
                     info.name,
                     info.num_pending,
                     info.num_ack_pending,
                     info.num_redelivered,
-                    info.ack_floor.stream_sequence
+                    info.ack_floor.stream_sequence,
+                    info.delivered.stream_sequence
                 ));
             }
         }
+        if out.is_empty() {
+            out.push_str(" none");
+        }
         out
     }
-
     /// Messages stored in a stream.
     pub async fn stream_messages(&self, stream: &str) -> u64 {
         let client = self.nats_as("provision").await;
