@@ -97,6 +97,7 @@ async fn list(
 ) -> Response {
     let snapshot = filter.site.select(&state.banners.current());
     let rendered = live::render(&snapshot, Utc::now(), filter.lang.as_deref());
+    #[allow(clippy::expect_used, reason = "an etag is quoted hex")]
     let etag = HeaderValue::from_str(&rendered.etag).expect("a hex etag is a valid header");
     let common = [
         (header::ETAG, etag),
@@ -144,7 +145,7 @@ async fn stream(
             let now = Utc::now();
             let rendered = live::render(&snapshot, now, filter.lang.as_deref());
             if last_sent.as_deref() != Some(rendered.etag.as_str()) {
-                let data = String::from_utf8(rendered.body.to_vec()).expect("json is utf-8");
+                let data = String::from_utf8_lossy(&rendered.body).into_owned();
                 yield Ok(Event::default().event(EVENT_NAME).id(rendered.etag.clone()).data(data));
                 last_sent = Some(rendered.etag);
             }

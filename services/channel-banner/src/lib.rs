@@ -14,6 +14,13 @@
 //! written), and the bucket keeps the text unescaped. `link_url` is a URL and is
 //! served as it is, for the page to set as a link's `href`.
 
+// A service never panics on what it is handed: no unchecked indexing, no unwrap
+// or expect outside tests (an expect that cannot fail says why, where it is).
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)
+)]
+
 mod http;
 mod job;
 mod live;

@@ -178,9 +178,13 @@ pub fn render(
             .then_with(|| a.language.cmp(&b.language))
     });
     let shown: Vec<PublicBanner> = active.iter().copied().map(as_markup).collect();
+    #[allow(clippy::expect_used, reason = "a banner is strings and times only")]
     let body = serde_json::to_vec(&shown).expect("banners serialize");
     let digest = Sha256::digest(&body);
-    let etag = format!("\"{}\"", hex::encode(&digest[..16]));
+    let etag = format!(
+        "\"{}\"",
+        hex::encode(digest.iter().take(16).copied().collect::<Vec<u8>>())
+    );
     let next_expiry = active.iter().filter_map(|b| b.expires_at).min();
     Rendered {
         body: body.into(),

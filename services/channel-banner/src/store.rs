@@ -121,6 +121,7 @@ async fn put(kv: &kv::Store, new: &Value) -> Result<Stored, StoreError> {
         Value::Withdrawn(w) => (&w.crisis_id, &w.language),
     };
     let key = key(crisis_id, language);
+    #[allow(clippy::expect_used, reason = "a banner is strings and times only")]
     let value: bytes::Bytes = serde_json::to_vec(new).expect("a banner serializes").into();
     for _ in 0..MAX_RACES {
         let current = kv

@@ -9,6 +9,13 @@
 //! recipients hit a transient failure the job is retried with a growing delay, and
 //! recipients already settled are remembered so the retry does not mail them again.
 
+// A service never panics on what it is handed: no unchecked indexing, no unwrap
+// or expect outside tests (an expect that cannot fail says why, where it is).
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)
+)]
+
 pub mod message;
 pub mod transport;
 

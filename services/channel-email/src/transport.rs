@@ -300,7 +300,7 @@ impl SmtpPool {
             .permits
             .acquire()
             .await
-            .expect("the pool's semaphore is never closed");
+            .map_err(|_| SendError::Connect("the session pool is closed".into()))?;
         let mut session = self.checkout().await?;
         match tokio::time::timeout(self.relay.timeout, session.send(envelope, message)).await {
             Ok(Ok(response)) => {

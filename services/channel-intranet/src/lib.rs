@@ -5,6 +5,13 @@
 //! A job is acknowledged only after its outcome event is stored; a transient
 //! failure of the webhook retries the job with a growing delay.
 
+// A service never panics on what it is handed: no unchecked indexing, no unwrap
+// or expect outside tests (an expect that cannot fail says why, where it is).
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)
+)]
+
 pub mod publish;
 
 use std::time::Duration;

@@ -39,6 +39,7 @@ pub enum Published {
 
 /// The signature header value for `body`: `sha256=<hex HMAC-SHA256(secret, body)>`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    #[allow(clippy::expect_used, reason = "HMAC takes a key of any length")]
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("hmac takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -97,6 +98,7 @@ impl Publisher {
 
     /// Publishes one article of the job `job_id`.
     pub async fn publish(&self, job_id: &str, article: &IntranetArticle) -> Published {
+        #[allow(clippy::expect_used, reason = "an article is strings and times only")]
         let body = serde_json::to_vec(article).expect("an article serializes");
         match self {
             Publisher::Webhook {

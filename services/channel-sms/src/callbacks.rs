@@ -386,6 +386,7 @@ async fn twilio(
 pub fn twilio_signature(auth_token: &str, url: &str, form: &[(String, String)]) -> String {
     let mut fields: Vec<&(String, String)> = form.iter().collect();
     fields.sort();
+    #[allow(clippy::expect_used, reason = "HMAC takes a key of any length")]
     let mut mac =
         Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes()).expect("hmac takes any key");
     mac.update(url.as_bytes());

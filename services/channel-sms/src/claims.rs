@@ -190,6 +190,7 @@ impl Claims {
         // the batch in flight, so they may have the message already.
         let possible_duplicates = claim.claimed;
         claim.claimed = true;
+        #[allow(clippy::expect_used, reason = "a claim is strings and numbers only")]
         let body = serde_json::to_vec(&claim).expect("a claim serializes");
         let written = match revision {
             None => self
@@ -234,6 +235,7 @@ impl Claims {
         }
         claim.claimed = false;
         claim.outcomes.extend(settled);
+        #[allow(clippy::expect_used, reason = "a claim is strings and numbers only")]
         let body = serde_json::to_vec(&claim).expect("a claim serializes");
         if let Err(e) = self.store.put(&key, body.into()).await {
             // The batch went out; only a crash before the job's outcome is stored

@@ -14,6 +14,13 @@
 //! deadline (`max_age_secs` after the declaration, or the job's `expires_at`)
 //! fail with the reason `expired`.
 
+// A service never panics on what it is handed: no unchecked indexing, no unwrap
+// or expect outside tests (an expect that cannot fail says why, where it is).
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)
+)]
+
 pub mod callbacks;
 pub mod claims;
 pub mod elks;

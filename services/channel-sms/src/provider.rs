@@ -8,7 +8,7 @@
 //! differ only behind [`SmsProvider`]; the channel decides about reporting.
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -236,7 +236,10 @@ impl Pacer {
     /// Waits out a pause set by a Retry-After.
     async fn wait_pause(&self) {
         loop {
-            let until = *self.paused_until.lock().expect("pause lock");
+            let until = *self
+                .paused_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             match until {
                 Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
                 _ => return,
@@ -277,7 +280,10 @@ impl Pacer {
     /// Holds every request of this provider back for `delay`.
     pub fn pause(&self, delay: Duration) {
         let until = Instant::now() + delay.min(MAX_RETRY_AFTER);
-        let mut paused = self.paused_until.lock().expect("pause lock");
+        let mut paused = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if paused.is_none_or(|p| p < until) {
             *paused = Some(until);
         }
@@ -327,7 +333,10 @@ impl Pacer {
 
     /// The pause still to be waited out, for the delay of the job's next delivery.
     pub fn pause_left(&self) -> Option<Duration> {
-        let until = (*self.paused_until.lock().expect("pause lock"))?;
+        let until = (*self
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))?;
         let left = until.saturating_duration_since(Instant::now());
         (!left.is_zero()).then_some(left)
     }

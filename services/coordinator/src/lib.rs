@@ -1,6 +1,13 @@
 //! The coordinator: templates and rendering, declaration, the dispatch planner,
 //! operator confirmations and the crisis status projection.
 
+// A service never panics on what it is handed: no unchecked indexing, no unwrap
+// or expect outside tests (an expect that cannot fail says why, where it is).
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)
+)]
+
 pub mod audience;
 pub mod crisis;
 pub mod gsm;

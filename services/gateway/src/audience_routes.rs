@@ -205,7 +205,10 @@ pub async fn import(
             parts += 1;
             sent.push(send_part(&app, actor.clone(), part));
             while sent.len() >= PARTS_IN_FLIGHT {
-                reports.push(sent.next().await.expect("parts in flight")?);
+                let Some(report) = sent.next().await else {
+                    break;
+                };
+                reports.push(report?);
             }
         }
         if done {
@@ -268,7 +271,10 @@ async fn send_part(
 
 fn utf8(first_line: u64, bytes: Vec<u8>) -> Result<String, ApiError> {
     String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let valid = e
+            .as_bytes()
+            .get(..e.utf8_error().valid_up_to())
+            .unwrap_or_default();
         let line = first_line + valid.iter().filter(|b| **b == b'\n').count() as u64;
         ApiError::from(Problem::invalid(
             "csv",
@@ -326,6 +332,10 @@ impl Splitter {
             self.line = 1;
         }
         self.buffer.extend_from_slice(bytes);
+        #[allow(
+            clippy::indexing_slicing,
+            reason = "`scanned` never passes the buffer's end"
+        )]
         for (i, b) in self.buffer[self.scanned..].iter().enumerate() {
             match b {
                 b'"' => self.quoted = !self.quoted,

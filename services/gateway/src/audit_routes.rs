@@ -198,6 +198,7 @@ pub async fn export(
 
     let mut head = Vec::new();
     let mut line = |line: BundleLine| {
+        #[allow(clippy::expect_used, reason = "a bundle line is strings and numbers")]
         serde_json::to_writer(&mut head, &line).expect("a bundle line serializes");
         head.push(b'\n');
     };
@@ -394,6 +395,7 @@ fn stream_body(stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'stat
 }
 
 fn download(media: &'static str, name: &str, body: Body) -> Response {
+    #[allow(clippy::expect_used, reason = "our own file names are plain ASCII")]
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
         .expect("a plain file name");
     (
@@ -409,6 +411,7 @@ fn download(media: &'static str, name: &str, body: Body) -> Response {
 fn json_lines(records: &[AuditRecord]) -> Bytes {
     let mut out = Vec::new();
     for record in records {
+        #[allow(clippy::expect_used, reason = "a record is JSON already")]
         serde_json::to_writer(&mut out, record).expect("an audit record serializes");
         out.push(b'\n');
     }

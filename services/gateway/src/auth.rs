@@ -168,7 +168,7 @@ fn unauthorized(detail: &str, error: Option<&str>) -> ApiError {
         None => "Bearer realm=\"krisbud\"".to_owned(),
     };
     let mut api_error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
-    api_error.challenge = Some(HeaderValue::from_str(&challenge).expect("a valid header value"));
+    api_error.challenge = HeaderValue::from_str(&challenge).ok();
     api_error
 }
 

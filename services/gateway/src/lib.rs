@@ -5,6 +5,13 @@
 //! [`start`] binds the listener and serves `/api/v1` plus `/healthz` and `/readyz`
 //! until the shutdown token is cancelled.
 
+// A service never panics on what it is handed: no unchecked indexing, no unwrap
+// or expect outside tests (an expect that cannot fail says why, where it is).
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)
+)]
+
 mod audience_routes;
 mod audit_routes;
 mod auth;

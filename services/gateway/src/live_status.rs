@@ -53,6 +53,7 @@ pub async fn events(
         .await?;
     let shutdown = app.shutdown.clone();
     let events = async_stream::stream! {
+        #[allow(clippy::expect_used, reason = "a status is strings and numbers")]
         let mut last = serde_json::to_string(&first).expect("status serializes");
         yield Ok(Event::default().event(EVENT_NAME).data(last.clone()));
         loop {
@@ -67,6 +68,7 @@ pub async fn events(
             let Ok(projection) = serde_json::from_slice::<CrisisProjection>(&entry.value) else {
                 continue;
             };
+            #[allow(clippy::expect_used, reason = "a status is strings and numbers")]
             let data = serde_json::to_string(&projection.status).expect("status serializes");
             if data != last {
                 yield Ok(Event::default().event(EVENT_NAME).data(data.clone()));

@@ -104,6 +104,10 @@ impl IntoResponse for ApiError {
 pub fn render(status: StatusCode, problem: &Problem, instance: Option<&str>) -> Response {
     let mut details = details(problem, instance);
     details.status = status.as_u16();
+    #[allow(
+        clippy::expect_used,
+        reason = "problem details are strings and numbers"
+    )]
     let body = serde_json::to_vec(&details).expect("a problem serializes");
     (
         status,

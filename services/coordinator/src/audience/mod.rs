@@ -334,6 +334,7 @@ impl Audiences {
 fn encode_chunk(members: &[Member]) -> Vec<u8> {
     let mut out = Vec::with_capacity(members.len() * 64);
     for member in members {
+        #[allow(clippy::expect_used, reason = "a member is strings only")]
         serde_json::to_writer(&mut out, member).expect("a member serializes");
         out.push(b'\n');
     }

@@ -309,5 +309,5 @@ fn new_id() -> String {
 /// the same id, so a retried declaration finds the first one.
 fn idempotent_id(user: &str, key: &str) -> String {
     let digest = Sha256::digest(format!("{user}\0{key}").as_bytes());
-    format!("ik-{}", hex::encode(&digest[..6]))
+    format!("ik-{}", hex::encode(digest.get(..6).unwrap_or_default()))
 }

@@ -199,7 +199,7 @@ impl Sweeper {
             }
             let snapshot: Vec<CrisisStatus> = statuses
                 .lock()
-                .expect("statuses lock")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .values()
                 .cloned()
                 .collect();
@@ -336,7 +336,9 @@ async fn follow(store: kv::Store, statuses: Statuses, shutdown: CancellationToke
                             }
                             _ => None,
                         };
-                        let mut map = statuses.lock().expect("statuses lock");
+                        let mut map = statuses
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
                         match status {
                             Some(status) => map.insert(entry.key, status),
                             None => map.remove(&entry.key),

@@ -151,7 +151,9 @@ impl Planner {
                 if !recipients.is_empty() {
                     pending
                         .push(self.job(envelope, declared, channel, language, batch, recipients));
-                    counts.get_mut(&channel).expect("counted").jobs += 1;
+                    if let Some(count) = counts.get_mut(&channel) {
+                        count.jobs += 1;
+                    }
                 }
             }
             for channel in personal {
@@ -214,6 +216,10 @@ impl Planner {
         batch: usize,
         recipients: Vec<Recipient>,
     ) -> DispatchJob {
+        #[allow(
+            clippy::expect_used,
+            reason = "jobs are planned only for rendered languages"
+        )]
         let message = declared
             .messages
             .iter()

@@ -381,6 +381,10 @@ fn revision_entry(s: &mut CrisisStatus, revision: u32) -> &mut RevisionStatus {
             i
         }
     };
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "`at` was found or inserted just above"
+    )]
     &mut s.revisions[at]
 }
 

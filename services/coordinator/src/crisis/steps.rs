@@ -184,7 +184,7 @@ impl Coordinator {
                 format!(
                     "{crisis_id}.r{revision}.{}.{}",
                     step.name(),
-                    hex::encode(&digest[..6])
+                    hex::encode(digest.get(..6).unwrap_or_default())
                 ),
                 actor.clone(),
                 event,

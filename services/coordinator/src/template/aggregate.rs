@@ -344,7 +344,7 @@ fn checked_reason(command: &ChangeTemplateState) -> Result<Option<String>, Probl
 
 /// The first 12 hex digits of a SHA-256, for message ids.
 fn short_hash(text: &str) -> String {
-    hex::encode(&Sha256::digest(text.as_bytes())[..6])
+    hex::encode(Sha256::digest(text.as_bytes()).get(..6).unwrap_or_default())
 }
 
 /// The wording keyed by canonical language tags (`EN` becomes `en`); a tag that

@@ -298,6 +298,10 @@ impl Catalog {
                         Ok(()) => {
                             let version = aggregate.newest();
                             tracing::info!(template = %id, version, "template version drafted");
+                            #[allow(
+                                clippy::indexing_slicing,
+                                reason = "the version just appended"
+                            )]
                             return Ok((true, aggregate.versions[&version].template.clone()));
                         }
                         Err(AppendError::Conflict { .. }) => continue,

@@ -11,6 +11,10 @@ use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
 /// The fields of a version's wording (lifecycle fields left out), by path.
+#[allow(
+    clippy::expect_used,
+    reason = "a template version serializes to an object of strings"
+)]
 pub fn fields(t: &TemplateVersion) -> BTreeMap<String, String> {
     let mut value = serde_json::to_value(t).expect("a template serializes");
     let object = value.as_object_mut().expect("a template is an object");
