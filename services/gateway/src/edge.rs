@@ -55,6 +55,11 @@ fn finish_error(response: Response, path: &str) -> Response {
         // Axum answered by itself (405, an undecodable path): keep the status, give
         // it a problem body like every other error.
         None if is_problem_json(&parts.headers) => return Response::from_parts(parts, body),
+        // A console page that says what went wrong in its own words.
+        None if is_html(&parts.headers) => {
+            tracing::info!(status = status.as_u16(), "console page refused");
+            return Response::from_parts(parts, body);
+        }
         None => framework_problem(status, &parts.headers),
     };
     let problem = if status.is_server_error() {
@@ -135,4 +140,11 @@ pub async fn not_found(req: Request) -> crate::problem::ApiError {
         "there is no resource at {}; the API is described at /api/v1/openapi.json",
         req.uri().path()
     )))
+}
+
+fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
 }

@@ -17,6 +17,7 @@ mod audit_routes;
 mod auth;
 mod body;
 mod config;
+mod console;
 mod edge;
 mod live_status;
 pub mod openapi;
@@ -65,6 +66,7 @@ pub async fn start(
         openapi: openapi::render().into(),
         members_limit_bytes: config.members_limit_bytes,
         shutdown: shutdown.clone(),
+        sessions: console::session::Sessions::default(),
     };
     let app = router(state, config.body_limit_bytes).merge(rt.health.router());
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -105,16 +107,15 @@ pub async fn start(
     })
 }
 
-/// The operator console: a status page that reads the API with the user's token.
-async fn console() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("console.html"))
-}
-
-/// The API routes (the route table in `openapi`), the console, the body limit and
-/// the edge middleware (span, problem+json).
+/// The API routes (the route table in `openapi`), the console (`/` leads to it),
+/// the body limit and the edge middleware (span, problem+json).
 fn router(state: AppState, body_limit_bytes: usize) -> Router {
     let (api, _) = openapi::api();
-    api.route("/", get(console))
+    api.merge(console::router())
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/konsol") }),
+        )
         .fallback(edge::not_found)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(axum::middleware::from_fn(edge::edge))

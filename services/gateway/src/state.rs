@@ -30,6 +30,8 @@ pub struct AppState {
     pub members_limit_bytes: usize,
     /// Ends live streams (SSE) at shutdown.
     pub shutdown: krisbud_kit::CancellationToken,
+    /// Who is signed in to the console.
+    pub sessions: crate::console::session::Sessions,
 }
 
 impl AppState {

@@ -718,16 +718,11 @@ async fn unknown_routes_and_methods_get_problems_and_health_answers() {
     let body = problem(app.get("/api/v1/nope", Some(TIB)).await, 404, "not-found").await;
     assert_eq!(body["instance"], "/api/v1/nope");
     problem(app.get("/nope", None).await, 404, "not-found").await;
-    // The console page needs no token; it reads the API with the user's own.
+    // `/` leads to the console, which asks whoever is not signed in to sign in.
     let console = app.get("/", None).await;
     assert_eq!(console.status(), 200);
-    assert!(
-        console
-            .text()
-            .await
-            .unwrap()
-            .contains("krisbud – lägesbild")
-    );
+    assert_eq!(console.url().path(), "/konsol/logga-in");
+    assert!(console.text().await.unwrap().contains("<h1>Logga in</h1>"));
     let response = app
         .http
         .delete(format!("{}/api/v1/crises", app.base))

@@ -1,0 +1,498 @@
+//! The console: server-rendered pages under `/konsol` for the people krisbud is
+//! for, in Swedish. Pages are askama templates (`templates/console/`), every
+//! action is a plain form POST that works without JavaScript, and htmx (vendored,
+//! served from here) refreshes the live parts. Each handler sends the same command
+//! the API route does, as the signed-in person, so the services check the console
+//! exactly as they check the API.
+//!
+//! Pages so far: sign-in and sign-out, the crisis list, the duty officer's
+//! declaration (choose an approved template, fill it in, choose audiences, channels
+//! and exercise/test, preview every channel in every language, send) and the live
+//! status board.
+
+mod assets;
+mod pages;
+pub mod session;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::cookie::CookieJar;
+use krisbud_proto::command::{Declared, GetCrisis, ListCrises, ListTemplates};
+use krisbud_proto::status::CrisisStatus;
+use krisbud_proto::template::{TemplatePreview, TemplateState, TemplateSummary};
+use krisbud_proto::{AlertStatus, Channel, Role, subject};
+
+use crate::state::AppState;
+use pages::{DeclareForm, Layout};
+use session::{SignedIn, random_token, same_token};
+
+/// The strict policy of every console page: nothing but what this server sends,
+/// no inline script or style, no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/konsol", get(home))
+        .route("/konsol/logga-in", get(sign_in_page).post(sign_in))
+        .route("/konsol/logga-ut", post(sign_out))
+        .route("/konsol/ny-kris", get(choose_template))
+        .route(
+            "/konsol/ny-kris/{template}",
+            get(declare_form).post(declare),
+        )
+        .route("/konsol/kris/{id}", get(board))
+        .route("/konsol/kris/{id}/tavla", get(board_fragment))
+        .route("/konsol/assets/{name}", get(assets::serve))
+}
+
+/// A rendered page with the console's security headers.
+fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (
+            status,
+            [
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(CSP),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ),
+                (
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("same-origin"),
+                ),
+            ],
+            Html(html),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render a console page");
+            message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "Något gick fel",
+                "Sidan kunde inte visas. Felet är loggat; försök igen om en stund.",
+            )
+        }
+    }
+}
+
+/// A page that only says something: an error, or that something is not allowed.
+fn message(status: StatusCode, who: Option<&SignedIn>, heading: &str, text: &str) -> Response {
+    let template = pages::Message {
+        layout: Layout::of(who),
+        heading,
+        text,
+    };
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(_) => (status, heading.to_owned()).into_response(),
+    }
+}
+
+/// The answer when the signed-in person lacks the role a page needs.
+fn not_allowed(who: &SignedIn, what: &str) -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        Some(who),
+        "Du har inte behörighet",
+        &format!("{what} Be en administratör om behörigheten om du behöver den."),
+    )
+}
+
+/// The answer when a service could not be reached or refused unexpectedly.
+fn unavailable(who: &SignedIn, error: &crate::problem::ApiError) -> Response {
+    let status =
+        StatusCode::from_u16(error.problem.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    message(
+        status,
+        Some(who),
+        "Det gick inte just nu",
+        &format!(
+            "krisbud svarade: {}. Försök igen om en stund.",
+            error.problem.detail
+        ),
+    )
+}
+
+/// Whether the form's CSRF token is the session's.
+fn csrf_ok(who: &SignedIn, form: &[(String, String)]) -> bool {
+    pages::value(form, "_csrf").is_some_and(|t| same_token(t, &who.session.csrf))
+}
+
+/// `GET /konsol/logga-in`
+async fn sign_in_page(jar: CookieJar) -> Response {
+    let token = random_token();
+    let jar = jar.add(session::cookie_named(
+        session::PRE_COOKIE,
+        token.clone(),
+        false,
+    ));
+    let template = pages::SignIn {
+        layout: Layout::anonymous(token),
+        failed: false,
+        name: String::new(),
+    };
+    (jar, page(StatusCode::OK, &template)).into_response()
+}
+
+/// `POST /konsol/logga-in`
+async fn sign_in(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = pages::parse_form(&body);
+    // Login CSRF: the form's token must match the cookie the form page set.
+    let pre = jar.get(session::PRE_COOKIE).map(|c| c.value().to_owned());
+    let fresh = random_token();
+    let retry = |name: String| {
+        let template = pages::SignIn {
+            layout: Layout::anonymous(fresh.clone()),
+            failed: true,
+            name,
+        };
+        let jar = jar.clone().add(session::cookie_named(
+            session::PRE_COOKIE,
+            fresh.clone(),
+            false,
+        ));
+        (jar, page(StatusCode::UNAUTHORIZED, &template)).into_response()
+    };
+    let name = pages::value(&form, "user").unwrap_or_default().to_owned();
+    let token_ok = match (pre.as_deref(), pages::value(&form, "_csrf")) {
+        (Some(a), Some(b)) => same_token(a, b),
+        _ => false,
+    };
+    if !token_ok {
+        return retry(name);
+    }
+    let secret = pages::value(&form, "password").unwrap_or_default();
+    let Some(id) = app.sessions.sign_in(&app, &name, secret) else {
+        tracing::info!("console sign-in refused");
+        return retry(name);
+    };
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    let jar = jar
+        .remove(session::cookie_named(
+            session::PRE_COOKIE,
+            String::new(),
+            false,
+        ))
+        .add(session::cookie(id, secure));
+    (jar, Redirect::to("/konsol")).into_response()
+}
+
+/// `POST /konsol/logga-ut`
+async fn sign_out(
+    State(app): State<AppState>,
+    who: SignedIn,
+    jar: CookieJar,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = pages::parse_form(&body);
+    if !csrf_ok(&who, &form) {
+        return message(
+            StatusCode::FORBIDDEN,
+            Some(&who),
+            "Formuläret har gått ut",
+            "Ladda om sidan och försök igen.",
+        );
+    }
+    app.sessions.sign_out(&who.id);
+    let jar = jar.remove(session::cookie(String::new(), false));
+    (jar, Redirect::to("/konsol/logga-in")).into_response()
+}
+
+/// `GET /konsol`: the crises the person may follow.
+async fn home(State(app): State<AppState>, who: SignedIn) -> Response {
+    let readers = [
+        Role::DutyOfficer,
+        Role::Operator,
+        Role::Auditor,
+        Role::Admin,
+    ];
+    let crises: Vec<CrisisStatus> = if readers.iter().any(|r| who.session.has(*r)) {
+        match app
+            .command(
+                subject::cmd::LIST_CRISES,
+                who.session.actor.clone(),
+                None,
+                ListCrises {},
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return unavailable(&who, &e),
+        }
+    } else {
+        Vec::new()
+    };
+    let template = pages::Home {
+        layout: Layout::of(Some(&who)),
+        crises: crises.iter().map(pages::CrisisCard::of).collect(),
+    };
+    page(StatusCode::OK, &template)
+}
+
+/// The approved templates a duty officer may declare with.
+async fn approved(app: &AppState, who: &SignedIn) -> Result<Vec<TemplateSummary>, Response> {
+    let all: Vec<TemplateSummary> = app
+        .command(
+            subject::cmd::LIST_TEMPLATES,
+            who.session.actor.clone(),
+            None,
+            ListTemplates { all: false },
+        )
+        .await
+        .map_err(|e| unavailable(who, &e))?;
+    Ok(all
+        .into_iter()
+        .filter(|t| t.state == TemplateState::Approved)
+        .collect())
+}
+
+/// `GET /konsol/ny-kris`: step 1, choose an approved template.
+async fn choose_template(State(app): State<AppState>, who: SignedIn) -> Response {
+    if !who.session.has(Role::DutyOfficer) {
+        return not_allowed(&who, "Bara tjänsteman i beredskap kan utlysa en kris.");
+    }
+    let templates = match approved(&app, &who).await {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let template = pages::Templates {
+        layout: Layout::of(Some(&who)),
+        templates: templates.iter().map(pages::TemplateCard::of).collect(),
+    };
+    page(StatusCode::OK, &template)
+}
+
+/// Loads what the declaration form of `template_id` shows.
+async fn form_context(
+    app: &AppState,
+    who: &SignedIn,
+    template_id: &str,
+) -> Result<(TemplateSummary, Vec<krisbud_proto::audience::Audience>), Response> {
+    if !who.session.has(Role::DutyOfficer) {
+        return Err(not_allowed(
+            who,
+            "Bara tjänsteman i beredskap kan utlysa en kris.",
+        ));
+    }
+    let template = approved(app, who)
+        .await?
+        .into_iter()
+        .find(|t| t.id == template_id)
+        .ok_or_else(|| {
+            message(
+                StatusCode::NOT_FOUND,
+                Some(who),
+                "Mallen finns inte",
+                "Det finns ingen godkänd mall med det namnet. Välj en mall i listan.",
+            )
+        })?;
+    let audiences = app
+        .command(
+            subject::cmd::LIST_AUDIENCES,
+            who.session.actor.clone(),
+            None,
+            (),
+        )
+        .await
+        .map_err(|e| unavailable(who, &e))?;
+    Ok((template, audiences))
+}
+
+/// `GET /konsol/ny-kris/{template}`: step 2, fill in and choose.
+async fn declare_form(
+    State(app): State<AppState>,
+    who: SignedIn,
+    Path(template_id): Path<String>,
+) -> Response {
+    let (template, audiences) = match form_context(&app, &who, &template_id).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let form = DeclareForm::blank(&template);
+    page(
+        StatusCode::OK,
+        &form.page(&who, &template, &audiences, Vec::new()),
+    )
+}
+
+/// `POST /konsol/ny-kris/{template}`: `action=preview` shows every channel in
+/// every language with the summary; `action=declare` sends, once per form (the
+/// form's idempotency key); `action=edit` goes back to the form as filled in.
+async fn declare(
+    State(app): State<AppState>,
+    who: SignedIn,
+    Path(template_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let raw = pages::parse_form(&body);
+    if !csrf_ok(&who, &raw) {
+        return message(
+            StatusCode::FORBIDDEN,
+            Some(&who),
+            "Formuläret har gått ut",
+            "Gå tillbaka, ladda om sidan och försök igen. Det du skrev finns kvar i webbläsarens historik.",
+        );
+    }
+    let (template, audiences) = match form_context(&app, &who, &template_id).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let form = DeclareForm::read(&template, &raw);
+    let errors = form.check(&template, &audiences);
+    let action = pages::value(&raw, "action").unwrap_or("preview");
+    if !errors.is_empty() || action == "edit" {
+        let status = if errors.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        return page(status, &form.page(&who, &template, &audiences, errors));
+    }
+    let declaration = form.declaration(&template);
+    if action == "declare" {
+        let declared: Result<Declared, _> = app
+            .command(
+                subject::cmd::DECLARE,
+                who.session.actor.clone(),
+                Some(form.idempotency.clone()),
+                declaration,
+            )
+            .await;
+        return match declared {
+            Ok(d) => Redirect::to(&format!("/konsol/kris/{}", d.crisis_id)).into_response(),
+            Err(e) if e.problem.status < 500 => page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form.page(
+                    &who,
+                    &template,
+                    &audiences,
+                    vec![pages::FieldError::from(&e)],
+                ),
+            ),
+            Err(e) => unavailable(&who, &e),
+        };
+    }
+    let preview: TemplatePreview = match app
+        .command(
+            subject::cmd::PREVIEW_TEMPLATE,
+            who.session.actor.clone(),
+            None,
+            krisbud_proto::command::PreviewTemplate {
+                template: template.id.clone(),
+                version: template.version,
+                variables: declaration.variables.clone(),
+                status: declaration.status,
+            },
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(e) if e.problem.status < 500 => {
+            return page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form.page(
+                    &who,
+                    &template,
+                    &audiences,
+                    vec![pages::FieldError::from(&e)],
+                ),
+            );
+        }
+        Err(e) => return unavailable(&who, &e),
+    };
+    page(
+        StatusCode::OK,
+        &pages::Preview::of(&who, &template, &form, &audiences, &preview),
+    )
+}
+
+/// Reads crisis `id` for the board.
+async fn crisis(app: &AppState, who: &SignedIn, id: String) -> Result<CrisisStatus, Response> {
+    app.command(
+        subject::cmd::GET_CRISIS,
+        who.session.actor.clone(),
+        None,
+        GetCrisis { crisis_id: id },
+    )
+    .await
+    .map_err(|e| {
+        if e.problem.status == 404 {
+            message(
+                StatusCode::NOT_FOUND,
+                Some(who),
+                "Krisen finns inte",
+                "Det finns ingen kris med det numret.",
+            )
+        } else {
+            unavailable(who, &e)
+        }
+    })
+}
+
+/// `GET /konsol/kris/{id}`: the live status board.
+async fn board(State(app): State<AppState>, who: SignedIn, Path(id): Path<String>) -> Response {
+    match crisis(&app, &who, id).await {
+        Ok(status) => page(
+            StatusCode::OK,
+            &pages::Board {
+                layout: Layout::of(Some(&who)),
+                board: pages::BoardView::of(&status),
+            },
+        ),
+        Err(response) => response,
+    }
+}
+
+/// `GET /konsol/kris/{id}/tavla`: the board alone, which the page swaps in.
+async fn board_fragment(
+    State(app): State<AppState>,
+    who: SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    match crisis(&app, &who, id).await {
+        Ok(status) => page(
+            StatusCode::OK,
+            &pages::BoardFragment {
+                board: pages::BoardView::of(&status),
+            },
+        ),
+        Err(response) => response,
+    }
+}
+
+/// The mode's name as the console shows it.
+fn mode_name(status: AlertStatus) -> &'static str {
+    match status {
+        AlertStatus::Actual => "Skarpt",
+        AlertStatus::Exercise => "Övning",
+        AlertStatus::Test => "Test",
+    }
+}
+
+/// The channel's name as the console shows it.
+fn channel_name(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Sms => "SMS",
+        Channel::Email => "E-post",
+        Channel::Banner => "Webbanner",
+        Channel::Intranet => "Intranät",
+    }
+}

@@ -1,0 +1,169 @@
+//! Console sessions: a random id in an HttpOnly, SameSite=Lax cookie (Secure
+//! behind TLS) names who signed in, until they sign out or it expires; every form
+//! POST carries the session's CSRF token.
+//!
+//! Sign-in checks a user name and that user's secret: the same secret as their
+//! API token (for `krisbud up --demo`, the printed demo credentials), looked up by
+//! hash as the bearer check does. The session holds only the actor, so a sign-in by
+//! OIDC later creates the same session from the identity provider's answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use krisbud_proto::{Actor, Role};
+use sha2::{Digest, Sha256};
+
+use crate::config::hash_token;
+use crate::state::AppState;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "krisbud_session";
+/// A session ends this long after sign-in, whatever happens.
+const LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// At most this many sessions are kept; the oldest go first.
+const MOST_SESSIONS: usize = 10_000;
+
+/// One signed-in person.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub actor: Actor,
+    /// The token every form POST of this session carries.
+    pub csrf: String,
+    ends: Instant,
+}
+
+impl Session {
+    /// Whether the signed-in person holds `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.actor.roles.contains(&role)
+    }
+}
+
+/// The sessions of this gateway instance.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    by_id_hash: Arc<Mutex<HashMap<[u8; 32], Session>>>,
+}
+
+impl Sessions {
+    /// Signs `name` in with `secret`: the session id for the cookie, or `None`
+    /// when the name and secret do not belong together.
+    pub fn sign_in(&self, app: &AppState, name: &str, secret: &str) -> Option<String> {
+        let user = app.users.get(&hash_token(secret.trim()))?;
+        if !user.name.eq_ignore_ascii_case(name.trim()) {
+            return None;
+        }
+        let id = random_token();
+        let session = Session {
+            actor: Actor {
+                user: user.name.clone(),
+                roles: user.roles.clone(),
+            },
+            csrf: random_token(),
+            ends: Instant::now() + LIFETIME,
+        };
+        let mut sessions = self.lock();
+        let now = Instant::now();
+        sessions.retain(|_, s| s.ends > now);
+        if sessions.len() >= MOST_SESSIONS
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.ends).map(|(k, _)| *k)
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(id_hash(&id), session);
+        Some(id)
+    }
+
+    /// The live session with cookie value `id`.
+    pub fn get(&self, id: &str) -> Option<Session> {
+        let sessions = self.lock();
+        sessions
+            .get(&id_hash(id))
+            .filter(|s| s.ends > Instant::now())
+            .cloned()
+    }
+
+    /// Ends the session with cookie value `id`.
+    pub fn sign_out(&self, id: &str) {
+        self.lock().remove(&id_hash(id));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.by_id_hash
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sessions are kept by the hash of their id, so a memory dump does not hand out
+/// live cookies.
+fn id_hash(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+/// 32 random bytes as hex.
+pub fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// Compares two tokens in time independent of where they differ.
+pub fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The cookie the sign-in form's CSRF token is checked against.
+pub const PRE_COOKIE: &str = "krisbud_signin";
+
+/// The session cookie for `id`.
+pub fn cookie(id: String, secure: bool) -> Cookie<'static> {
+    cookie_named(COOKIE, id, secure)
+}
+
+/// A console cookie: HttpOnly, SameSite=Lax, for `/konsol` only.
+pub fn cookie_named(name: &'static str, value: String, secure: bool) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/konsol")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .build()
+}
+
+/// The signed-in person of a console page; anyone else is sent to sign in.
+pub struct SignedIn {
+    pub session: Session,
+    /// The cookie value, to end the session.
+    pub id: String,
+}
+
+/// Why a page needs sign-in: the redirect to the sign-in page.
+pub struct SignInFirst;
+
+impl IntoResponse for SignInFirst {
+    fn into_response(self) -> Response {
+        Redirect::to("/konsol/logga-in").into_response()
+    }
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = SignInFirst;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, SignInFirst> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        let id = jar
+            .get(COOKIE)
+            .map(|c| c.value().to_owned())
+            .ok_or(SignInFirst)?;
+        let session = app.sessions.get(&id).ok_or(SignInFirst)?;
+        Ok(SignedIn { session, id })
+    }
+}

@@ -1,0 +1,283 @@
+//! The console in a browser's place: sign-in, the duty officer's declaration
+//! (form, errors naming the field, preview of every channel in every language,
+//! send once however often it is posted) and the live board reaching delivered,
+//! over HTTP with cookies against the whole system; then the same flow in Debian's
+//! chromium driven by playwright-core, with an axe-core scan of every page.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, water_variables};
+use krisbud_proto::Role;
+use krisbud_tests::wait_until_async;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A browser-like client: keeps cookies, follows redirects.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+/// The value of the first hidden `_csrf` field of `html`.
+fn csrf(html: &str) -> String {
+    let marker = "name=\"_csrf\" value=\"";
+    let start = html.find(marker).expect("the page has a CSRF field") + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The hidden `idempotency` field of `html`.
+fn idempotency(html: &str) -> String {
+    let marker = "name=\"idempotency\" value=\"";
+    let start = html.find(marker).expect("the form has a key") + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The demo user holding `role`, and their secret.
+fn credentials(app: &TestApp, role: Role) -> (String, String) {
+    let (name, _) = app
+        .tokens
+        .roles
+        .iter()
+        .find(|(_, roles)| roles.contains(&role))
+        .unwrap();
+    (name.clone(), app.tokens.tokens[name].clone())
+}
+
+/// Signs in as the demo user holding `role`; returns the client and the CSRF token.
+async fn signed_in(app: &TestApp, role: Role) -> (reqwest::Client, String) {
+    let client = browser();
+    let page = client
+        .get(format!("{}/konsol", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.url().path().ends_with("/konsol/logga-in"),
+        "{}",
+        page.url()
+    );
+    let html = page.text().await.unwrap();
+    let (name, secret) = credentials(app, role);
+    let home = client
+        .post(format!("{}/konsol/logga-in", app.api))
+        .form(&[("_csrf", csrf(&html)), ("user", name), ("password", secret)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.status(), 200);
+    assert_eq!(home.url().path(), "/konsol");
+    let html = home.text().await.unwrap();
+    (client, csrf(&html))
+}
+
+/// The declaration form's fields for the water outage in Farsta.
+fn water_form(csrf: &str, key: &str, action: &str) -> Vec<(String, String)> {
+    let mut form = vec![
+        ("_csrf".to_owned(), csrf.to_owned()),
+        ("idempotency".to_owned(), key.to_owned()),
+        ("audience".to_owned(), "farsta-boende".to_owned()),
+        ("status".to_owned(), "actual".to_owned()),
+        ("action".to_owned(), action.to_owned()),
+    ];
+    for channel in ["sms", "email", "banner", "intranet"] {
+        form.push(("channel".to_owned(), channel.to_owned()));
+    }
+    for (name, value) in water_variables().as_object().unwrap() {
+        form.push((format!("var-{name}"), value.as_str().unwrap().to_owned()));
+    }
+    form
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_refuses_a_wrong_password_and_a_missing_form_token() {
+    let app = TestApp::spawn().await;
+    let client = browser();
+    let html = client
+        .get(format!("{}/konsol/logga-in", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (name, secret) = credentials(&app, Role::DutyOfficer);
+    let wrong = client
+        .post(format!("{}/konsol/logga-in", app.api))
+        .form(&[
+            ("_csrf", csrf(&html)),
+            ("user", name.clone()),
+            ("password", "not-the-password".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let page = wrong.text().await.unwrap();
+    assert!(page.contains("Inloggningen misslyckades"), "{page}");
+    assert!(page.contains("lang=\"sv\""));
+    // The right password without the form's token (a login forged by another
+    // site) is refused too.
+    let forged = browser()
+        .post(format!("{}/konsol/logga-in", app.api))
+        .form(&[("user", name), ("password", secret)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    // Nobody signed in: every page leads to the sign-in.
+    let board = client
+        .get(format!("{}/konsol/ny-kris", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(board.url().path(), "/konsol/logga-in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duty_officer_declares_in_the_console_once_and_watches_the_board() {
+    let app = TestApp::spawn().await;
+    let (client, token) = signed_in(&app, Role::DutyOfficer).await;
+    let page = client
+        .get(format!("{}/konsol/ny-kris", app.api))
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/konsol/ny-kris/vattenlacka"), "{html}");
+
+    let form_html = client
+        .get(format!("{}/konsol/ny-kris/vattenlacka", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = idempotency(&form_html);
+    assert!(form_html.contains("Farsta"), "audiences are offered");
+
+    // A blank left empty is named, with a link to its field.
+    let mut missing = water_form(&token, &key, "preview");
+    missing.retain(|(k, _)| k != "var-omrade");
+    let refused = client
+        .post(format!("{}/konsol/ny-kris/vattenlacka", app.api))
+        .form(&missing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("href=\"#var-omrade\""), "{html}");
+    assert!(html.contains("Fyll i"), "{html}");
+    assert!(html.contains("i kväll kl. 20"), "what was typed is kept");
+
+    // Without the form token nothing is sent.
+    let mut forged = water_form(&token, &key, "declare");
+    forged.retain(|(k, _)| k != "_csrf");
+    let forged = client
+        .post(format!("{}/konsol/ny-kris/vattenlacka", app.api))
+        .form(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    let preview = client
+        .post(format!("{}/konsol/ny-kris/vattenlacka", app.api))
+        .form(&water_form(&token, &key, "preview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preview.status(), 200);
+    let html = preview.text().await.unwrap();
+    assert!(html.contains("Granska innan du skickar"), "{html}");
+    assert!(html.contains("Vattnet är avstängt i Farsta"), "{html}");
+    for language in ["Svenska", "Engelska", "Lättläst svenska"] {
+        assert!(html.contains(language), "{language} in the preview");
+    }
+    assert!(html.contains("GSM7"), "the SMS encoding is shown");
+
+    // Sent twice (a double click): one crisis.
+    let mut boards = Vec::new();
+    for _ in 0..2 {
+        let sent = client
+            .post(format!("{}/konsol/ny-kris/vattenlacka", app.api))
+            .form(&water_form(&token, &key, "declare"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 200);
+        boards.push(sent.url().path().to_owned());
+    }
+    assert_eq!(boards[0], boards[1], "one crisis for one form");
+    let id = boards[0].trim_start_matches("/konsol/kris/").to_owned();
+    let crises: Vec<serde_json::Value> = app
+        .http
+        .get(format!("{}/api/v1/crises", app.api))
+        .bearer_auth(app.token(Role::DutyOfficer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(crises.len(), 1, "{crises:?}");
+    let status = app.wait_delivered(&id, WAIT).await;
+    assert_eq!(
+        status.declared_by.as_deref(),
+        Some(credentials(&app, Role::DutyOfficer).0.as_str())
+    );
+    wait_until_async("the board to show every channel done", WAIT, || async {
+        let fragment = client
+            .get(format!("{}/konsol/kris/{id}/tavla", app.api))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        fragment.contains("4 av 4 kanaler klara").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exercise_is_marked_and_an_operator_cannot_declare() {
+    let app = TestApp::spawn().await;
+    let (client, token) = signed_in(&app, Role::DutyOfficer).await;
+    let mut form = water_form(&token, "konsol-exercise-1", "preview");
+    for (k, v) in &mut form {
+        if k == "status" {
+            *v = "exercise".into();
+        }
+    }
+    let html = client
+        .post(format!("{}/konsol/ny-kris/vattenlacka", app.api))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("class=\"practice\""), "{html}");
+    assert!(html.contains("ÖVNING"), "{html}");
+
+    let (operator, _) = signed_in(&app, Role::Operator).await;
+    let refused = operator
+        .get(format!("{}/konsol/ny-kris", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("behörighet"));
+}
