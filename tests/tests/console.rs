@@ -281,3 +281,38 @@ async fn an_exercise_is_marked_and_an_operator_cannot_declare() {
     assert_eq!(refused.status(), 403);
     assert!(refused.text().await.unwrap().contains("behörighet"));
 }
+
+/// The same flow in Debian's chromium (playwright-core, `tests/browser`), at
+/// 1280 and 320 CSS px, with axe-core on every page; `KRISBUD_SCREENSHOTS` names
+/// a folder for the preview and board screenshots the README shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_declaration_works_in_chromium_with_no_axe_violations() {
+    let app = TestApp::spawn().await;
+    let (user, password) = credentials(&app, Role::DutyOfficer);
+    let shots = tempfile::tempdir().unwrap();
+    let shots_dir = std::env::var("KRISBUD_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| shots.path().to_owned());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/console.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&app.api)
+        .arg(user)
+        .arg(password)
+        .arg(water_variables().to_string())
+        .arg(&shots_dir)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(240), output)
+        .await
+        .expect("the browser run ends within 4 minutes")
+        .expect("node runs (tests/browser: npm ci)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser run failed\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("console ok"), "{stdout}");
+    assert!(shots_dir.join("console-board.png").exists());
+}
