@@ -316,3 +316,156 @@ async fn the_declaration_works_in_chromium_with_no_axe_violations() {
     assert!(stdout.contains("console ok"), "{stdout}");
     assert!(shots_dir.join("console-board.png").exists());
 }
+
+/// Posts `form` to `path` of the console with `client`; returns status and page.
+async fn post_form(
+    app: &TestApp,
+    client: &reqwest::Client,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String) {
+    let response = client
+        .post(format!("{}{path}", app.api))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// The board page of crisis `id` as `client` sees it.
+async fn board_page(app: &TestApp, client: &reqwest::Client, id: &str) -> String {
+    client
+        .get(format!("{}/konsol/kris/{id}", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_takes_an_operator_confirmation_and_the_lifecycle_to_closed() {
+    let app = TestApp::spawn().await;
+    let id = app.declare_ok(&common::water_declaration()).await;
+    app.wait_delivered(&id, WAIT).await;
+    let board = format!("/konsol/kris/{id}");
+
+    // The operator confirms the SMS with a note; the board names them.
+    let (operator, operator_csrf) = signed_in(&app, Role::Operator).await;
+    let html = board_page(&app, &operator, &id).await;
+    assert!(html.contains("Bekräfta att SMS är ute"), "{html}");
+    let (status, html) = post_form(
+        &app,
+        &operator,
+        &format!("{board}/bekrafta"),
+        &[
+            ("_csrf", &operator_csrf),
+            ("channel", "sms"),
+            ("note", "Kontrollerat hos operatören"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    let (operator_name, _) = credentials(&app, Role::Operator);
+    assert!(html.contains(&format!("{operator_name}, ")), "{html}");
+    assert!(!html.contains("Bekräfta att SMS är ute"), "{html}");
+    // A duty officer sees no confirmation form, and cannot confirm.
+    let (tib, csrf) = signed_in(&app, Role::DutyOfficer).await;
+    let (status, _) = post_form(
+        &app,
+        &tib,
+        &format!("{board}/bekrafta"),
+        &[("_csrf", &csrf), ("channel", "email")],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // The all-clear: the page says what will happen, then it happens.
+    let html = board_page(&app, &tib, &id).await;
+    assert!(html.contains("steg/faran-over"), "{html}");
+    let step = tib
+        .get(format!("{}{board}/steg/faran-over", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(step.contains("faran är över"), "{step}");
+    // A stale revision is refused, not overwritten.
+    let (status, html) = post_form(
+        &app,
+        &tib,
+        &format!("{board}/steg/faran-over"),
+        &[("_csrf", &csrf), ("expected_revision", "7")],
+    )
+    .await;
+    assert_eq!(status, 409, "{html}");
+    assert!(html.contains("har ändrats"), "{html}");
+    let (status, html) = post_form(
+        &app,
+        &tib,
+        &format!("{board}/steg/faran-over"),
+        &[("_csrf", &csrf), ("expected_revision", "1")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("<strong>Faran över.</strong>"), "{html}");
+    assert!(html.contains("steg/avsluta"), "{html}");
+    assert!(!html.contains("steg/faran-over"), "{html}");
+
+    // Close: the board says so, and the banner is down, as /v1/banners shows.
+    let (status, html) = post_form(
+        &app,
+        &tib,
+        &format!("{board}/steg/avsluta"),
+        &[("_csrf", &csrf), ("expected_revision", "2")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("<strong>Avslutad.</strong>"), "{html}");
+    assert!(html.contains("Nedtagen"), "{html}");
+    assert!(!html.contains("Nästa steg"), "{html}");
+    wait_until_async("the banner taken down", WAIT, || async {
+        app.banners().await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_needs_a_reason_and_shows_it_on_the_board() {
+    let app = TestApp::spawn().await;
+    let id = app.declare_ok(&common::water_declaration()).await;
+    let board = format!("/konsol/kris/{id}");
+    let (tib, csrf) = signed_in(&app, Role::DutyOfficer).await;
+    let (status, html) = post_form(
+        &app,
+        &tib,
+        &format!("{board}/steg/aterkalla"),
+        &[
+            ("_csrf", &csrf),
+            ("expected_revision", "1"),
+            ("reason", "  "),
+        ],
+    )
+    .await;
+    assert_eq!(status, 422, "{html}");
+    assert!(html.contains("href=\"#reason\""), "{html}");
+    let (status, html) = post_form(
+        &app,
+        &tib,
+        &format!("{board}/steg/aterkalla"),
+        &[
+            ("_csrf", &csrf),
+            ("expected_revision", "1"),
+            ("reason", "Fel stadsdel angavs"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("<strong>Återkallad.</strong>"), "{html}");
+    assert!(html.contains("Skäl: Fel stadsdel angavs"), "{html}");
+}

@@ -11,6 +11,7 @@
 //! status board.
 
 mod assets;
+mod board;
 mod pages;
 pub mod session;
 
@@ -21,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::CookieJar;
-use krisbud_proto::command::{Declared, GetCrisis, ListCrises, ListTemplates};
+use krisbud_proto::command::{Declared, ListCrises, ListTemplates};
 use krisbud_proto::status::CrisisStatus;
 use krisbud_proto::template::{TemplatePreview, TemplateState, TemplateSummary};
 use krisbud_proto::{AlertStatus, Channel, Role, subject};
@@ -46,8 +47,13 @@ pub fn router() -> Router<AppState> {
             "/konsol/ny-kris/{template}",
             get(declare_form).post(declare),
         )
-        .route("/konsol/kris/{id}", get(board))
-        .route("/konsol/kris/{id}/tavla", get(board_fragment))
+        .route("/konsol/kris/{id}", get(board::board))
+        .route("/konsol/kris/{id}/tavla", get(board::fragment))
+        .route("/konsol/kris/{id}/bekrafta", post(board::confirm))
+        .route(
+            "/konsol/kris/{id}/steg/{step}",
+            get(board::step_page).post(board::step),
+        )
         .route("/konsol/assets/{name}", get(assets::serve))
 }
 
@@ -121,6 +127,16 @@ fn unavailable(who: &SignedIn, error: &crate::problem::ApiError) -> Response {
             "krisbud svarade: {}. Försök igen om en stund.",
             error.problem.detail
         ),
+    )
+}
+
+/// The answer to a form whose CSRF token is missing or not the session's.
+fn expired_form(who: &SignedIn) -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        Some(who),
+        "Formuläret har gått ut",
+        "Gå tillbaka, ladda om sidan och försök igen.",
     )
 }
 
@@ -204,12 +220,7 @@ async fn sign_out(
 ) -> Response {
     let form = pages::parse_form(&body);
     if !csrf_ok(&who, &form) {
-        return message(
-            StatusCode::FORBIDDEN,
-            Some(&who),
-            "Formuläret har gått ut",
-            "Ladda om sidan och försök igen.",
-        );
+        return expired_form(&who);
     }
     app.sessions.sign_out(&who.id);
     let jar = jar.remove(session::cookie(String::new(), false));
@@ -422,60 +433,6 @@ async fn declare(
         StatusCode::OK,
         &pages::Preview::of(&who, &template, &form, &audiences, &preview),
     )
-}
-
-/// Reads crisis `id` for the board.
-async fn crisis(app: &AppState, who: &SignedIn, id: String) -> Result<CrisisStatus, Response> {
-    app.command(
-        subject::cmd::GET_CRISIS,
-        who.session.actor.clone(),
-        None,
-        GetCrisis { crisis_id: id },
-    )
-    .await
-    .map_err(|e| {
-        if e.problem.status == 404 {
-            message(
-                StatusCode::NOT_FOUND,
-                Some(who),
-                "Krisen finns inte",
-                "Det finns ingen kris med det numret.",
-            )
-        } else {
-            unavailable(who, &e)
-        }
-    })
-}
-
-/// `GET /konsol/kris/{id}`: the live status board.
-async fn board(State(app): State<AppState>, who: SignedIn, Path(id): Path<String>) -> Response {
-    match crisis(&app, &who, id).await {
-        Ok(status) => page(
-            StatusCode::OK,
-            &pages::Board {
-                layout: Layout::of(Some(&who)),
-                board: pages::BoardView::of(&status),
-            },
-        ),
-        Err(response) => response,
-    }
-}
-
-/// `GET /konsol/kris/{id}/tavla`: the board alone, which the page swaps in.
-async fn board_fragment(
-    State(app): State<AppState>,
-    who: SignedIn,
-    Path(id): Path<String>,
-) -> Response {
-    match crisis(&app, &who, id).await {
-        Ok(status) => page(
-            StatusCode::OK,
-            &pages::BoardFragment {
-                board: pages::BoardView::of(&status),
-            },
-        ),
-        Err(response) => response,
-    }
 }
 
 /// The mode's name as the console shows it.

@@ -8,7 +8,7 @@ use askama::Template;
 use krisbud_kit::text::local_time;
 use krisbud_proto::audience::Audience;
 use krisbud_proto::command::DeclareCrisis;
-use krisbud_proto::status::{ChannelState, CrisisState, CrisisStatus};
+use krisbud_proto::status::{CrisisState, CrisisStatus};
 use krisbud_proto::template::{TemplatePreview, TemplateSummary};
 use krisbud_proto::{AlertStatus, Channel, Role};
 
@@ -518,91 +518,6 @@ impl Preview {
     }
 }
 
-/// One channel's row on the board.
-pub struct ChannelRow {
-    pub name: &'static str,
-    pub state: &'static str,
-    pub state_class: &'static str,
-    pub total: u64,
-    pub sent: u64,
-    pub delivered: u64,
-    pub failed: u64,
-    pub pending: u64,
-    pub confirmed: String,
-}
-
-/// The status board of one crisis.
-pub struct BoardView {
-    pub id: String,
-    pub headline: String,
-    pub state: &'static str,
-    pub practice: Option<&'static str>,
-    pub declared_at: Option<String>,
-    pub declared_by: Option<String>,
-    pub channels: Vec<ChannelRow>,
-    /// One sentence for screen readers, announced when it changes.
-    pub summary: String,
-}
-
-impl BoardView {
-    pub fn of(s: &CrisisStatus) -> BoardView {
-        let channels: Vec<ChannelRow> = s
-            .channels
-            .iter()
-            .map(|(channel, c)| {
-                let (state, class) = match c.state {
-                    ChannelState::Pending => ("Pågår", "pending"),
-                    ChannelState::Delivered => ("Klar", "delivered"),
-                    ChannelState::PartlyFailed => ("Delvis misslyckad", "partly_failed"),
-                    ChannelState::Failed => ("Misslyckad", "failed"),
-                };
-                ChannelRow {
-                    name: channel_name(*channel),
-                    state,
-                    state_class: class,
-                    total: c.total,
-                    sent: c.sent,
-                    delivered: c.delivered,
-                    failed: c.failed,
-                    pending: c.pending,
-                    confirmed: c
-                        .confirmations
-                        .last()
-                        .map(|k| format!("{}, {}", k.by, local_time(k.at)))
-                        .unwrap_or_else(|| "Nej".to_owned()),
-                }
-            })
-            .collect();
-        let done = channels
-            .iter()
-            .filter(|c| c.state_class != "pending")
-            .count();
-        BoardView {
-            id: s.crisis_id.clone(),
-            headline: s.headline.clone(),
-            state: crisis_state(s.state),
-            practice: practice(s.status),
-            declared_at: s.declared_at.map(local_time),
-            declared_by: s.declared_by.clone(),
-            summary: format!("{done} av {} kanaler klara.", channels.len()),
-            channels,
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "console/board.html")]
-pub struct Board {
-    pub layout: Layout,
-    pub board: BoardView,
-}
-
-#[derive(Template)]
-#[template(path = "console/board_fragment.html")]
-pub struct BoardFragment {
-    pub board: BoardView,
-}
-
 /// The mode's form value.
 fn mode_id(status: AlertStatus) -> &'static str {
     match status {
@@ -613,7 +528,7 @@ fn mode_id(status: AlertStatus) -> &'static str {
 }
 
 /// The word every screen of an exercise or test carries.
-fn practice(status: AlertStatus) -> Option<&'static str> {
+pub fn practice(status: AlertStatus) -> Option<&'static str> {
     match status {
         AlertStatus::Actual => None,
         AlertStatus::Exercise => Some("ÖVNING"),
@@ -621,7 +536,7 @@ fn practice(status: AlertStatus) -> Option<&'static str> {
     }
 }
 
-fn crisis_state(state: CrisisState) -> &'static str {
+pub fn crisis_state(state: CrisisState) -> &'static str {
     match state {
         CrisisState::Active => "Pågår",
         CrisisState::AllClear => "Faran över",
