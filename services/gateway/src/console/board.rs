@@ -386,23 +386,23 @@ pub async fn confirm(
 }
 
 /// The step named by the path, open to this person in this crisis.
-fn open_step(who: &SignedIn, status: &CrisisStatus, path: &str) -> Result<Step, Response> {
+fn open_step(who: &SignedIn, status: &CrisisStatus, path: &str) -> Result<Step, Box<Response>> {
     if !who.session.has(Role::DutyOfficer) {
-        return Err(super::not_allowed(
+        return Err(Box::new(super::not_allowed(
             who,
             "Bara tjänsteman i beredskap kan ändra en kris.",
-        ));
+        )));
     }
     let step = Step::parse(path).ok_or_else(|| {
-        message(
+        Box::new(message(
             StatusCode::NOT_FOUND,
             Some(who),
             "Sidan finns inte",
             "Det finns inget sådant steg.",
-        )
+        ))
     })?;
     if !Step::open_in(status.state).contains(&step) {
-        return Err(message(
+        return Err(Box::new(message(
             StatusCode::CONFLICT,
             Some(who),
             "Det går inte nu",
@@ -411,7 +411,7 @@ fn open_step(who: &SignedIn, status: &CrisisStatus, path: &str) -> Result<Step, 
                 crisis_state(status.state).to_lowercase(),
                 step.label().to_lowercase()
             ),
-        ));
+        )));
     }
     Ok(step)
 }
@@ -428,7 +428,7 @@ pub async fn step_page(
     };
     let step = match open_step(&who, &status, &path) {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     page(StatusCode::OK, &step_view(&who, &status, step, None))
 }
@@ -463,7 +463,7 @@ pub async fn step(
     };
     let step = match open_step(&who, &status, &path) {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let expected_revision = pages::value(&form, "expected_revision")
         .and_then(|r| r.parse::<u32>().ok())
@@ -531,7 +531,7 @@ pub async fn step(
         ),
         Err(e) if e.problem.status < 500 => page(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &step_view(&who, &status, step, Some(e.problem.detail.clone())),
+            &step_view(&who, &status, step, Some(e.problem.detail)),
         ),
         Err(e) => unavailable(&who, &e),
     }
