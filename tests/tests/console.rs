@@ -469,3 +469,108 @@ async fn a_correction_needs_a_reason_and_shows_it_on_the_board() {
     assert!(html.contains("<strong>Återkallad.</strong>"), "{html}");
     assert!(html.contains("Skäl: Fel stadsdel angavs"), "{html}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_reviews_a_side_by_side_diff_and_approves_in_the_console() {
+    let app = TestApp::spawn().await;
+    let api = |path: &str| format!("{}/api/v1{path}", app.api);
+    // The editor drafts version 2 of vattenlacka with a new Swedish SMS, and submits.
+    let mut wording: serde_json::Value = app
+        .http
+        .get(api("/templates/vattenlacka/versions/1"))
+        .bearer_auth(app.token(Role::DutyOfficer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old_sms = wording["languages"]["sv"]["sms"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new_sms = old_sms.replace("Hämta vatten", "Hämta dricksvatten");
+    assert_ne!(old_sms, new_sms, "the demo text names where to fetch water");
+    wording["languages"]["sv"]["sms"] = new_sms.clone().into();
+    let drafted = app
+        .http
+        .post(api("/templates/vattenlacka/versions"))
+        .bearer_auth(app.token(Role::TemplateEditor))
+        .json(&wording)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(drafted.status(), 201);
+    let submitted = app
+        .http
+        .post(api("/templates/vattenlacka/versions/2/submit"))
+        .bearer_auth(app.token(Role::TemplateEditor))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), 200);
+
+    let (approver, csrf) = signed_in(&app, Role::TemplateApprover).await;
+    let queue = approver
+        .get(format!("{}/konsol/godkann", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(queue.contains("/konsol/godkann/vattenlacka/2"), "{queue}");
+    let review = approver
+        .get(format!("{}/konsol/godkann/vattenlacka/2", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(review.contains("languages.sv.sms"), "{review}");
+    assert!(review.contains("Hämta dricksvatten"), "{review}");
+    assert!(review.contains("class=\"removed\""), "{review}");
+    assert!(review.contains("Godkänn version 2"), "{review}");
+
+    // Rejecting needs a reason.
+    let (status, html) = post_form(
+        &app,
+        &approver,
+        "/konsol/godkann/vattenlacka/2",
+        &[("_csrf", &csrf), ("action", "reject"), ("reason", "")],
+    )
+    .await;
+    assert_eq!(status, 422, "{html}");
+    let (status, html) = post_form(
+        &app,
+        &approver,
+        "/konsol/godkann/vattenlacka/2",
+        &[("_csrf", &csrf), ("action", "approve")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Ingen mallversion väntar"), "{html}");
+    let approved: serde_json::Value = app
+        .http
+        .get(api("/templates/vattenlacka/versions/2"))
+        .bearer_auth(app.token(Role::DutyOfficer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(approved["state"], "approved", "{approved}");
+    let (approver_name, _) = credentials(&app, Role::TemplateApprover);
+    assert_eq!(approved["approved_by"], approver_name.as_str());
+
+    // Someone without the role is told so.
+    let (tib, _) = signed_in(&app, Role::DutyOfficer).await;
+    let refused = tib
+        .get(format!("{}/konsol/godkann", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+}

@@ -10,6 +10,7 @@
 //! and exercise/test, preview every channel in every language, send) and the live
 //! status board.
 
+mod approval;
 mod assets;
 mod board;
 mod pages;
@@ -53,6 +54,11 @@ pub fn router() -> Router<AppState> {
         .route(
             "/konsol/kris/{id}/steg/{step}",
             get(board::step_page).post(board::step),
+        )
+        .route("/konsol/godkann", get(approval::queue))
+        .route(
+            "/konsol/godkann/{id}/{version}",
+            get(approval::show).post(approval::decide),
         )
         .route("/konsol/assets/{name}", get(assets::serve))
 }

@@ -22,6 +22,7 @@ pub struct Layout {
     pub htmx: String,
     pub user: Option<String>,
     pub duty_officer: bool,
+    pub approver: bool,
     pub csrf: String,
 }
 
@@ -33,6 +34,7 @@ impl Layout {
             htmx: assets::HTMX.path.clone(),
             user: who.map(|w| w.session.actor.user.clone()),
             duty_officer: who.is_some_and(|w| w.session.has(Role::DutyOfficer)),
+            approver: who.is_some_and(|w| w.session.has(Role::TemplateApprover)),
             csrf: who.map(|w| w.session.csrf.clone()).unwrap_or_default(),
         }
     }
