@@ -574,3 +574,94 @@ async fn an_approver_reviews_a_side_by_side_diff_and_approves_in_the_console() {
         .unwrap();
     assert_eq!(refused.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_reads_filters_verifies_exports_and_looks_up_in_the_console() {
+    let app = TestApp::spawn().await;
+    // Enough records for more than one page of 50.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = app.declare_ok(&common::water_declaration()).await;
+        app.wait_delivered(&id, WAIT).await;
+        ids.push(id);
+    }
+    let id = ids[0].clone();
+    let (auditor, csrf) = signed_in(&app, Role::Auditor).await;
+    let get = |path: String| {
+        let auditor = auditor.clone();
+        let base = app.api.clone();
+        async move {
+            let response = auditor.get(format!("{base}{path}")).send().await.unwrap();
+            let status = response.status().as_u16();
+            let media = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, media, response.text().await.unwrap())
+        }
+    };
+    // The declaration reaches the log (the recorder may be a moment behind).
+    let log = wait_until_async("the declaration in the log", WAIT, || async {
+        let (_, _, html) = get("/konsol/revision?kind=CrisisDeclared".to_owned()).await;
+        html.contains(&format!(">{id}<")).then_some(html)
+    })
+    .await;
+    assert!(log.contains("CrisisDeclared"), "{log}");
+    assert!(!log.contains("TemplateDrafted"), "the filter holds");
+    // The whole log pages with a cursor.
+    let (_, _, first) = get("/konsol/revision".to_owned()).await;
+    assert!(
+        first.contains("Nästa sida"),
+        "more than one page of records"
+    );
+    let next = first
+        .split("href=\"/konsol/revision?")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    let (status, _, second) = get(format!("/konsol/revision?{next}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        second.contains("<td>51</td>"),
+        "the second page starts at 51: {next}\n{second}"
+    );
+
+    let (status, html) = post_form(
+        &app,
+        &auditor,
+        "/konsol/revision/verifiera",
+        &[("_csrf", &csrf), ("trust_key", "")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("poster kontrollerade"), "{html}");
+    assert!(!html.contains("BRUTEN"), "{html}");
+    assert!(html.contains("Ingen betrodd nyckel angavs"), "{html}");
+
+    let (status, media, bundle) = get("/konsol/revision/export".to_owned()).await;
+    assert_eq!(status, 200);
+    assert!(media.starts_with("application/x-ndjson"), "{media}");
+    assert!(bundle.lines().count() > 10);
+    let (status, media, csv) = get("/konsol/revision/logg.csv".to_owned()).await;
+    assert_eq!(status, 200);
+    assert!(media.starts_with("text/csv"), "{media}");
+    assert!(csv.contains(&id));
+    let (status, _, report) = get(format!("/konsol/revision/rapport/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(report.contains(&id), "{report}");
+
+    // Was this person notified? Their number in the body, the answer on the page.
+    let (status, html) = post_form(
+        &app,
+        &auditor,
+        "/konsol/revision/sok-mottagare",
+        &[("_csrf", &csrf), ("address", "070-174 06 05")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&format!("{id}: SMS")), "{html}");
+    assert!(!html.contains("174 06 05"), "the number is not echoed");
+}

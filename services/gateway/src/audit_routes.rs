@@ -54,10 +54,30 @@ pub async fn query(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let (query, format) = query_params(raw.as_deref().unwrap_or_default())?;
+    records(app, caller.actor(), query, format).await
+}
+
+/// The CSV of every record matching `query`, as a download (the console's).
+pub(crate) async fn csv(
+    app: AppState,
+    actor: Actor,
+    query: AuditQuery,
+) -> Result<Response, ApiError> {
+    records(app, actor, query, Format::Csv).await
+}
+
+/// The records matching `query` in `format`: one JSON page, or every record as a
+/// download streamed page by page.
+async fn records(
+    app: AppState,
+    actor: Actor,
+    query: AuditQuery,
+    format: Format,
+) -> Result<Response, ApiError> {
     let first: AuditPage = app
         .command(
             subject::cmd::AUDIT_QUERY,
-            caller.actor(),
+            actor.clone(),
             None,
             query.clone(),
         )
@@ -71,7 +91,7 @@ pub async fn query(
             Some(Bytes::from(format!("{CSV_COLUMNS}\r\n"))),
         ),
     };
-    let records = pages(app, caller.actor(), query, first, None);
+    let records = pages(app, actor, query, first, None);
     let body = async_stream::try_stream! {
         if let Some(head) = head {
             yield head;
@@ -173,7 +193,11 @@ pub async fn export(
     State(app): State<AppState>,
     caller: Caller<Auditors>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.actor();
+    bundle(app, caller.actor()).await
+}
+
+/// The export bundle as a download, for `actor` (the API's and the console's).
+pub(crate) async fn bundle(app: AppState, actor: Actor) -> Result<Response, ApiError> {
     let first: AuditPage = app
         .command(
             subject::cmd::AUDIT_QUERY,

@@ -12,6 +12,7 @@
 
 mod approval;
 mod assets;
+mod audit;
 mod board;
 mod pages;
 pub mod session;
@@ -34,7 +35,7 @@ use session::{SignedIn, random_token, same_token};
 
 /// The strict policy of every console page: nothing but what this server sends,
 /// no inline script or style, no framing.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The console's routes.
@@ -60,6 +61,12 @@ pub fn router() -> Router<AppState> {
             "/konsol/godkann/{id}/{version}",
             get(approval::show).post(approval::decide),
         )
+        .route("/konsol/revision", get(audit::log))
+        .route("/konsol/revision/verifiera", post(audit::verify))
+        .route("/konsol/revision/sok-mottagare", post(audit::lookup))
+        .route("/konsol/revision/export", get(audit::export))
+        .route("/konsol/revision/logg.csv", get(audit::csv))
+        .route("/konsol/revision/rapport/{id}", get(audit::report))
         .route("/konsol/assets/{name}", get(assets::serve))
 }
 

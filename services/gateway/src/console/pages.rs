@@ -23,6 +23,7 @@ pub struct Layout {
     pub user: Option<String>,
     pub duty_officer: bool,
     pub approver: bool,
+    pub auditor: bool,
     pub csrf: String,
 }
 
@@ -35,6 +36,8 @@ impl Layout {
             user: who.map(|w| w.session.actor.user.clone()),
             duty_officer: who.is_some_and(|w| w.session.has(Role::DutyOfficer)),
             approver: who.is_some_and(|w| w.session.has(Role::TemplateApprover)),
+            auditor: who
+                .is_some_and(|w| w.session.has(Role::Auditor) || w.session.has(Role::Admin)),
             csrf: who.map(|w| w.session.csrf.clone()).unwrap_or_default(),
         }
     }
