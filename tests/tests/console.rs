@@ -665,3 +665,94 @@ async fn an_auditor_reads_filters_verifies_exports_and_looks_up_in_the_console()
     assert!(html.contains(&format!("{id}: SMS")), "{html}");
     assert!(!html.contains("174 06 05"), "the number is not echoed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_creates_an_audience_and_uploads_members_with_refused_rows_named() {
+    let app = TestApp::spawn().await;
+    let (admin, csrf) = signed_in(&app, Role::Admin).await;
+    let page = admin
+        .get(format!("{}/konsol/admin", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("farsta-boende"), "{page}");
+    assert!(page.contains("tjänsteman i beredskap"), "roles are listed");
+
+    // A bad id is named and what was typed stays.
+    let (status, html) = post_form(
+        &app,
+        &admin,
+        "/konsol/admin/mottagare",
+        &[
+            ("_csrf", &csrf),
+            ("id", "Fel Id!"),
+            ("name", "Hässelby hemtjänst"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 422, "{html}");
+    assert!(html.contains("value=\"Hässelby hemtjänst\""), "{html}");
+    let (status, html) = post_form(
+        &app,
+        &admin,
+        "/konsol/admin/mottagare",
+        &[
+            ("_csrf", &csrf),
+            ("id", "hasselby-hemtjanst"),
+            ("name", "Hässelby hemtjänst"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("hasselby-hemtjanst"), "{html}");
+
+    let csv = "phone,email,language,name\n\
+               070-174 06 50,,sv,Eva\n\
+               not-a-phone,,sv,Bo\n\
+               ,sara@hasselby.example,en,Sara\n";
+    let form = reqwest::multipart::Form::new()
+        .text("_csrf", csrf.clone())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(csv.as_bytes().to_vec())
+                .file_name("medlemmar.csv")
+                .mime_str("text/csv")
+                .unwrap(),
+        );
+    let report = admin
+        .post(format!(
+            "{}/konsol/admin/mottagare/hasselby-hemtjanst/medlemmar",
+            app.api
+        ))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), 200);
+    let html = report.text().await.unwrap();
+    assert!(html.contains("3 rader lästes"), "{html}");
+    assert!(html.contains("2 personer finns nu i gruppen"), "{html}");
+    assert!(
+        html.contains("<td>3</td><td>phone</td>"),
+        "line 3, phone: {html}"
+    );
+    assert!(!html.contains("not-a-phone"), "the value is not repeated");
+
+    // Without the form token nothing is read.
+    let forged = admin
+        .post(format!(
+            "{}/konsol/admin/mottagare/hasselby-hemtjanst/medlemmar",
+            app.api
+        ))
+        .multipart(reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"phone\n0701740651\n".to_vec()).file_name("x.csv"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+}

@@ -122,7 +122,25 @@ pub async fn import(
             )));
         }
     }
-    let actor = caller.actor();
+    Ok(Json(
+        import_members(&app, caller.actor(), id, body.into_data_stream()).await?,
+    ))
+}
+
+/// Replaces the members of audience `id` with the CSV read from `stream`, as
+/// `actor` (the API's upload and the console's): split into parts at row ends,
+/// checked and stored part by part, committed at the end; nothing changes when
+/// the upload fails part-way.
+pub(crate) async fn import_members<S, E>(
+    app: &AppState,
+    actor: Actor,
+    id: String,
+    mut stream: S,
+) -> Result<ImportReport, ApiError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     // 404 before reading a byte of a large file.
     let _: Audience = app
         .command(
@@ -134,7 +152,6 @@ pub async fn import(
         .await?;
     let generation = rand::random::<u32>().max(1);
     let mut splitter = Splitter::default();
-    let mut stream = body.into_data_stream();
     let mut sent = FuturesUnordered::new();
     let mut reports: Vec<(u64, PartReport)> = Vec::new();
     let mut parts = 0u32;
@@ -203,7 +220,7 @@ pub async fn import(
                 csv,
             };
             parts += 1;
-            sent.push(send_part(&app, actor.clone(), part));
+            sent.push(send_part(app, actor.clone(), part));
             while sent.len() >= PARTS_IN_FLIGHT {
                 let Some(report) = sent.next().await else {
                     break;
@@ -254,7 +271,7 @@ pub async fn import(
     errors.sort_by_key(|e| e.line);
     errors.truncate(MAX_REPORTED_ERRORS);
     report.errors = errors;
-    Ok(Json(report))
+    Ok(report)
 }
 
 async fn send_part(

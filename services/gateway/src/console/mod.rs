@@ -10,6 +10,7 @@
 //! and exercise/test, preview every channel in every language, send) and the live
 //! status board.
 
+mod admin;
 mod approval;
 mod assets;
 mod audit;
@@ -67,6 +68,12 @@ pub fn router() -> Router<AppState> {
         .route("/konsol/revision/export", get(audit::export))
         .route("/konsol/revision/logg.csv", get(audit::csv))
         .route("/konsol/revision/rapport/{id}", get(audit::report))
+        .route("/konsol/admin", get(admin::overview))
+        .route("/konsol/admin/mottagare", post(admin::create))
+        .route(
+            "/konsol/admin/mottagare/{id}/medlemmar",
+            post(admin::import).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/konsol/assets/{name}", get(assets::serve))
 }
 

@@ -24,6 +24,7 @@ pub struct Layout {
     pub duty_officer: bool,
     pub approver: bool,
     pub auditor: bool,
+    pub admin: bool,
     pub csrf: String,
 }
 
@@ -36,6 +37,7 @@ impl Layout {
             user: who.map(|w| w.session.actor.user.clone()),
             duty_officer: who.is_some_and(|w| w.session.has(Role::DutyOfficer)),
             approver: who.is_some_and(|w| w.session.has(Role::TemplateApprover)),
+            admin: who.is_some_and(|w| w.session.has(Role::Admin)),
             auditor: who
                 .is_some_and(|w| w.session.has(Role::Auditor) || w.session.has(Role::Admin)),
             csrf: who.map(|w| w.session.csrf.clone()).unwrap_or_default(),
