@@ -1,12 +1,18 @@
-// The duty officer's whole declaration in Debian's chromium: sign in, choose the
-// template, fill it in by keyboard, preview, send, and watch the board reach done.
-// axe-core scans every page on the way (WCAG 2.1 A and AA); any violation fails.
-// Usage: node console.mjs <base-url> <user> <password> <variables-json> <screenshot-dir>
+// Each role's main flow in Debian's chromium, against a running krisbud:
+// the duty officer declares (at 1280 and 320 CSS px) and watches the board reach
+// done, the operator confirms a channel, the approver approves a version someone
+// else drafted, the auditor verifies and exports, the admin sees the audiences,
+// and the duty officer gives the all-clear. axe-core scans every page on the way
+// (WCAG 2.1 A and AA); at 320 px no page may scroll sideways (WCAG 1.4.10). Any
+// violation fails the run.
+// Usage: node console.mjs <config.json>
+//   { "base": url, "users": { role: [name, password] }, "variables": {...}, "shots": dir }
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 import AxeBuilder from "@axe-core/playwright";
 
-const [base, user, password, variablesJson, shots] = process.argv.slice(2);
-const variables = JSON.parse(variablesJson);
+const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const { base, users, variables, shots } = config;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--no-sandbox"],
@@ -20,19 +26,31 @@ async function scan(page, name) {
   for (const v of result.violations) {
     failures.push(`${name}: ${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
   }
-  // Reflow (WCAG 1.4.10): at 320 CSS px nothing scrolls sideways.
   const wide = await page.evaluate(() => document.documentElement.scrollWidth);
   const viewport = page.viewportSize().width;
   if (viewport <= 320 && wide > viewport) failures.push(`${name}: ${wide} px wide at ${viewport} px`);
   console.log(`scanned ${name}: ${result.violations.length} violations`);
 }
 
-for (const width of [1280, 320]) {
+async function signIn(role, width = 1280) {
+  const context = await browser.newContext({ viewport: { width, height: 800 }, locale: "sv-SE", acceptDownloads: true });
+  const page = await context.newPage();
+  const [user, password] = users[role];
+  await page.goto(`${base}/konsol`);
+  await page.getByLabel("Användarnamn").fill(user);
+  await page.getByLabel("Lösenord").fill(password);
+  await page.getByLabel("Lösenord").press("Enter");
+  await page.waitForURL(`${base}/konsol`);
+  return { context, page };
+}
+
+async function declare(width) {
+  const where = (name) => `${name} at ${width} px`;
   const context = await browser.newContext({ viewport: { width, height: 800 }, locale: "sv-SE" });
   const page = await context.newPage();
-  const where = (name) => `${name} at ${width} px`;
   await page.goto(`${base}/konsol`);
   await scan(page, where("sign-in"));
+  const [user, password] = users.duty_officer;
   await page.getByLabel("Användarnamn").fill(user);
   await page.getByLabel("Lösenord").fill(password);
   await page.getByLabel("Lösenord").press("Enter");
@@ -42,8 +60,14 @@ for (const width of [1280, 320]) {
   await scan(page, where("templates"));
   await page.locator('a[href="/konsol/ny-kris/vattenlacka"]').click();
   await scan(page, where("declaration form"));
-  for (const [name, value] of Object.entries(variables)) {
-    await page.locator(`#var-${name}`).fill(value);
+  // By keyboard: each blank is reached with Tab and typed into.
+  const blanks = await page.locator('[id^="var-"]').evaluateAll((fields) => fields.map((f) => f.id));
+  await page.locator(`#${blanks[0]}`).focus();
+  for (const id of blanks) {
+    const focused = await page.evaluate(() => document.activeElement?.id);
+    if (focused !== id) failures.push(where(`Tab reached ${focused}, not ${id}`));
+    await page.keyboard.type(variables[id.slice("var-".length)] ?? "");
+    await page.keyboard.press("Tab");
   }
   // Without an audience for SMS and email the server's error summary says so,
   // links to the field, and keeps what was typed.
@@ -51,18 +75,89 @@ for (const width of [1280, 320]) {
   await page.locator(".error-summary").waitFor();
   await scan(page, where("declaration errors"));
   await page.locator('input[name="audience"]').first().check();
-  await page.getByRole("button", { name: "Förhandsgranska" }).click();
+  await page.getByRole("button", { name: "Förhandsgranska" }).press("Enter");
   await page.getByRole("heading", { name: "Granska innan du skickar" }).waitFor();
   await scan(page, where("preview"));
-  if (width === 1280) await page.screenshot({ path: `${shots}/console-preview.png`, fullPage: true });
+  if (width === 1280 && shots) await page.screenshot({ path: `${shots}/console-preview.png`, fullPage: true });
   await page.getByRole("button", { name: "Skicka krismeddelandet" }).click();
   await page.waitForURL(/\/konsol\/kris\//);
+  const board = page.url();
   // htmx swaps the board in every 2 s; wait for every channel done.
   await page.getByText(/4 av 4 kanaler klara/).waitFor({ state: "attached", timeout: 30000 });
   await scan(page, where("board"));
-  if (width === 1280) await page.screenshot({ path: `${shots}/console-board.png`, fullPage: true });
+  if (width === 1280 && shots) await page.screenshot({ path: `${shots}/console-board.png`, fullPage: true });
+  await context.close();
+  return board;
+}
+
+async function confirm(board) {
+  const { context, page } = await signIn("operator");
+  await page.goto(board);
+  await scan(page, "board (operator)");
+  await page.getByLabel("Anteckning (frivillig)").first().fill("Kontrollerat");
+  await page.getByRole("button", { name: "Bekräfta att SMS är ute" }).click();
+  await page.waitForURL(board);
+  const confirmed = await page.locator("#board").textContent();
+  if (!confirmed.includes(users.operator[0])) failures.push("the board does not name the operator who confirmed");
+  await scan(page, "board after confirmation");
   await context.close();
 }
+
+async function approve() {
+  const { context, page } = await signIn("template_approver");
+  await page.getByRole("link", { name: "Godkänn mallar" }).click();
+  await scan(page, "approval queue");
+  await page.locator('a[href^="/konsol/godkann/"]').first().click();
+  await scan(page, "side-by-side diff");
+  await page.getByRole("button", { name: /Godkänn version/ }).click();
+  await page.getByText("Ingen mallversion väntar").waitFor();
+  await context.close();
+}
+
+async function audit() {
+  const { context, page } = await signIn("auditor");
+  await page.getByRole("link", { name: "Granskningslogg" }).click();
+  await scan(page, "audit log");
+  await page.getByRole("button", { name: "Verifiera kedjan" }).click();
+  await page.getByRole("heading", { name: /Kedjan är/ }).waitFor();
+  const verdict = await page.getByRole("heading", { name: /Kedjan är/ }).textContent();
+  if (verdict.includes("BRUTEN")) failures.push(`verification: ${verdict}`);
+  await scan(page, "verification");
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("link", { name: /exportpaketet/ }).click(),
+  ]);
+  const size = readFileSync(await download.path()).length;
+  if (size < 1000) failures.push(`the export bundle is ${size} bytes`);
+  await context.close();
+}
+
+async function administer() {
+  const { context, page } = await signIn("admin", 320);
+  await page.getByRole("link", { name: "Administration" }).click();
+  await scan(page, "administration at 320 px");
+  await context.close();
+}
+
+async function allClear(board) {
+  const { context, page } = await signIn("duty_officer");
+  await page.goto(board);
+  await page.getByRole("link", { name: "Faran över" }).click();
+  await scan(page, "all-clear step");
+  await page.getByRole("button", { name: "Faran över" }).click();
+  await page.waitForURL(board);
+  await page.getByText("Faran är över och det har meddelats").waitFor();
+  await scan(page, "board after the all-clear");
+  await context.close();
+}
+
+const board = await declare(1280);
+await declare(320);
+await confirm(board);
+await approve();
+await audit();
+await administer();
+await allClear(board);
 await browser.close();
 if (failures.length) {
   console.error(failures.join("\n"));
