@@ -418,6 +418,19 @@ async fn the_board_takes_an_operator_confirmation_and_the_lifecycle_to_closed() 
 
     // The operator confirms the SMS with a note; the board names them.
     let (operator, operator_csrf) = signed_in(&app, Role::Operator).await;
+    let list = |client: reqwest::Client| {
+        let url = format!("{}/konsol/att-bekrafta", app.api);
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let waiting = list(operator.clone()).await;
+    assert!(
+        waiting.contains(">SMS: Vattnet är avstängt i Farsta<"),
+        "{waiting}"
+    );
+    assert!(
+        waiting.contains(">E-post: Vattnet är avstängt i Farsta<"),
+        "{waiting}"
+    );
     let html = board_page(&app, &operator, &id).await;
     assert!(html.contains("Bekräfta att SMS är ute"), "{html}");
     let (status, html) = post_form(
@@ -435,6 +448,9 @@ async fn the_board_takes_an_operator_confirmation_and_the_lifecycle_to_closed() 
     let (operator_name, _) = credentials(&app, Role::Operator);
     assert!(html.contains(&format!("{operator_name}, ")), "{html}");
     assert!(!html.contains("Bekräfta att SMS är ute"), "{html}");
+    let waiting = list(operator.clone()).await;
+    assert!(!waiting.contains(">SMS: "), "{waiting}");
+    assert!(waiting.contains(">E-post: "), "{waiting}");
     // A duty officer sees no confirmation form, and cannot confirm.
     let (tib, csrf) = signed_in(&app, Role::DutyOfficer).await;
     let (status, _) = post_form(

@@ -536,3 +536,73 @@ pub async fn step(
         Err(e) => unavailable(&who, &e),
     }
 }
+
+/// A channel of a crisis still waiting for an operator's confirmation.
+pub struct Unconfirmed {
+    pub crisis_id: String,
+    pub headline: String,
+    pub practice: Option<&'static str>,
+    pub channel: &'static str,
+    pub since: String,
+    pub escalations: usize,
+}
+
+#[derive(Template)]
+#[template(path = "console/to_confirm.html")]
+pub struct ToConfirm {
+    pub layout: Layout,
+    pub waiting: Vec<Unconfirmed>,
+}
+
+/// `GET /konsol/att-bekrafta`: every channel of an open crisis whose latest
+/// message no operator has confirmed yet, the most escalated first.
+pub async fn to_confirm(State(app): State<AppState>, who: SignedIn) -> Response {
+    if !who.session.has(Role::Operator) {
+        return super::not_allowed(&who, "Bara kanaloperatörer bekräftar kanaler.");
+    }
+    let crises: Vec<CrisisStatus> = match app
+        .command(
+            subject::cmd::LIST_CRISES,
+            who.session.actor.clone(),
+            None,
+            krisbud_proto::command::ListCrises {},
+        )
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return unavailable(&who, &e),
+    };
+    let mut waiting: Vec<Unconfirmed> = crises
+        .iter()
+        .filter(|s| s.state != CrisisState::Closed)
+        .flat_map(|s| {
+            let since = s
+                .revisions
+                .iter()
+                .find(|r| r.revision == s.revision)
+                .and_then(|r| r.at)
+                .or(s.declared_at)
+                .map(local_time)
+                .unwrap_or_default();
+            s.channels
+                .iter()
+                .filter(|(_, c)| !c.confirmations.iter().any(|k| k.revision == s.revision))
+                .map(move |(channel, c)| Unconfirmed {
+                    crisis_id: s.crisis_id.clone(),
+                    headline: s.headline.clone(),
+                    practice: practice(s.status),
+                    channel: channel_name(*channel),
+                    since: since.clone(),
+                    escalations: c.escalations.len(),
+                })
+        })
+        .collect();
+    waiting.sort_by(|a, b| b.escalations.cmp(&a.escalations));
+    page(
+        StatusCode::OK,
+        &ToConfirm {
+            layout: Layout::of(Some(&who)),
+            waiting,
+        },
+    )
+}

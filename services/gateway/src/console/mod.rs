@@ -50,6 +50,7 @@ pub fn router() -> Router<AppState> {
             "/konsol/ny-kris/{template}",
             get(declare_form).post(declare),
         )
+        .route("/konsol/att-bekrafta", get(board::to_confirm))
         .route("/konsol/kris/{id}", get(board::board))
         .route("/konsol/kris/{id}/tavla", get(board::fragment))
         .route("/konsol/kris/{id}/bekrafta", post(board::confirm))

@@ -23,6 +23,7 @@ pub struct Layout {
     pub user: Option<String>,
     pub duty_officer: bool,
     pub approver: bool,
+    pub operator: bool,
     pub auditor: bool,
     pub admin: bool,
     pub csrf: String,
@@ -38,6 +39,7 @@ impl Layout {
             duty_officer: who.is_some_and(|w| w.session.has(Role::DutyOfficer)),
             approver: who.is_some_and(|w| w.session.has(Role::TemplateApprover)),
             admin: who.is_some_and(|w| w.session.has(Role::Admin)),
+            operator: who.is_some_and(|w| w.session.has(Role::Operator)),
             auditor: who
                 .is_some_and(|w| w.session.has(Role::Auditor) || w.session.has(Role::Admin)),
             csrf: who.map(|w| w.session.csrf.clone()).unwrap_or_default(),
