@@ -597,7 +597,7 @@ pub async fn to_confirm(State(app): State<AppState>, who: SignedIn) -> Response 
                 })
         })
         .collect();
-    waiting.sort_by(|a, b| b.escalations.cmp(&a.escalations));
+    waiting.sort_by_key(|w| std::cmp::Reverse(w.escalations));
     page(
         StatusCode::OK,
         &ToConfirm {
