@@ -800,3 +800,72 @@ async fn an_admin_creates_an_audience_and_uploads_members_with_refused_rows_name
         .unwrap();
     assert_eq!(forged.status(), 403);
 }
+
+/// The hidden fields of `html` as (name, value), in order.
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input type=\"hidden\" name=\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let (name, rest) = rest.split_once('"')?;
+            let value = rest.split("value=\"").nth(1)?.split('"').next()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaration_cut_off_by_the_end_of_the_session_keeps_what_was_typed() {
+    let app = TestApp::spawn().await;
+    let (client, csrf) = signed_in(&app, Role::DutyOfficer).await;
+    let form_html = client
+        .get(format!("{}/konsol/ny-kris/vattenlacka", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = idempotency(&form_html);
+    // The session ends (here by signing out in another tab) while the form is open.
+    let (status, _) = post_form(&app, &client, "/konsol/logga-ut", &[("_csrf", &csrf)]).await;
+    assert_eq!(status, 200);
+    let cut_off = client
+        .post(format!("{}/konsol/ny-kris/vattenlacka", app.api))
+        .form(&water_form(&csrf, &key, "preview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cut_off.status(), 401);
+    let html = cut_off.text().await.unwrap();
+    assert!(
+        html.contains("Det du skrev i formuläret finns kvar"),
+        "{html}"
+    );
+    let mut fields = hidden_fields(&html);
+    assert!(
+        fields
+            .iter()
+            .any(|(k, v)| k == "keep:var-omrade" && v == "Farsta"),
+        "{fields:?}"
+    );
+    let (name, secret) = credentials(&app, Role::DutyOfficer);
+    fields.push(("user".into(), name));
+    fields.push(("password".into(), secret));
+    let back = client
+        .post(format!("{}/konsol/logga-in", app.api))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 200);
+    let html = back.text().await.unwrap();
+    assert!(
+        html.contains("id=\"var-omrade\" name=\"var-omrade\" value=\"Farsta\""),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("name=\"idempotency\" value=\"{key}\"")),
+        "{html}"
+    );
+    assert!(html.contains("value=\"farsta-boende\" checked"), "{html}");
+}

@@ -177,9 +177,37 @@ async fn sign_in_page(jar: CookieJar) -> Response {
     let template = pages::SignIn {
         layout: Layout::anonymous(token),
         failed: false,
+        expired: false,
         name: String::new(),
+        next: String::new(),
+        keep: Vec::new(),
     };
     (jar, page(StatusCode::OK, &template)).into_response()
+}
+
+/// The sign-in page for a declaration posted after the session ended: the
+/// fields typed ride along, and signing in again brings the form back filled in.
+fn sign_in_keeping(jar: CookieJar, next: String, form: &[(String, String)]) -> Response {
+    let token = random_token();
+    let jar = jar.add(session::cookie_named(
+        session::PRE_COOKIE,
+        token.clone(),
+        false,
+    ));
+    let keep = form
+        .iter()
+        .filter(|(k, _)| k != "_csrf" && k != "action")
+        .map(|(k, v)| (format!("keep:{k}"), v.clone()))
+        .collect();
+    let template = pages::SignIn {
+        layout: Layout::anonymous(token),
+        failed: false,
+        expired: true,
+        name: String::new(),
+        next,
+        keep,
+    };
+    (jar, page(StatusCode::UNAUTHORIZED, &template)).into_response()
 }
 
 /// `POST /konsol/logga-in`
@@ -193,11 +221,23 @@ async fn sign_in(
     // Login CSRF: the form's token must match the cookie the form page set.
     let pre = jar.get(session::PRE_COOKIE).map(|c| c.value().to_owned());
     let fresh = random_token();
+    let next = pages::value(&form, "next")
+        .filter(|n| n.starts_with("/konsol/ny-kris/"))
+        .unwrap_or_default()
+        .to_owned();
+    let keep: Vec<(String, String)> = form
+        .iter()
+        .filter(|(k, _)| k.starts_with("keep:"))
+        .cloned()
+        .collect();
     let retry = |name: String| {
         let template = pages::SignIn {
             layout: Layout::anonymous(fresh.clone()),
             failed: true,
+            expired: !keep.is_empty(),
             name,
+            next: next.clone(),
+            keep: keep.clone(),
         };
         let jar = jar.clone().add(session::cookie_named(
             session::PRE_COOKIE,
@@ -228,7 +268,29 @@ async fn sign_in(
             String::new(),
             false,
         ))
-        .add(session::cookie(id, secure));
+        .add(session::cookie(id.clone(), secure));
+    // Back to the declaration that was cut off, filled in as it was.
+    if let (Some(template_id), Some(session)) =
+        (next.strip_prefix("/konsol/ny-kris/"), app.sessions.get(&id))
+        && !keep.is_empty()
+    {
+        let who = SignedIn { session, id };
+        let kept: Vec<(String, String)> = keep
+            .iter()
+            .map(|(k, v)| (k.trim_start_matches("keep:").to_owned(), v.clone()))
+            .collect();
+        let response = match form_context(&app, &who, template_id).await {
+            Ok((template, audiences)) => {
+                let form = DeclareForm::read(&template, &kept);
+                page(
+                    StatusCode::OK,
+                    &form.page(&who, &template, &audiences, Vec::new()),
+                )
+            }
+            Err(response) => response,
+        };
+        return (jar, response).into_response();
+    }
     (jar, Redirect::to("/konsol")).into_response()
 }
 
@@ -370,11 +432,15 @@ async fn declare_form(
 /// form's idempotency key); `action=edit` goes back to the form as filled in.
 async fn declare(
     State(app): State<AppState>,
-    who: SignedIn,
+    jar: CookieJar,
     Path(template_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
     let raw = pages::parse_form(&body);
+    // A session that ended while the form was being filled in keeps the form.
+    let Some(who) = session::signed_in(&app, &jar) else {
+        return sign_in_keeping(jar, format!("/konsol/ny-kris/{template_id}"), &raw);
+    };
     if !csrf_ok(&who, &raw) {
         return message(
             StatusCode::FORBIDDEN,

@@ -80,7 +80,13 @@ pub struct Message<'a> {
 pub struct SignIn {
     pub layout: Layout,
     pub failed: bool,
+    /// The session ended while a form was being filled in.
+    pub expired: bool,
     pub name: String,
+    /// Where to go after signing in (the cut-off declaration).
+    pub next: String,
+    /// The fields of the cut-off form, carried through sign-in.
+    pub keep: Vec<(String, String)>,
 }
 
 /// A crisis in the list.

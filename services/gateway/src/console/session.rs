@@ -154,16 +154,17 @@ impl IntoResponse for SignInFirst {
     }
 }
 
+/// The signed-in person of the session cookie in `jar`, if it is live.
+pub fn signed_in(app: &AppState, jar: &CookieJar) -> Option<SignedIn> {
+    let id = jar.get(COOKIE).map(|c| c.value().to_owned())?;
+    let session = app.sessions.get(&id)?;
+    Some(SignedIn { session, id })
+}
+
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = SignInFirst;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, SignInFirst> {
-        let jar = CookieJar::from_headers(&parts.headers);
-        let id = jar
-            .get(COOKIE)
-            .map(|c| c.value().to_owned())
-            .ok_or(SignInFirst)?;
-        let session = app.sessions.get(&id).ok_or(SignInFirst)?;
-        Ok(SignedIn { session, id })
+        signed_in(app, &CookieJar::from_headers(&parts.headers)).ok_or(SignInFirst)
     }
 }
