@@ -15,7 +15,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use krisbud_proto::command::GetCrisis;
 use krisbud_proto::status::{CrisisProjection, CrisisStatus};
-use krisbud_proto::{Problem, spec, subject};
+use krisbud_proto::{Actor, Problem, spec, subject};
 
 use crate::auth::{Caller, CrisisReaders};
 use crate::problem::ApiError;
@@ -30,6 +30,22 @@ pub async fn events(
     caller: Caller<CrisisReaders>,
     Path(crisis_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let statuses = watch(&app, caller.actor(), crisis_id).await?;
+    let events = statuses.map(|status| {
+        #[allow(clippy::expect_used, reason = "a status is strings and numbers")]
+        let data = serde_json::to_string(&status).expect("status serializes");
+        Ok(Event::default().event(EVENT_NAME).data(data))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The status of crisis `crisis_id` as `actor` may see it, then once per change
+/// until shutdown: the API's event stream and the console's live board.
+pub(crate) async fn watch(
+    app: &AppState,
+    actor: Actor,
+    crisis_id: String,
+) -> Result<impl Stream<Item = CrisisStatus> + Send + use<>, ApiError> {
     if !subject::is_token(&crisis_id) {
         return Err(ApiError::from(Problem::not_found(format!(
             "there is no crisis `{crisis_id}`"
@@ -44,7 +60,7 @@ pub async fn events(
     let first: CrisisStatus = app
         .command(
             subject::cmd::GET_CRISIS,
-            caller.actor(),
+            actor,
             None,
             GetCrisis {
                 crisis_id: crisis_id.clone(),
@@ -52,10 +68,9 @@ pub async fn events(
         )
         .await?;
     let shutdown = app.shutdown.clone();
-    let events = async_stream::stream! {
-        #[allow(clippy::expect_used, reason = "a status is strings and numbers")]
-        let mut last = serde_json::to_string(&first).expect("status serializes");
-        yield Ok(Event::default().event(EVENT_NAME).data(last.clone()));
+    Ok(async_stream::stream! {
+        let mut last = first.clone();
+        yield first;
         loop {
             let entry = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -68,15 +83,12 @@ pub async fn events(
             let Ok(projection) = serde_json::from_slice::<CrisisProjection>(&entry.value) else {
                 continue;
             };
-            #[allow(clippy::expect_used, reason = "a status is strings and numbers")]
-            let data = serde_json::to_string(&projection.status).expect("status serializes");
-            if data != last {
-                yield Ok(Event::default().event(EVENT_NAME).data(data.clone()));
-                last = data;
+            if projection.status != last {
+                last = projection.status.clone();
+                yield projection.status;
             }
         }
-    };
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    })
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> ApiError {

@@ -49,10 +49,20 @@ pub static HTMX: LazyLock<Asset> = LazyLock::new(|| {
     )
 });
 
+/// htmx's server-sent-events extension 2.2.2, unchanged (BSD Zero Clause).
+pub static HTMX_SSE: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        "htmx-ext-sse-2.2.2",
+        "js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/htmx-ext-sse-2.2.2.js"),
+    )
+});
+
 /// `GET /konsol/assets/{name}`
 pub async fn serve(Path(name): Path<String>) -> Response {
     let wanted = format!("/konsol/assets/{name}");
-    for asset in [&*CSS, &*HTMX] {
+    for asset in [&*CSS, &*HTMX, &*HTMX_SSE] {
         if asset.path == wanted {
             return (
                 [

@@ -183,6 +183,8 @@ pub struct StepLink {
 pub struct Board {
     pub layout: Layout,
     pub board: BoardView,
+    /// Always false: the page holds the summary's live region itself.
+    pub oob: bool,
     pub operator: bool,
     pub steps: Vec<StepLink>,
 }
@@ -191,6 +193,8 @@ pub struct Board {
 #[template(path = "console/board_fragment.html")]
 pub struct BoardFragment {
     pub board: BoardView,
+    /// Whether the fragment also updates the summary's live region (out of band).
+    pub oob: bool,
 }
 
 /// A lifecycle step of the board.
@@ -311,13 +315,76 @@ pub async fn board(State(app): State<AppState>, who: SignedIn, Path(id): Path<St
         &Board {
             layout: Layout::of(Some(&who)),
             board: BoardView::of(&status),
+            oob: false,
             operator: who.session.has(Role::Operator),
             steps,
         },
     )
 }
 
-/// `GET /konsol/kris/{id}/tavla`: the board alone, which the page swaps in.
+/// Repaints of a board at most this often, however fast the status changes
+/// (a million-recipient fan-out changes it many times a second).
+const REPAINT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `GET /konsol/kris/{id}/live`: the board's contents as server-sent events
+/// (`board`), one at once and then at most two a second while the crisis
+/// changes. htmx's SSE extension swaps each in and reconnects after a drop.
+pub async fn live(State(app): State<AppState>, who: SignedIn, Path(id): Path<String>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt as _;
+    let statuses = match crate::live_status::watch(&app, who.session.actor.clone(), id).await {
+        Ok(s) => s,
+        Err(e) if e.problem.status == 404 => {
+            return message(
+                StatusCode::NOT_FOUND,
+                Some(&who),
+                "Krisen finns inte",
+                "Det finns ingen kris med det numret.",
+            );
+        }
+        Err(e) => return unavailable(&who, &e),
+    };
+    let render = |status: &CrisisStatus| {
+        let html = BoardFragment {
+            board: BoardView::of(status),
+            oob: true,
+        }
+        .render()
+        .unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(Event::default().event("board").data(html))
+    };
+    let shutdown = app.shutdown.clone();
+    let events = async_stream::stream! {
+        let mut statuses = Box::pin(statuses);
+        let Some(first) = statuses.next().await else { return };
+        yield render(&first);
+        let mut latest: Option<CrisisStatus> = None;
+        let mut tick = tokio::time::interval(REPAINT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: it stands for the first repaint above.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = statuses.next() => match next {
+                    Some(status) => latest = Some(status),
+                    None => break,
+                },
+                _ = tick.tick(), if latest.is_some() => {
+                    if let Some(status) = latest.take() {
+                        yield render(&status);
+                    }
+                }
+            }
+        }
+    };
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response()
+}
+
+/// `GET /konsol/kris/{id}/tavla`: the board alone, for a browser without
+/// server-sent events.
 pub async fn fragment(
     State(app): State<AppState>,
     who: SignedIn,
@@ -328,6 +395,7 @@ pub async fn fragment(
             StatusCode::OK,
             &BoardFragment {
                 board: BoardView::of(&status),
+                oob: true,
             },
         ),
         Err(response) => response,

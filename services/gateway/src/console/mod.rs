@@ -53,6 +53,7 @@ pub fn router() -> Router<AppState> {
         .route("/konsol/att-bekrafta", get(board::to_confirm))
         .route("/konsol/kris/{id}", get(board::board))
         .route("/konsol/kris/{id}/tavla", get(board::fragment))
+        .route("/konsol/kris/{id}/live", get(board::live))
         .route("/konsol/kris/{id}/bekrafta", post(board::confirm))
         .route(
             "/konsol/kris/{id}/steg/{step}",

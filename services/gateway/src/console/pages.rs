@@ -20,6 +20,7 @@ use crate::problem::ApiError;
 pub struct Layout {
     pub css: String,
     pub htmx: String,
+    pub htmx_sse: String,
     pub user: Option<String>,
     pub duty_officer: bool,
     pub approver: bool,
@@ -35,6 +36,7 @@ impl Layout {
         Layout {
             css: assets::CSS.path.clone(),
             htmx: assets::HTMX.path.clone(),
+            htmx_sse: assets::HTMX_SSE.path.clone(),
             user: who.map(|w| w.session.actor.user.clone()),
             duty_officer: who.is_some_and(|w| w.session.has(Role::DutyOfficer)),
             approver: who.is_some_and(|w| w.session.has(Role::TemplateApprover)),
