@@ -21,6 +21,11 @@ pub struct AuditRecord {
     pub event: serde_json::Value,
     /// `hash` of the previous record; 64 zeros for the first.
     pub prev_hash: String,
+    /// Record 1 only (the chain's genesis record): the chain's identity, 128
+    /// random bits in hex, drawn when the chain began. Every checkpoint names it,
+    /// so a chain rebuilt from scratch has another id, whatever it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
     /// Hex SHA-256 over the canonical encoding of this record without `hash`.
     pub hash: String,
 }
@@ -58,7 +63,7 @@ pub struct VerifyReport {
     /// The chain compared with KRISBUD_EVENTS (verification of the live stream only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completeness: Option<Completeness>,
-    /// The chain's id: the hash of its record 1.
+    /// The chain's id: the random id its record 1 carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_id: Option<String>,
     /// The records no valid checkpoint covers, when there are any.
@@ -110,10 +115,10 @@ pub struct Checkpoint {
     pub signed_at: DateTime<Utc>,
     /// The signing key's id (see [`AuditPublicKey::key_id`]).
     pub key_id: String,
-    /// The chain it belongs to: the hash of the chain's record 1 (its genesis
-    /// record, unique to the chain because it holds the time it was recorded).
-    /// A chain rebuilt after a deletion has another id. Absent in checkpoints
-    /// signed before chains had ids.
+    /// The chain it belongs to: the random id in the chain's record 1 (its
+    /// genesis record; the hash of record 1 for a chain begun before records
+    /// carried one). A chain rebuilt after a deletion has another id. Absent in
+    /// checkpoints signed before chains had ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_id: Option<String>,
     /// Lowercase hex of the 64-byte Ed25519 signature over the canonical JSON of

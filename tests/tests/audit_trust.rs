@@ -73,6 +73,23 @@ witness_urls = ["{}"]
     // Both witnesses hold a checkpoint of the chain as it stands now.
     let head = verify(&app, &published, None).await;
     assert!(head.ok, "{head:?}");
+    // The chain's identity: 128 random bits in its genesis record, under its hash.
+    let first: serde_json::Value = app
+        .http
+        .get(format!("{}/api/v1/audit?limit=1", app.api))
+        .bearer_auth(app.token(krisbud_proto::Role::Auditor))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let genesis = &first["records"][0];
+    let chain_id = genesis["chain_id"].as_str().unwrap_or_default();
+    assert_eq!(chain_id.len(), 32, "{genesis}");
+    assert!(chain_id.bytes().all(|b| b.is_ascii_hexdigit()), "{genesis}");
+    assert_eq!(head.chain_id.as_deref(), Some(chain_id));
+    assert_ne!(Some(genesis["hash"].as_str().unwrap()), Some(chain_id));
     let saved = wait_until_async("a witness to hold the head", WAIT, || async {
         newest_witnessed(&witness_file).filter(|p| p.sequence >= head.checked)
     })

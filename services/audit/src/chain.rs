@@ -51,16 +51,41 @@ pub fn seal(
     event: Value,
     prev_hash: String,
 ) -> AuditRecord {
+    seal_with_id(
+        sequence,
+        recorded_at,
+        event_sequence,
+        event,
+        prev_hash,
+        None,
+    )
+}
+
+/// [`seal`] with the chain's id, which record 1 carries (see [`new_chain_id`]).
+pub fn seal_with_id(
+    sequence: u64,
+    recorded_at: DateTime<Utc>,
+    event_sequence: u64,
+    event: Value,
+    prev_hash: String,
+    chain_id: Option<String>,
+) -> AuditRecord {
     let mut record = AuditRecord {
         sequence,
         recorded_at,
         event_sequence,
         event,
         prev_hash,
+        chain_id,
         hash: String::new(),
     };
     record.hash = record_hash(&record);
     record
+}
+
+/// A new chain's id: 128 random bits as 32 hex digits.
+pub fn new_chain_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// The hash `record` must carry: lowercase hex SHA-256 of the canonical JSON of
@@ -78,6 +103,7 @@ pub fn record_hash(record: &AuditRecord) -> String {
 /// records must not copy each event.
 pub fn record_digest(record: &AuditRecord, buffer: &mut Vec<u8>) -> [u8; 32] {
     let fields = Hashed {
+        chain_id: record.chain_id.as_deref(),
         event_sequence: record.event_sequence,
         prev_hash: &record.prev_hash,
         recorded_at: &record.recorded_at,
@@ -88,6 +114,7 @@ pub fn record_digest(record: &AuditRecord, buffer: &mut Vec<u8>) -> [u8; 32] {
 
 /// A record's members other than `event`, as they enter its hash.
 struct Hashed<'a> {
+    chain_id: Option<&'a str>,
     event_sequence: u64,
     prev_hash: &'a str,
     recorded_at: &'a DateTime<Utc>,
@@ -100,7 +127,13 @@ impl Hashed<'_> {
     /// canonical JSON, then SHA-256 of it all. `buffer` is cleared first.
     fn digest(&self, buffer: &mut Vec<u8>, write_event: impl FnOnce(&mut Vec<u8>)) -> [u8; 32] {
         buffer.clear();
-        buffer.extend_from_slice(b"{\"event\":");
+        buffer.push(b'{');
+        if let Some(chain_id) = self.chain_id {
+            buffer.extend_from_slice(b"\"chain_id\":");
+            write_string(chain_id, buffer);
+            buffer.push(b',');
+        }
+        buffer.extend_from_slice(b"\"event\":");
         write_event(buffer);
         buffer.extend_from_slice(b",\"event_sequence\":");
         buffer.extend_from_slice(self.event_sequence.to_string().as_bytes());
@@ -250,7 +283,7 @@ pub struct Verifier {
     warnings: Vec<String>,
     /// Reused for each record's canonical text.
     buffer: Vec<u8>,
-    /// The hash of record 1, once read.
+    /// The chain's id from record 1, once read.
     chain_id: Option<String>,
     /// A point saved earlier that the chain must hold, and whether it did.
     expected: Option<ChainPoint>,
@@ -279,6 +312,7 @@ struct Entry<'a> {
     sequence: u64,
     recorded_at: &'a str,
     prev_hash: &'a str,
+    chain_id: Option<&'a str>,
     hash: &'a str,
     /// The recomputed hash.
     digest: [u8; 32],
@@ -298,6 +332,8 @@ struct LineRecord<'a> {
     event: &'a RawValue,
     #[serde(borrow)]
     prev_hash: Cow<'a, str>,
+    #[serde(borrow, default)]
+    chain_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     hash: Cow<'a, str>,
 }
@@ -348,6 +384,7 @@ impl Verifier {
             sequence: record.sequence,
             recorded_at: &recorded_at,
             prev_hash: &record.prev_hash,
+            chain_id: record.chain_id.as_deref(),
             hash: &record.hash,
             digest,
             rotation,
@@ -386,6 +423,7 @@ impl Verifier {
             sequence: digested.sequence,
             recorded_at: &digested.recorded_at,
             prev_hash: &digested.prev_hash,
+            chain_id: digested.chain_id.as_deref(),
             hash: &digested.hash,
             digest: digested.digest,
             rotation: digested.rotation.clone(),
@@ -555,20 +593,30 @@ impl Verifier {
             ));
         }
         if entry.sequence == 1 {
-            self.chain_id = Some(entry.hash.to_owned());
+            // The random id record 1 carries; the hash of record 1 for a chain
+            // begun before records carried one.
+            self.chain_id = Some(entry.chain_id.unwrap_or(entry.hash).to_owned());
+        } else if entry.chain_id.is_some() {
+            return Err(failure(
+                entry.sequence,
+                BROKEN_LINK,
+                format!(
+                    "record {} carries a chain id; only record 1 (the genesis record) does",
+                    entry.sequence
+                ),
+            ));
         }
         if let Some(point) = &self.expected {
             if entry.sequence == 1
-                && let Some(saved) = &point.chain_id
-                && saved != entry.hash
+                && let (Some(saved), Some(this)) = (&point.chain_id, &self.chain_id)
+                && saved != this
             {
                 return Err(failure(
                     1,
                     NOT_THE_SAVED_CHAIN,
                     format!(
-                        "this chain's id (the hash of record 1) is {}, but the saved checkpoint belongs \
-                         to chain {saved}: the chain was rebuilt from scratch",
-                        entry.hash
+                        "this chain's id (in record 1) is {this}, but the saved checkpoint belongs \
+                         to chain {saved}: the chain was rebuilt from scratch"
                     ),
                 ));
             }
@@ -760,6 +808,7 @@ pub(crate) struct Digested {
     sequence: u64,
     recorded_at: String,
     prev_hash: String,
+    chain_id: Option<String>,
     hash: String,
     digest: [u8; 32],
     rotation: Option<Value>,
@@ -779,6 +828,7 @@ pub(crate) fn digest_line(line: &[u8], buffer: &mut Vec<u8>) -> Option<Digested>
         .ok()?
         .with_timezone(&Utc);
     let fields = Hashed {
+        chain_id: record.chain_id.as_deref(),
         event_sequence: record.event_sequence,
         prev_hash: &record.prev_hash,
         recorded_at: &recorded_at,
@@ -796,6 +846,7 @@ pub(crate) fn digest_line(line: &[u8], buffer: &mut Vec<u8>) -> Option<Digested>
         sequence: record.sequence,
         recorded_at: record.recorded_at.into_owned(),
         prev_hash: record.prev_hash.into_owned(),
+        chain_id: record.chain_id.map(Cow::into_owned),
         hash: record.hash.into_owned(),
         digest,
         rotation,
@@ -1090,6 +1141,86 @@ mod tests {
         let bad = garbled.report().first_bad.unwrap();
         assert_eq!((bad.sequence, bad.problem.as_str()), (1, UNREADABLE));
         assert!(bad.detail.contains("line 7"), "{}", bad.detail);
+    }
+
+    /// A chain whose record 1 carries a random chain id, as the recorder writes it.
+    fn chain_with_id(n: u64, chain_id: &str) -> Vec<AuditRecord> {
+        let at: DateTime<Utc> = "2026-03-01T10:00:00.123Z".parse().unwrap();
+        let mut records: Vec<AuditRecord> = Vec::new();
+        for i in 1..=n {
+            let prev = records
+                .last()
+                .map_or(GENESIS_HASH.to_owned(), |r| r.hash.clone());
+            let id = (i == 1).then(|| chain_id.to_owned());
+            records.push(seal_with_id(
+                i,
+                at,
+                i * 2,
+                json!({"kind": "Test", "n": i}),
+                prev,
+                id,
+            ));
+        }
+        records
+    }
+
+    #[test]
+    fn the_genesis_record_carries_the_chain_id_under_its_hash() {
+        let id = new_chain_id();
+        assert_eq!(id.len(), 32);
+        assert_ne!(id, new_chain_id(), "random");
+        let records = chain_with_id(3, &id);
+        // The id is part of record 1's hashed text, in key order before `event`.
+        let text = format!(
+            r#"{{"chain_id":"{id}","event":{{"kind":"Test","n":1}},"event_sequence":2,"prev_hash":"{GENESIS_HASH}","recorded_at":"2026-03-01T10:00:00.123Z","sequence":1}}"#
+        );
+        assert_eq!(
+            records[0].hash,
+            hex::encode(Sha256::digest(text.as_bytes()))
+        );
+        for path in ["fast", "general"] {
+            let mut verifier = Verifier::default();
+            for (i, record) in records.iter().enumerate() {
+                let ok = if path == "fast" {
+                    verifier.check_line(&serde_json::to_vec(record).unwrap(), i as u64 + 1)
+                } else {
+                    verifier.check(Ok(record.clone()))
+                };
+                assert!(ok, "{path}");
+            }
+            let report = verifier.report();
+            assert!(report.ok, "{path}: {report:?}");
+            assert_eq!(report.chain_id.as_deref(), Some(id.as_str()), "{path}");
+        }
+
+        // Another id in record 1 (a rebuilt chain passing itself off) breaks its hash.
+        let mut swapped = records;
+        swapped[0].chain_id = Some(new_chain_id());
+        let mut verifier = Verifier::default();
+        for record in &swapped {
+            verifier.check(Ok(record.clone()));
+        }
+        assert_eq!(verifier.report().first_bad.unwrap().problem, HASH_MISMATCH);
+        // Only record 1 may carry one.
+        let mut late = chain_with_id(2, &id);
+        late[1] = seal_with_id(
+            2,
+            late[1].recorded_at,
+            4,
+            json!({"kind": "Test", "n": 2}),
+            late[0].hash.clone(),
+            Some(new_chain_id()),
+        );
+        let mut verifier = Verifier::default();
+        for record in &late {
+            verifier.check(Ok(record.clone()));
+        }
+        let bad = verifier.report().first_bad.unwrap();
+        assert_eq!(
+            (bad.sequence, bad.problem.as_str()),
+            (2, BROKEN_LINK),
+            "{bad:?}"
+        );
     }
 
     #[test]

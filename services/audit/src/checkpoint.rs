@@ -133,13 +133,14 @@ pub async fn publish(bus: &Bus, checkpoint: &Checkpoint) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The chain's id: the hash of its record 1, once there is one.
+/// The chain's id, once there is a record 1: the random id it carries (the hash
+/// of record 1 for a chain begun before records carried one).
 pub async fn chain_id(bus: &Bus) -> anyhow::Result<Option<String>> {
     let stream = bus.js.get_stream(spec::AUDIT.name).await?;
     match stream.get_raw_message(1).await {
         Ok(message) => Ok(serde_json::from_slice::<AuditRecord>(&message.payload)
             .ok()
-            .map(|record| record.hash)),
+            .map(|record| record.chain_id.unwrap_or(record.hash))),
         Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(anyhow::anyhow!("cannot read the chain's first record: {e}")),
     }

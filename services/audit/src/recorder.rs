@@ -208,12 +208,15 @@ impl Recorder {
                     }
                     let span = tracing::info_span!("consume", consumer = "audit", subject = %message.subject, seq = event_sequence);
                     telemetry::follow(&span, message.headers.as_ref());
-                    let record = chain::seal(
+                    // Record 1 begins the chain and carries its random id.
+                    let chain_id = (last.sequence == 0).then(chain::new_chain_id);
+                    let record = chain::seal_with_id(
                         last.sequence + 1,
                         Utc::now(),
                         event_sequence,
                         event_value(&message.payload),
                         last.hash.clone(),
+                        chain_id,
                     );
                     let id = record_id(&record);
                     let ack = self

@@ -688,6 +688,7 @@ mod tests {
                 "payload": {"note": "syns, \"live\"\nnu"}
             }),
             prev_hash: "a".repeat(64),
+            chain_id: None,
             hash: "b".repeat(64),
         };
         let text = String::from_utf8(csv_rows(&[record]).to_vec()).unwrap();

@@ -1183,7 +1183,7 @@ fn audit_paths(table: Table, schemas: &mut Schemas, problem: &RefOr<Schema>) -> 
     ))
     .parameter(query_param(
         "since_chain",
-        "The saved checkpoint's chain id (the hash of record 1)",
+        "The saved checkpoint's chain id (the random id in record 1)",
         string(),
     ))
     .response(

@@ -404,6 +404,7 @@ fn record(sequence: u64) -> AuditRecord {
         } else {
             format!("{:064x}", sequence - 1)
         },
+        chain_id: None,
         hash: format!("{sequence:064x}"),
     }
 }
