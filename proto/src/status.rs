@@ -90,6 +90,11 @@ pub struct CrisisStatus {
     /// When the current revision stops being shown, if ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The template's values in force (what the blanks were filled with), so a
+    /// later message can be previewed with them. Never personal data: blanks are
+    /// places, times and instructions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
     /// Set once the crisis expired: its banners were taken down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired: Option<Expiry>,

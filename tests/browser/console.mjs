@@ -92,8 +92,14 @@ async function declare(width) {
 
 async function confirm(board) {
   const { context, page } = await signIn("operator");
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
   await page.goto(board);
   await scan(page, "board (operator)");
+  // The copy button puts the exact SMS text on the clipboard.
+  await page.locator('button[data-copy^="text-sms-"]').first().click();
+  await page.getByRole("button", { name: "Kopierat" }).waitFor();
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  if (!copied.includes("Farsta")) failures.push(`the copy button copied ${JSON.stringify(copied)}`);
   await page.getByLabel("Anteckning (frivillig)").first().fill("Kontrollerat");
   await page.getByRole("button", { name: "Bekräfta att SMS är ute" }).click();
   await page.waitForURL(board);

@@ -433,6 +433,14 @@ async fn the_board_takes_an_operator_confirmation_and_the_lifecycle_to_closed() 
     );
     let html = board_page(&app, &operator, &id).await;
     assert!(html.contains("Bekräfta att SMS är ute"), "{html}");
+    // The exact text to publish, per language, with a copy button.
+    assert!(html.contains("Att publicera: Webbanner, Svenska"), "{html}");
+    assert!(html.contains("Att publicera: SMS, Engelska"), "{html}");
+    assert!(
+        html.contains("Beräknat klart i kväll kl. 20. Hämta vatten vid Farsta centrum."),
+        "{html}"
+    );
+    assert!(html.contains("data-copy=\"text-sms-0\""), "{html}");
     let (status, html) = post_form(
         &app,
         &operator,
@@ -474,6 +482,13 @@ async fn the_board_takes_an_operator_confirmation_and_the_lifecycle_to_closed() 
         .await
         .unwrap();
     assert!(step.contains("faran är över"), "{step}");
+    // The all-clear itself, in every language, before it is sent.
+    assert!(
+        step.contains("Vattenläckan i Farsta är lagad och vattnet är tillbaka i kranen"),
+        "{step}"
+    );
+    assert!(step.contains("The danger is over."), "{step}");
+    assert!(step.contains("SMS, Lättläst svenska"), "{step}");
     // A stale revision is refused, not overwritten.
     let (status, html) = post_form(
         &app,

@@ -166,6 +166,7 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
                 s.headline = headline(&e.messages);
                 s.severity = Some(e.cap.severity);
                 s.expires_at = e.expires_at;
+                s.variables = e.variables.clone();
             }
             let r = revision_entry(s, e.revision);
             r.kind = RevisionKind::Declared;
@@ -197,6 +198,7 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
                 s.status = e.status;
                 s.severity = Some(e.cap.severity);
                 s.expires_at = e.expires_at;
+                s.variables = e.variables.clone();
                 if kind == RevisionKind::Updated {
                     s.headline = headline(&e.messages);
                 }

@@ -59,10 +59,20 @@ pub static HTMX_SSE: LazyLock<Asset> = LazyLock::new(|| {
     )
 });
 
+/// The console's own few lines: copy buttons.
+pub static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        "console",
+        "js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/console.js"),
+    )
+});
+
 /// `GET /konsol/assets/{name}`
 pub async fn serve(Path(name): Path<String>) -> Response {
     let wanted = format!("/konsol/assets/{name}");
-    for asset in [&*CSS, &*HTMX, &*HTMX_SSE] {
+    for asset in [&*CSS, &*HTMX, &*HTMX_SSE, &*SCRIPT] {
         if asset.path == wanted {
             return (
                 [

@@ -187,6 +187,8 @@ pub struct Board {
     pub oob: bool,
     pub operator: bool,
     pub steps: Vec<StepLink>,
+    /// The current revision's texts, for the operator to publish by hand.
+    pub texts: Vec<super::texts::ChannelText>,
 }
 
 #[derive(Template)]
@@ -268,6 +270,8 @@ pub struct StepPage {
     pub consequence: &'static str,
     pub needs_reason: bool,
     pub error: Option<String>,
+    /// The texts the step sends, in every language (all-clear and correction).
+    pub texts: Vec<super::texts::ChannelText>,
 }
 
 /// Reads crisis `id`.
@@ -310,14 +314,22 @@ pub async fn board(State(app): State<AppState>, who: SignedIn, Path(id): Path<St
     } else {
         Vec::new()
     };
+    let operator = who.session.has(Role::Operator);
+    let texts = if operator && status.state != CrisisState::Closed {
+        let which = super::texts::Which::of_current(&status);
+        super::texts::render(&app, &who, &status, which).await
+    } else {
+        Vec::new()
+    };
     page(
         StatusCode::OK,
         &Board {
             layout: Layout::of(Some(&who)),
             board: BoardView::of(&status),
             oob: false,
-            operator: who.session.has(Role::Operator),
+            operator,
             steps,
+            texts,
         },
     )
 }
@@ -498,10 +510,32 @@ pub async fn step_page(
         Ok(s) => s,
         Err(response) => return *response,
     };
-    page(StatusCode::OK, &step_view(&who, &status, step, None))
+    page(
+        StatusCode::OK,
+        &step_view(&app, &who, &status, step, None).await,
+    )
 }
 
-fn step_view(who: &SignedIn, status: &CrisisStatus, step: Step, error: Option<String>) -> StepPage {
+async fn step_view(
+    app: &AppState,
+    who: &SignedIn,
+    status: &CrisisStatus,
+    step: Step,
+    error: Option<String>,
+) -> StepPage {
+    let which = match step {
+        Step::AllClear => Some(super::texts::Which::AllClear),
+        Step::Cancel => Some(super::texts::Which::Cancel),
+        Step::Close => None,
+    };
+    let texts = match which {
+        Some(which) => super::texts::render(app, who, status, which)
+            .await
+            .into_iter()
+            .filter(|t| t.channel == "sms" || t.channel == "banner")
+            .collect(),
+        None => Vec::new(),
+    };
     StepPage {
         layout: Layout::of(Some(who)),
         board: BoardView::of(status),
@@ -510,6 +544,7 @@ fn step_view(who: &SignedIn, status: &CrisisStatus, step: Step, error: Option<St
         consequence: step.consequence(),
         needs_reason: step == Step::Cancel,
         error,
+        texts,
     }
 }
 
@@ -561,11 +596,13 @@ pub async fn step(
                 return page(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     &step_view(
+                        &app,
                         &who,
                         &status,
                         step,
                         Some("Skriv varför meddelandet återkallas.".to_owned()),
-                    ),
+                    )
+                    .await,
                 );
             }
             app.command(
@@ -588,6 +625,7 @@ pub async fn step(
         Err(e) if e.problem.status == 409 => page(
             StatusCode::CONFLICT,
             &step_view(
+                &app,
                 &who,
                 &status,
                 step,
@@ -595,11 +633,12 @@ pub async fn step(
                     "Krisen har ändrats sedan du öppnade sidan. Läs läget nedan och försök igen."
                         .to_owned(),
                 ),
-            ),
+            )
+            .await,
         ),
         Err(e) if e.problem.status < 500 => page(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &step_view(&who, &status, step, Some(e.problem.detail)),
+            &step_view(&app, &who, &status, step, Some(e.problem.detail)).await,
         ),
         Err(e) => unavailable(&who, &e),
     }

@@ -17,6 +17,7 @@ mod audit;
 mod board;
 mod pages;
 pub mod session;
+mod texts;
 
 use askama::Template;
 use axum::Router;

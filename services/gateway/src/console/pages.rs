@@ -21,6 +21,7 @@ pub struct Layout {
     pub css: String,
     pub htmx: String,
     pub htmx_sse: String,
+    pub script: String,
     pub user: Option<String>,
     pub duty_officer: bool,
     pub approver: bool,
@@ -37,6 +38,7 @@ impl Layout {
             css: assets::CSS.path.clone(),
             htmx: assets::HTMX.path.clone(),
             htmx_sse: assets::HTMX_SSE.path.clone(),
+            script: assets::SCRIPT.path.clone(),
             user: who.map(|w| w.session.actor.user.clone()),
             duty_officer: who.is_some_and(|w| w.session.has(Role::DutyOfficer)),
             approver: who.is_some_and(|w| w.session.has(Role::TemplateApprover)),
@@ -563,7 +565,7 @@ pub fn crisis_state(state: CrisisState) -> &'static str {
 }
 
 /// A language tag as people read it.
-fn language_name(tag: &str) -> String {
+pub fn language_name(tag: &str) -> String {
     match tag {
         "sv" => "Svenska".to_owned(),
         "en" => "Engelska".to_owned(),
