@@ -977,3 +977,79 @@ parallel_requests = 8
     );
     eprintln!("{} repaints, the closest {closest:?} apart", arrivals.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duty_officer_updates_a_crisis_after_previewing_the_new_texts() {
+    let app = TestApp::spawn().await;
+    let id = app.declare_ok(&common::water_declaration()).await;
+    app.wait_delivered(&id, WAIT).await;
+    let (tib, csrf) = signed_in(&app, Role::DutyOfficer).await;
+    let path = format!("/konsol/kris/{id}/uppdatera");
+    let form = tib
+        .get(format!("{}{path}", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains("name=\"var-omrade\" value=\"Farsta\""),
+        "the values in force: {form}"
+    );
+
+    let mut fields: Vec<(String, String)> = vec![
+        ("_csrf".into(), csrf.clone()),
+        ("expected_revision".into(), "1".into()),
+    ];
+    for (name, value) in water_variables().as_object().unwrap() {
+        fields.push((format!("var-{name}"), value.as_str().unwrap().to_owned()));
+    }
+    let send = |fields: Vec<(String, String)>| {
+        let tib = tib.clone();
+        let url = format!("{}{path}", app.api);
+        async move {
+            let r = tib.post(url).form(&fields).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // Nothing changed: nothing to send.
+    let mut same = fields.clone();
+    same.push(("action".into(), "preview".into()));
+    let (status, html) = send(same).await;
+    assert_eq!(status, 422, "{html}");
+    assert!(html.contains("Ändra minst ett värde"), "{html}");
+
+    let changed: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| {
+            if k == "var-beraknat_klart" {
+                (k.clone(), "i morgon kl. 08".to_owned())
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect();
+    let mut preview = changed.clone();
+    preview.push(("action".into(), "preview".into()));
+    let (status, html) = send(preview).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Beräknat klart i morgon kl. 08"), "{html}");
+    assert!(html.contains("Skicka uppdateringen"), "{html}");
+
+    let mut go = changed.clone();
+    go.push(("action".into(), "send".into()));
+    let (status, html) = send(go.clone()).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("Uppdatering av"),
+        "the board lists the update: {html}"
+    );
+    let crisis = app.status(&id).await;
+    assert_eq!(crisis.revision, 2);
+    assert_eq!(crisis.variables["beraknat_klart"], "i morgon kl. 08");
+    // The same form again is stale now: refused, not applied twice.
+    let (status, html) = send(go).await;
+    assert_eq!(status, 422, "{html}");
+    assert_eq!(app.status(&id).await.revision, 2);
+}

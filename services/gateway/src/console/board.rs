@@ -304,12 +304,16 @@ pub async fn board(State(app): State<AppState>, who: SignedIn, Path(id): Path<St
         Err(response) => return response,
     };
     let steps = if who.session.has(Role::DutyOfficer) {
-        Step::open_in(status.state)
+        let update = (status.state == CrisisState::Active).then_some(StepLink {
+            path: "uppdatera",
+            label: "Uppdatera",
+        });
+        update
             .into_iter()
-            .map(|s| StepLink {
+            .chain(Step::open_in(status.state).into_iter().map(|s| StepLink {
                 path: s.path(),
                 label: s.label(),
-            })
+            }))
             .collect()
     } else {
         Vec::new()

@@ -18,6 +18,7 @@ mod board;
 mod pages;
 pub mod session;
 mod texts;
+mod update;
 
 use askama::Template;
 use axum::Router;
@@ -56,6 +57,10 @@ pub fn router() -> Router<AppState> {
         .route("/konsol/kris/{id}/tavla", get(board::fragment))
         .route("/konsol/kris/{id}/live", get(board::live))
         .route("/konsol/kris/{id}/bekrafta", post(board::confirm))
+        .route(
+            "/konsol/kris/{id}/uppdatera",
+            get(update::form).post(update::update),
+        )
         .route(
             "/konsol/kris/{id}/steg/{step}",
             get(board::step_page).post(board::step),
