@@ -138,6 +138,18 @@ async function audit() {
   await context.close();
 }
 
+async function edit() {
+  const { context, page } = await signIn("template_editor");
+  await page.getByRole("link", { name: "Mallar" }).click();
+  await scan(page, "templates (editor)");
+  await page.locator('a[href="/konsol/mallar/vattenlacka/ny"]').click();
+  await scan(page, "new version form");
+  await page.locator('a[href="/konsol/mallar"]').first().click();
+  await page.locator('a[href^="/konsol/mallar/vattenlacka/1"]').click();
+  await scan(page, "version preview");
+  await context.close();
+}
+
 async function administer() {
   const { context, page } = await signIn("admin", 320);
   await page.getByRole("link", { name: "Administration" }).click();
@@ -161,6 +173,7 @@ const board = await declare(1280);
 await declare(320);
 await confirm(board);
 await approve();
+await edit();
 await audit();
 await administer();
 await allClear(board);

@@ -297,6 +297,7 @@ async fn every_role_works_in_chromium_with_no_axe_violations() {
     let users: serde_json::Map<String, serde_json::Value> = [
         Role::DutyOfficer,
         Role::Operator,
+        Role::TemplateEditor,
         Role::TemplateApprover,
         Role::Auditor,
         Role::Admin,
@@ -1052,4 +1053,84 @@ async fn a_duty_officer_updates_a_crisis_after_previewing_the_new_texts() {
     let (status, html) = send(go).await;
     assert_eq!(status, 422, "{html}");
     assert_eq!(app.status(&id).await.revision, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_editor_drafts_previews_and_submits_a_version_in_the_console() {
+    let app = TestApp::spawn().await;
+    let (editor, csrf) = signed_in(&app, Role::TemplateEditor).await;
+    let list = editor
+        .get(format!("{}/konsol/mallar", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("/konsol/mallar/vattenlacka/ny"), "{list}");
+    let form = editor
+        .get(format!("{}/konsol/mallar/vattenlacka/ny", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // One field per text per language, lättläst and the closings included.
+    for field in [
+        "name=\"languages.sv.sms\"",
+        "name=\"languages.en.banner_body\"",
+        "name=\"languages.sv-x-lattlast.sms\"",
+        "name=\"languages.sv.all_clear.sms\"",
+        "name=\"languages.en.cancel.intranet_body\"",
+    ] {
+        assert!(form.contains(field), "{field}");
+    }
+    let new_sms = "Stockholms stad: Vattnet är avstängt i {{ omrade }}. Klart {{ beraknat_klart }}. \
+                   Vatten finns vid {{ vattenpunkt }}. Mer info: stockholm.se/vatten";
+    let (status, html) = post_form(
+        &app,
+        &editor,
+        "/konsol/mallar/vattenlacka/ny",
+        &[("_csrf", &csrf), ("languages.sv.sms", new_sms)],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Version 2 av vattenlacka"), "{html}");
+    assert!(html.contains("Utkast"), "{html}");
+    assert!(
+        html.contains("Vatten finns vid"),
+        "the new text, rendered: {html}"
+    );
+    assert!(html.contains("delar"), "segment counts: {html}");
+    let (status, html) = post_form(
+        &app,
+        &editor,
+        "/konsol/mallar/vattenlacka/2",
+        &[("_csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Väntar på godkännande"), "{html}");
+    // The draft changed the Swedish SMS and nothing else.
+    let diff: serde_json::Value = app
+        .http
+        .get(format!(
+            "{}/api/v1/templates/vattenlacka/versions/2/diff",
+            app.api
+        ))
+        .bearer_auth(app.token(Role::TemplateApprover))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fields: Vec<&str> = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["languages.sv.sms"], "{diff}");
 }

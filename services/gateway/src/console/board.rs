@@ -8,9 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use krisbud_kit::text::local_time;
-use krisbud_proto::command::{
-    CancelCrisis, ConfirmChannel, CrisisStep, ExpectRevision, GetCrisis, Revised,
-};
+use krisbud_proto::command::{CancelCrisis, CrisisStep, ExpectRevision, GetCrisis, Revised};
 use krisbud_proto::status::{ChannelState, CrisisState, CrisisStatus, RevisionKind};
 use krisbud_proto::{Channel, Role, subject};
 
@@ -275,7 +273,11 @@ pub struct StepPage {
 }
 
 /// Reads crisis `id`.
-async fn crisis(app: &AppState, who: &SignedIn, id: String) -> Result<CrisisStatus, Response> {
+pub(super) async fn crisis(
+    app: &AppState,
+    who: &SignedIn,
+    id: String,
+) -> Result<CrisisStatus, Response> {
     app.command(
         subject::cmd::GET_CRISIS,
         who.session.actor.clone(),
@@ -415,57 +417,6 @@ pub async fn fragment(
             },
         ),
         Err(response) => response,
-    }
-}
-
-/// `POST /konsol/kris/{id}/bekrafta`: an operator confirms that a channel's
-/// message is out, with an optional note.
-pub async fn confirm(
-    State(app): State<AppState>,
-    who: SignedIn,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return super::expired_form(&who);
-    }
-    if !who.session.has(Role::Operator) {
-        return super::not_allowed(&who, "Bara kanaloperatörer kan bekräfta en kanal.");
-    }
-    let Some(channel) = pages::value(&form, "channel").and_then(Channel::parse) else {
-        return message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(&who),
-            "Välj en kanal",
-            "Formuläret saknade kanal. Gå tillbaka och försök igen.",
-        );
-    };
-    let note = pages::value(&form, "note")
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned);
-    let confirmed: Result<CrisisStatus, _> = app
-        .command(
-            subject::cmd::CONFIRM,
-            who.session.actor.clone(),
-            None,
-            ConfirmChannel {
-                crisis_id: id.clone(),
-                channel,
-                note,
-            },
-        )
-        .await;
-    match confirmed {
-        Ok(_) => Redirect::to(&format!("/konsol/kris/{id}")).into_response(),
-        Err(e) if e.problem.status < 500 => message(
-            StatusCode::from_u16(e.problem.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
-            Some(&who),
-            "Kanalen kunde inte bekräftas",
-            &e.problem.detail,
-        ),
-        Err(e) => unavailable(&who, &e),
     }
 }
 
@@ -646,74 +597,4 @@ pub async fn step(
         ),
         Err(e) => unavailable(&who, &e),
     }
-}
-
-/// A channel of a crisis still waiting for an operator's confirmation.
-pub struct Unconfirmed {
-    pub crisis_id: String,
-    pub headline: String,
-    pub practice: Option<&'static str>,
-    pub channel: &'static str,
-    pub since: String,
-    pub escalations: usize,
-}
-
-#[derive(Template)]
-#[template(path = "console/to_confirm.html")]
-pub struct ToConfirm {
-    pub layout: Layout,
-    pub waiting: Vec<Unconfirmed>,
-}
-
-/// `GET /konsol/att-bekrafta`: every channel of an open crisis whose latest
-/// message no operator has confirmed yet, the most escalated first.
-pub async fn to_confirm(State(app): State<AppState>, who: SignedIn) -> Response {
-    if !who.session.has(Role::Operator) {
-        return super::not_allowed(&who, "Bara kanaloperatörer bekräftar kanaler.");
-    }
-    let crises: Vec<CrisisStatus> = match app
-        .command(
-            subject::cmd::LIST_CRISES,
-            who.session.actor.clone(),
-            None,
-            krisbud_proto::command::ListCrises {},
-        )
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return unavailable(&who, &e),
-    };
-    let mut waiting: Vec<Unconfirmed> = crises
-        .iter()
-        .filter(|s| s.state != CrisisState::Closed)
-        .flat_map(|s| {
-            let since = s
-                .revisions
-                .iter()
-                .find(|r| r.revision == s.revision)
-                .and_then(|r| r.at)
-                .or(s.declared_at)
-                .map(local_time)
-                .unwrap_or_default();
-            s.channels
-                .iter()
-                .filter(|(_, c)| !c.confirmations.iter().any(|k| k.revision == s.revision))
-                .map(move |(channel, c)| Unconfirmed {
-                    crisis_id: s.crisis_id.clone(),
-                    headline: s.headline.clone(),
-                    practice: practice(s.status),
-                    channel: channel_name(*channel),
-                    since: since.clone(),
-                    escalations: c.escalations.len(),
-                })
-        })
-        .collect();
-    waiting.sort_by_key(|w| std::cmp::Reverse(w.escalations));
-    page(
-        StatusCode::OK,
-        &ToConfirm {
-            layout: Layout::of(Some(&who)),
-            waiting,
-        },
-    )
 }

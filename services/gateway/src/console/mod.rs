@@ -15,6 +15,8 @@ mod approval;
 mod assets;
 mod audit;
 mod board;
+mod confirm;
+mod editor;
 mod pages;
 pub mod session;
 mod texts;
@@ -52,11 +54,11 @@ pub fn router() -> Router<AppState> {
             "/konsol/ny-kris/{template}",
             get(declare_form).post(declare),
         )
-        .route("/konsol/att-bekrafta", get(board::to_confirm))
+        .route("/konsol/att-bekrafta", get(confirm::to_confirm))
         .route("/konsol/kris/{id}", get(board::board))
         .route("/konsol/kris/{id}/tavla", get(board::fragment))
         .route("/konsol/kris/{id}/live", get(board::live))
-        .route("/konsol/kris/{id}/bekrafta", post(board::confirm))
+        .route("/konsol/kris/{id}/bekrafta", post(confirm::confirm))
         .route(
             "/konsol/kris/{id}/uppdatera",
             get(update::form).post(update::update),
@@ -64,6 +66,15 @@ pub fn router() -> Router<AppState> {
         .route(
             "/konsol/kris/{id}/steg/{step}",
             get(board::step_page).post(board::step),
+        )
+        .route("/konsol/mallar", get(editor::list))
+        .route(
+            "/konsol/mallar/{id}/ny",
+            get(editor::form).post(editor::draft),
+        )
+        .route(
+            "/konsol/mallar/{id}/{version}",
+            get(editor::show).post(editor::submit),
         )
         .route("/konsol/godkann", get(approval::queue))
         .route(

@@ -25,6 +25,7 @@ pub struct Layout {
     pub user: Option<String>,
     pub duty_officer: bool,
     pub approver: bool,
+    pub editor: bool,
     pub operator: bool,
     pub auditor: bool,
     pub admin: bool,
@@ -44,6 +45,7 @@ impl Layout {
             approver: who.is_some_and(|w| w.session.has(Role::TemplateApprover)),
             admin: who.is_some_and(|w| w.session.has(Role::Admin)),
             operator: who.is_some_and(|w| w.session.has(Role::Operator)),
+            editor: who.is_some_and(|w| w.session.has(Role::TemplateEditor)),
             auditor: who
                 .is_some_and(|w| w.session.has(Role::Auditor) || w.session.has(Role::Admin)),
             csrf: who.map(|w| w.session.csrf.clone()).unwrap_or_default(),
