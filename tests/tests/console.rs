@@ -925,12 +925,31 @@ parallel_requests = 8
         }))
         .await;
     let (client, _) = signed_in(&app, Role::DutyOfficer).await;
+    let watchers = || async {
+        let js = async_nats::jetstream::new(app.nats_as("provision").await);
+        let mut stream = js.get_stream("KV_KRISBUD_CRISES").await.unwrap();
+        stream.info().await.unwrap().state.consumer_count
+    };
+    let before = watchers().await;
     let response = client
         .get(format!("{}/konsol/kris/{id}/live", app.api))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // More boards of the same crisis share the one watch of the bucket.
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let other = client
+            .get(format!("{}/konsol/kris/{id}/live", app.api))
+            .send()
+            .await
+            .unwrap();
+        let mut body = other.bytes_stream();
+        assert!(body.next().await.is_some(), "a first repaint");
+        others.push(body);
+    }
+    assert_eq!(watchers().await, before + 1, "one watch for four boards");
     assert!(
         response.headers()["content-type"]
             .to_str()

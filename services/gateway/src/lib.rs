@@ -67,6 +67,7 @@ pub async fn start(
         members_limit_bytes: config.members_limit_bytes,
         shutdown: shutdown.clone(),
         sessions: console::session::Sessions::default(),
+        watches: live_status::Watches::default(),
     };
     let app = router(state, config.body_limit_bytes).merge(rt.health.router());
     let listener = tokio::net::TcpListener::bind(&config.listen)

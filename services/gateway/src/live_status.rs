@@ -6,7 +6,9 @@
 //! open stream at once without polling. The caller's role and the crisis are
 //! checked first through the coordinator, like `GET /crises/{id}`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -40,7 +42,10 @@ pub async fn events(
 }
 
 /// The status of crisis `crisis_id` as `actor` may see it, then once per change
-/// until shutdown: the API's event stream and the console's live board.
+/// until shutdown: the API's event stream and the console's live board. The
+/// caller's right to see the crisis is checked per stream (through the
+/// coordinator); the changes come from one shared watch per crisis
+/// ([`Watches`]), however many streams follow it.
 pub(crate) async fn watch(
     app: &AppState,
     actor: Actor,
@@ -51,12 +56,8 @@ pub(crate) async fn watch(
             "there is no crisis `{crisis_id}`"
         ))));
     }
-    // Watch first, then read: a change between the two is not missed.
-    let store = async_nats::jetstream::new(app.nats.clone())
-        .get_key_value(spec::CRISES.name)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let mut changes = store.watch(&crisis_id).await.map_err(|e| unavailable(&e))?;
+    // Follow first, then read: a change between the two is not missed.
+    let mut changes = app.watches.follow(app, &crisis_id).await?;
     let first: CrisisStatus = app
         .command(
             subject::cmd::GET_CRISIS,
@@ -72,23 +73,102 @@ pub(crate) async fn watch(
         let mut last = first.clone();
         yield first;
         loop {
-            let entry = tokio::select! {
-                () = shutdown.cancelled() => break,
-                entry = changes.next() => entry,
-            };
-            let Some(Ok(entry)) = entry else { break };
-            if entry.operation != kv::Operation::Put {
-                continue;
+            let latest = changes.borrow_and_update().clone();
+            if let Some(status) = latest
+                && status != last
+            {
+                last = status.clone();
+                yield status;
             }
-            let Ok(projection) = serde_json::from_slice::<CrisisProjection>(&entry.value) else {
-                continue;
-            };
-            if projection.status != last {
-                last = projection.status.clone();
-                yield projection.status;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                changed = changes.changed() => if changed.is_err() { break },
             }
         }
     })
+}
+
+/// The newest status of a crisis, shared by every stream that follows it.
+type Latest = tokio::sync::watch::Receiver<Option<CrisisStatus>>;
+
+/// One watch of the KRISBUD_CRISES bucket per followed crisis, shared by all
+/// its streams, and ended when the last of them is gone: a thousand open boards
+/// of one crisis cost one NATS watch, not a thousand.
+#[derive(Clone, Default)]
+pub struct Watches {
+    by_crisis: Arc<Mutex<HashMap<String, Latest>>>,
+}
+
+/// How often a watch with nobody following it looks whether it can end.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+impl Watches {
+    /// The shared newest status of `crisis_id`, starting a watch if none runs.
+    async fn follow(&self, app: &AppState, crisis_id: &str) -> Result<Latest, ApiError> {
+        if let Some(latest) = self.lock().get(crisis_id)
+            && latest.has_changed().is_ok()
+        {
+            return Ok(latest.clone());
+        }
+        let store = async_nats::jetstream::new(app.nats.clone())
+            .get_key_value(spec::CRISES.name)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        // With its history: the current value first, so nothing before the
+        // watch began is missed.
+        let mut entries = store
+            .watch_with_history(crisis_id)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        {
+            let mut by_crisis = self.lock();
+            if let Some(latest) = by_crisis.get(crisis_id)
+                && latest.has_changed().is_ok()
+            {
+                // Another request started one meanwhile: use it.
+                return Ok(latest.clone());
+            }
+            by_crisis.insert(crisis_id.to_owned(), rx.clone());
+        }
+        let (watches, id, shutdown) = (self.clone(), crisis_id.to_owned(), app.shutdown.clone());
+        let mine = rx.clone();
+        tokio::spawn(async move {
+            let mut idle = tokio::time::interval(IDLE_CHECK);
+            idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = idle.tick() => {
+                        // The map and this task hold one receiver each.
+                        if tx.receiver_count() <= 2 {
+                            break;
+                        }
+                    }
+                    entry = entries.next() => {
+                        let Some(Ok(entry)) = entry else { break };
+                        if entry.operation != kv::Operation::Put {
+                            continue;
+                        }
+                        if let Ok(projection) = serde_json::from_slice::<CrisisProjection>(&entry.value) {
+                            tx.send_replace(Some(projection.status));
+                        }
+                    }
+                }
+            }
+            let mut by_crisis = watches.lock();
+            if by_crisis.get(&id).is_some_and(|r| r.same_channel(&mine)) {
+                by_crisis.remove(&id);
+            }
+        });
+        Ok(rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Latest>> {
+        self.by_crisis
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> ApiError {

@@ -32,6 +32,8 @@ pub struct AppState {
     pub shutdown: krisbud_kit::CancellationToken,
     /// Who is signed in to the console.
     pub sessions: crate::console::session::Sessions,
+    /// The shared watches of followed crises (live boards and event streams).
+    pub watches: crate::live_status::Watches,
 }
 
 impl AppState {

@@ -22,6 +22,7 @@
 //! The last line printed is `ratio <e2e recipients/s ÷ baseline msgs/s>`.
 
 pub mod baseline;
+pub mod console;
 pub mod simulator;
 
 use std::fmt::Write as _;
@@ -103,6 +104,12 @@ pub struct FanoutArgs {
     /// in status.
     #[arg(long)]
     pub timeline: bool,
+    /// Console clients (signed in as the demo duty officer) loading the crisis's
+    /// status board, `/healthz` and, every fourth, declaring in the console during
+    /// the fan-out; then this many times 62.5 (1,000 for 16) live boards are held
+    /// open to measure their memory. 0 leaves the console out.
+    #[arg(long, default_value_t = 0)]
+    pub console_clients: usize,
 }
 
 /// The provider API simulated.
@@ -283,7 +290,13 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let reset = reset_peak(&own_pid) && nats_pid.as_deref().is_none_or(reset_peak);
 
     // 6. The fan-out.
-    let fan = fan_out(&duty, &simulator, &audience, n, &args).await?;
+    let console = (args.console_clients > 0).then(|| console::Console {
+        api: api.clone(),
+        user: "tib.maria".to_owned(),
+        password: tokens.token_for(Role::DutyOfficer).to_owned(),
+        audience: LATENCY_AUDIENCE.to_owned(),
+    });
+    let fan = fan_out(&duty, &simulator, &audience, n, &args, console.as_ref()).await?;
     let audit_lag = audit_lag(&nats_url, bench_user.as_ref()).await?;
     let peaks = Peaks::read(&own_pid, nats_pid.as_deref());
     let e2e = n as f64 / fan.complete.as_secs_f64();
@@ -310,6 +323,31 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         reset,
         nats_pid.is_some(),
     ));
+    if let (Some(report), Some(console)) = (&fan.console, &console) {
+        say(&format!(
+            "console during the fan-out, {} clients: status board {} [target p99 <= 50 ms]; declaration POST to board {} [target p99 <= 150 ms]; baseline /healthz {}; board p99 ÷ healthz p99 = {:.1}",
+            args.console_clients,
+            report.board.describe(),
+            report.declare.describe(),
+            report.healthz.describe(),
+            report.board.p99().as_secs_f64() / report.healthz.p99().as_secs_f64().max(1e-9),
+        ));
+        let boards = args.console_clients * 1000 / 16;
+        let (bare_before, bare_with) = console::bare_sse_memory(boards).await?;
+        let (before, with) = console::sse_memory(console, &fan.crisis_id, boards).await?;
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        let (live, bare) = (
+            with.saturating_sub(before),
+            bare_with.saturating_sub(bare_before),
+        );
+        say(&format!(
+            "console live boards: {} open SSE boards add {:.1} MB to the process; baseline: as many bare axum SSE streams in the same process add {:.1} MB; the boards' own cost {:.1} MB [target <= 50 MB for 1,000]",
+            int(boards as u64),
+            mb(live),
+            mb(bare),
+            mb(live.saturating_sub(bare)),
+        ));
+    }
     say(&format!(
         "audit: when every recipient was counted, the chain was {} records behind the {} events; it held them all {:.3} s later [target <= 2 s]",
         int(audit_lag.behind),
@@ -452,14 +490,23 @@ async fn create_audience(
 
 /// An SMS-only declaration of the demo template to `audience`; `area` goes into
 /// the text, so each declaration's message can be told apart at the provider.
+/// The values of the benchmark's declarations, for the area `area`.
+pub fn variables(area: &str) -> Vec<(String, String)> {
+    vec![
+        ("omrade".into(), area.into()),
+        ("beraknat_klart".into(), "i kväll kl. 20".into()),
+        ("vattenpunkt".into(), "Farsta centrum".into()),
+    ]
+}
+
 fn declaration(audience: &str, area: &str) -> anyhow::Result<DeclareCrisis> {
+    let variables: serde_json::Map<String, serde_json::Value> = variables(area)
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
     Ok(serde_json::from_value(serde_json::json!({
         "template": TEMPLATE,
-        "variables": {
-            "omrade": area,
-            "beraknat_klart": "i kväll kl. 20",
-            "vattenpunkt": "Farsta centrum",
-        },
+        "variables": variables,
         "audiences": [audience],
         "channels": ["sms"],
         "status": "Actual",
@@ -560,6 +607,9 @@ fn describe_latency(latencies: &[f64]) -> String {
 
 /// What the fan-out measured, each from the moment the declaration was sent.
 struct FanOut {
+    crisis_id: String,
+    /// What the console clients measured, when there were any.
+    console: Option<console::Report>,
     created: Duration,
     first_submit: Option<Duration>,
     all_submitted: Duration,
@@ -577,6 +627,7 @@ async fn fan_out(
     audience: &str,
     n: u64,
     args: &FanoutArgs,
+    console: Option<&console::Console>,
 ) -> anyhow::Result<FanOut> {
     let stall_secs = args.stall_secs;
     let area = "Bench fan-out";
@@ -598,6 +649,10 @@ async fn fan_out(
         planned == n,
         "the declaration plans {planned} sms recipients, not {n}"
     );
+    let load = match console {
+        Some(c) => Some(console::start(c, &declared.crisis_id, args.console_clients).await?),
+        None => None,
+    };
     let mut first = Some(first);
     let mut first_submit = None;
     let mut all_submitted = None;
@@ -638,7 +693,13 @@ async fn fan_out(
             if tail && planned && total == n && counted == n {
                 let complete = start.elapsed();
                 bar.finish_and_clear();
+                let console = match load {
+                    Some(load) => Some(load.finish().await?),
+                    None => None,
+                };
                 return Ok(FanOut {
+                    crisis_id: declared.crisis_id.clone(),
+                    console,
                     created,
                     first_submit,
                     all_submitted: all_submitted.unwrap_or(complete),
