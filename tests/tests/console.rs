@@ -457,6 +457,17 @@ async fn the_board_takes_an_operator_confirmation_and_the_lifecycle_to_closed() 
     let (operator_name, _) = credentials(&app, Role::Operator);
     assert!(html.contains(&format!("{operator_name}, ")), "{html}");
     assert!(!html.contains("Bekräfta att SMS är ute"), "{html}");
+    // Confirming again (a double click, a colleague) adds nothing.
+    let (status, _) = post_form(
+        &app,
+        &operator,
+        &format!("{board}/bekrafta"),
+        &[("_csrf", &operator_csrf), ("channel", "sms")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sms = &app.status(&id).await.channels[&krisbud_proto::Channel::Sms];
+    assert_eq!(sms.confirmations.len(), 1, "{sms:?}");
     let waiting = list(operator.clone()).await;
     assert!(!waiting.contains(">SMS: "), "{waiting}");
     assert!(waiting.contains(">E-post: "), "{waiting}");

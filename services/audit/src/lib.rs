@@ -2,7 +2,7 @@
 //! order, as one link of a hash chain on KRISBUD_AUDIT; signs checkpoints of the
 //! chain with Ed25519; and answers audit queries, verifications (with
 //! completeness against KRISBUD_EVENTS), crisis reports and recipient lookups
-//! (auditors and admins only).
+//! (auditors only; an admin only when also an auditor).
 //!
 //! [`chain`], [`signing`] and [`bundle`] hold the encoding, the signatures and the
 //! export bundle as pure functions, so an export can be checked offline without
@@ -14,6 +14,7 @@ mod checkpoint;
 mod keys;
 pub mod lookup;
 mod query;
+pub use query::LOOKUPS_PER_MINUTE;
 mod read;
 mod recorder;
 pub mod report;

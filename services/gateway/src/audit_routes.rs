@@ -1,7 +1,7 @@
 //! The audit routes of `/api/v1/audit`: records filtered and paged as JSON, JSON
 //! lines or CSV; verification; signed checkpoints and the public key; the export
 //! bundle for offline verification; the crisis report; and the recipient lookup.
-//! Everything but the public key is for auditors and admins; the audit service
+//! Everything but the public key is for auditors; the audit service
 //! checks the role again.
 
 use std::collections::BTreeSet;

@@ -78,10 +78,11 @@ impl Allowed for AudienceReaders {
     const ROLES: &'static [Role] = &[Role::DutyOfficer, Role::Admin];
 }
 
-/// Auditors and admins: read, export and verify the audit log.
+/// Auditors: read, export and verify the audit log, look up recipients. An admin
+/// does so only when also an auditor.
 pub struct Auditors;
 impl Allowed for Auditors {
-    const ROLES: &'static [Role] = &[Role::Auditor, Role::Admin];
+    const ROLES: &'static [Role] = &[Role::Auditor];
 }
 
 /// The authenticated caller of a route admitting the roles `A`.
@@ -179,7 +180,11 @@ mod tests {
     #[test]
     fn role_lists_read_well() {
         assert_eq!(role_list(DutyOfficers::ROLES), "duty_officer");
-        assert_eq!(role_list(Auditors::ROLES), "auditor or admin");
+        assert_eq!(role_list(Auditors::ROLES), "auditor");
+        assert_eq!(
+            role_list(TemplateRetirers::ROLES),
+            "template_approver or admin"
+        );
         assert_eq!(
             role_list(CrisisReaders::ROLES),
             "duty_officer, operator, auditor or admin"

@@ -1290,6 +1290,13 @@ fn audit_paths(table: Table, schemas: &mut Schemas, problem: &RefOr<Schema>) -> 
         problem_response("Malformed JSON, named with its position", problem),
     )
     .response(
+        "429",
+        problem_response(
+            "More than 20 lookups in a minute by this user: the lookup must not become a directory",
+            problem,
+        ),
+    )
+    .response(
         "415",
         problem_response("The body is not application/json", problem),
     )

@@ -237,6 +237,16 @@ impl Coordinator {
         if let Some(note) = &body.note {
             krisbud_kit::text::check_free_text("note", note, MAX_NOTE)?;
         }
+        // Confirmed once per revision: a second confirmation (a double click, a
+        // retried request, a colleague) changes nothing.
+        let confirmed = status.channels.get(&body.channel).is_some_and(|c| {
+            c.confirmations
+                .iter()
+                .any(|k| k.revision == status.revision)
+        });
+        if confirmed {
+            return Ok(status);
+        }
         let mut envelope = Envelope::new(
             request.actor,
             Event::ChannelConfirmed(ChannelConfirmed {

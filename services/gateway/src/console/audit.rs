@@ -70,12 +70,12 @@ pub struct AuditPageView {
 }
 
 fn auditor(who: &SignedIn) -> Result<(), Box<Response>> {
-    if who.session.has(Role::Auditor) || who.session.has(Role::Admin) {
+    if who.session.has(Role::Auditor) {
         Ok(())
     } else {
         Err(Box::new(not_allowed(
             who,
-            "Bara revisorer och administratörer läser granskningsloggen.",
+            "Bara revisorer läser granskningsloggen.",
         )))
     }
 }

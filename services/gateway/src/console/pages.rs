@@ -46,8 +46,7 @@ impl Layout {
             admin: who.is_some_and(|w| w.session.has(Role::Admin)),
             operator: who.is_some_and(|w| w.session.has(Role::Operator)),
             editor: who.is_some_and(|w| w.session.has(Role::TemplateEditor)),
-            auditor: who
-                .is_some_and(|w| w.session.has(Role::Auditor) || w.session.has(Role::Admin)),
+            auditor: who.is_some_and(|w| w.session.has(Role::Auditor)),
             csrf: who.map(|w| w.session.csrf.clone()).unwrap_or_default(),
         }
     }
