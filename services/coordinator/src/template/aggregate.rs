@@ -281,6 +281,14 @@ pub fn decide_step(
             command.action.as_str()
         )));
     }
+    // A draft is its author's to hand in: another editor drafts their own.
+    if command.action == TemplateAction::Submit && template.author != actor.user {
+        return Err(Problem::forbidden(format!(
+            "{} wrote version {version} of `{id}`; only the author submits a draft \
+             (draft a new version to propose other wording)",
+            template.author
+        )));
+    }
     let reason = checked_reason(command)?;
     if matches!(
         command.action,
@@ -769,6 +777,14 @@ mod tests {
         // An approver cannot draft or submit; an editor cannot approve.
         let p = decide_step(&agg, &erik(), &step(TemplateAction::Submit, None)).unwrap_err();
         assert_eq!(p.status, 403);
+        // Another editor cannot submit Anna's draft.
+        let bo = Actor {
+            user: "redaktor.bo".into(),
+            roles: vec![Role::TemplateEditor],
+        };
+        let p = decide_step(&agg, &bo, &step(TemplateAction::Submit, None)).unwrap_err();
+        assert_eq!(p.status, 403);
+        assert!(p.detail.contains("only the author submits"), "{}", p.detail);
         let e = decide_step(&agg, &anna(), &step(TemplateAction::Submit, None)).unwrap();
         take(&mut agg, &e);
         let p = decide_step(&agg, &anna(), &step(TemplateAction::Approve, None)).unwrap_err();
