@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use krisbud_proto::Problem;
@@ -36,14 +36,41 @@ pub async fn edge(req: Request, next: Next) -> Response {
         propagator.extract(&HttpHeaders(req.headers()))
     });
     let _ = span.set_parent(parent);
+    let behind_tls = req
+        .headers()
+        .get("x-forwarded-proto")
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
 
     let response = next.run(req).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
+    let response = if status.is_client_error() || status.is_server_error() {
+        span.in_scope(|| finish_error(response, &path))
+    } else {
+        response
+    };
+    secure_headers(response, behind_tls)
+}
+
+/// The security headers of every answer: no content sniffing; a page of its own
+/// says what it may load (the console's CSP), anything else may load nothing and
+/// be framed nowhere; behind TLS, browsers are told to stay on HTTPS.
+fn secure_headers(mut response: Response, behind_tls: bool) -> Response {
+    let headers = response.headers_mut();
+    headers
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
+    if behind_tls {
+        headers
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert(HeaderValue::from_static("max-age=31536000"));
     }
-    span.in_scope(|| finish_error(response, &path))
+    response
 }
 
 /// Logs an error response once and renders it as problem+json with `instance`.

@@ -801,3 +801,44 @@ async fn every_documented_operation_is_served_and_no_other_method_is() {
     assert_eq!(status, 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let app = App::spawn().await;
+    let _responder = Responder::start(&app.client, |_, _| ok(json!([]))).await;
+    for (path, token) in [
+        ("/api/v1/templates", Some(TIB)),
+        ("/api/v1/templates", None),
+        ("/api/v1/openapi.json", None),
+        ("/nope", None),
+    ] {
+        let response = app.get(path, token).await;
+        let headers = response.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(
+            headers.get("strict-transport-security").is_none(),
+            "no HSTS over plain HTTP"
+        );
+    }
+    // The console's pages keep their own policy.
+    let console = app.get("/konsol/logga-in", None).await;
+    let csp = console.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    // Behind a TLS proxy, browsers are told to stay on HTTPS.
+    let behind_tls = app
+        .http
+        .get(format!("{}/api/v1/templates", app.base))
+        .bearer_auth(TIB)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        behind_tls.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+}
