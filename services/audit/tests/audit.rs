@@ -92,7 +92,10 @@ async fn two_instances_write_one_chain_without_forks_or_duplicates() {
     let distinct: BTreeSet<u64> = records.iter().map(|(_, r)| r.event_sequence).collect();
     assert_eq!(distinct.len(), 201);
 
-    let report = world.verify(person("admin", &[Role::Admin])).await.unwrap();
+    let report = world
+        .verify(person("revisor", &[Role::Auditor]))
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.checked, 201);
     assert!(report.completeness.unwrap().ok);
