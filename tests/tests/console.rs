@@ -985,7 +985,13 @@ parallel_requests = 8
                 continue; // keep-alive
             }
             assert!(event.starts_with("event: board\n"), "{event}");
-            arrivals.push(tokio::time::Instant::now());
+            // When the server sent it (the event's id, ms since the epoch).
+            let sent: i64 = event
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .and_then(|id| id.trim().parse().ok())
+                .expect("a repaint names when it was sent");
+            arrivals.push(sent);
             done = event.contains("1 av 1 kanaler klara");
             assert!(
                 event.contains("board-summary"),
@@ -994,15 +1000,15 @@ parallel_requests = 8
         }
     }
     assert!(arrivals.len() >= 2, "{} repaints", arrivals.len());
-    // No two repaints closer than the 500 ms pace (a little slack for the
-    // network between two reads).
+    // No two repaints sent closer than the 500 ms pace (the server's clock, so
+    // a slow network cannot bunch them up here).
     let closest = arrivals
         .windows(2)
-        .map(|w| w[1] - w[0])
+        .map(|w| Duration::from_millis((w[1] - w[0]).max(0) as u64))
         .min()
         .unwrap_or(Duration::from_secs(1));
     assert!(
-        closest >= Duration::from_millis(400),
+        closest >= Duration::from_millis(490),
         "two repaints {closest:?} apart over {} repaints",
         arrivals.len()
     );
@@ -1163,4 +1169,58 @@ async fn an_editor_drafts_previews_and_submits_a_version_in_the_console() {
         .map(|c| c["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["languages.sv.sms"], "{diff}");
+}
+
+/// A board page names its live stream with the status it shows; the stream then
+/// sends nothing until that status changes, and then the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_board_opened_from_its_page_stays_quiet_until_something_changes() {
+    use futures::StreamExt as _;
+    let app = TestApp::spawn().await;
+    let id = app.declare_ok(&common::water_declaration()).await;
+    app.wait_delivered(&id, WAIT).await;
+    let (operator, csrf) = signed_in(&app, Role::Operator).await;
+    let page = board_page(&app, &operator, &id).await;
+    let path = page
+        .split("sse-connect=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .replace("&#38;", "&");
+    assert!(path.contains("?seen="), "{path}");
+    let mut stream = operator
+        .get(format!("{}{path}", app.api))
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+    // The change: a confirmation. The first event the stream sends shows it,
+    // so nothing (the unchanged board) was sent before it.
+    let (status, _) = post_form(
+        &app,
+        &operator,
+        &format!("/konsol/kris/{id}/bekrafta"),
+        &[("_csrf", &csrf), ("channel", "sms")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (name, _) = credentials(&app, Role::Operator);
+    let mut event = String::new();
+    while !event.contains("\n\n") {
+        let chunk = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("an event after the change")
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&chunk).into_owned();
+        if text.starts_with(':') {
+            continue; // keep-alive
+        }
+        event.push_str(&text);
+    }
+    assert!(event.starts_with("event: board"), "{event}");
+    assert!(
+        event.contains(&format!("{name}, ")),
+        "the first event is the change: {event}"
+    );
 }

@@ -52,6 +52,8 @@ pub struct RevisionRow {
 /// The status board of one crisis.
 pub struct BoardView {
     pub id: String,
+    /// The digest of the status shown ([`status_digest`]).
+    pub seen: String,
     pub revision: u32,
     pub headline: String,
     pub state: &'static str,
@@ -155,6 +157,7 @@ impl BoardView {
         };
         BoardView {
             id: s.crisis_id.clone(),
+            seen: status_digest(s),
             revision: s.revision,
             headline: s.headline.clone(),
             state: crisis_state(s.state),
@@ -347,9 +350,20 @@ const REPAINT: std::time::Duration = std::time::Duration::from_millis(500);
 /// `GET /konsol/kris/{id}/live`: the board's contents as server-sent events
 /// (`board`), one at once and then at most two a second while the crisis
 /// changes. htmx's SSE extension swaps each in and reconnects after a drop.
-pub async fn live(State(app): State<AppState>, who: SignedIn, Path(id): Path<String>) -> Response {
+pub async fn live(
+    State(app): State<AppState>,
+    who: SignedIn,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures::StreamExt as _;
+    // The status the page was rendered with (`?seen=`): when it is still the
+    // current one, the stream stays quiet until something changes, so an idle
+    // board costs no repaint and no buffer for one.
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
+    let seen = pages::value(&params, "seen").map(str::to_owned);
     let statuses = match crate::live_status::watch(&app, who.session.actor.clone(), id).await {
         Ok(s) => s,
         Err(e) if e.problem.status == 404 => {
@@ -369,13 +383,18 @@ pub async fn live(State(app): State<AppState>, who: SignedIn, Path(id): Path<Str
         }
         .render()
         .unwrap_or_default();
-        Ok::<_, std::convert::Infallible>(Event::default().event("board").data(html))
+        // The id is when the repaint was sent (ms since the epoch): a reader can
+        // check the pace whatever the network does to the arrivals.
+        let sent = chrono::Utc::now().timestamp_millis().to_string();
+        Ok::<_, std::convert::Infallible>(Event::default().event("board").id(sent).data(html))
     };
     let shutdown = app.shutdown.clone();
     let events = async_stream::stream! {
         let mut statuses = Box::pin(statuses);
         let Some(first) = statuses.next().await else { return };
-        yield render(&first);
+        if seen.as_deref() != Some(status_digest(&first).as_str()) {
+            yield render(&first);
+        }
         let mut latest: Option<CrisisStatus> = None;
         let mut tick = tokio::time::interval(REPAINT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -399,6 +418,13 @@ pub async fn live(State(app): State<AppState>, who: SignedIn, Path(id): Path<Str
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
         .into_response()
+}
+
+/// A short digest of a status: what the board shows, compared by its hash.
+pub fn status_digest(status: &CrisisStatus) -> String {
+    use sha2::{Digest as _, Sha256};
+    let json = serde_json::to_vec(status).unwrap_or_default();
+    hex::encode(Sha256::digest(&json).get(..8).unwrap_or_default())
 }
 
 /// `GET /konsol/kris/{id}/tavla`: the board alone, for a browser without

@@ -9,7 +9,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 use krisbud_kit::CancellationToken;
 
 /// Who signs in and where.
@@ -191,8 +190,8 @@ fn rss_kb() -> u64 {
 }
 
 /// The same-run baseline for [`sse_memory`]: `n` connections to a bare axum
-/// server-sent-events endpoint in this process that sends one small event and
-/// then holds the stream open; the resident set before and with them, in kB.
+/// server-sent-events endpoint in this process that holds the stream open and
+/// quiet, as an idle board is; the resident set before and with them, in kB.
 pub async fn bare_sse_memory(n: usize) -> anyhow::Result<(u64, u64)> {
     use axum::response::sse::{Event, Sse};
     let stop = CancellationToken::new();
@@ -202,9 +201,10 @@ pub async fn bare_sse_memory(n: usize) -> anyhow::Result<(u64, u64)> {
         axum::routing::get(move || {
             let held = held.clone();
             async move {
+                // Like an idle board: open, nothing sent until something changes.
                 let events = async_stream::stream! {
-                    yield Ok::<_, std::convert::Infallible>(Event::default().event("board").data("<p>1 av 1 kanaler klara.</p>"));
                     held.cancelled().await;
+                    yield Ok::<_, std::convert::Infallible>(Event::default().event("board").data("end"));
                 };
                 Sse::new(events)
             }
@@ -222,11 +222,10 @@ pub async fn bare_sse_memory(n: usize) -> anyhow::Result<(u64, u64)> {
     let before = rss_kb();
     let mut open = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut body = client.get(&url).send().await?.bytes_stream();
-        tokio::time::timeout(Duration::from_secs(30), body.next())
+        let response = tokio::time::timeout(Duration::from_secs(30), client.get(&url).send())
             .await
-            .context("no first event within 30 s")?;
-        open.push(body);
+            .context("a bare stream did not answer within 30 s")??;
+        open.push(response.bytes_stream());
     }
     let with = rss_kb();
     drop(open);
@@ -236,7 +235,7 @@ pub async fn bare_sse_memory(n: usize) -> anyhow::Result<(u64, u64)> {
 }
 
 /// Opens `boards` live boards of `crisis_id` (one signed-in session, one SSE
-/// connection each), waits for the first repaint on every one, and returns this
+/// connection each, as the board page names it), and returns this
 /// process's resident set before and with them open, in kB. The services run in
 /// this process, so the difference is the gateway's cost plus the clients'.
 pub async fn sse_memory(
@@ -245,22 +244,33 @@ pub async fn sse_memory(
     boards: usize,
 ) -> anyhow::Result<(u64, u64)> {
     let client = signed_in(console).await?;
+    // As a browser does: the board page names the stream, with the status it
+    // shows, and the stream stays quiet until that changes.
+    let page = client
+        .get(format!("{}/konsol/kris/{crisis_id}", console.api))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let path = page
+        .split("sse-connect=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .context("the board page names no live stream")?
+        .replace("&#38;", "&");
+    let url = format!("{}{path}", console.api);
     let before = rss_kb();
-    let url = format!("{}/konsol/kris/{crisis_id}/live", console.api);
     let mut open = Vec::with_capacity(boards);
     for _ in 0..boards {
-        let response = client.get(&url).send().await?;
+        let response = tokio::time::timeout(Duration::from_secs(30), client.get(&url).send())
+            .await
+            .context("a live board did not answer within 30 s")??;
         anyhow::ensure!(
             response.status() == 200,
             "a live board answered {}",
             response.status()
         );
-        let mut body = response.bytes_stream();
-        let first = tokio::time::timeout(Duration::from_secs(30), body.next())
-            .await
-            .context("no first repaint within 30 s")?;
-        anyhow::ensure!(first.is_some(), "a live board closed at once");
-        open.push(body);
+        open.push(response.bytes_stream());
     }
     let with = rss_kb();
     drop(open);
