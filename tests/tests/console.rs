@@ -8,89 +8,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::console::{
+    board_page, browser, credentials, csrf, hidden_fields, idempotency, post_form, signed_in,
+    submit_a_second_water_version, water_form,
+};
 use common::{TestApp, water_variables};
 use krisbud_proto::Role;
 use krisbud_tests::wait_until_async;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A browser-like client: keeps cookies, follows redirects.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap()
-}
-
-/// The value of the first hidden `_csrf` field of `html`.
-fn csrf(html: &str) -> String {
-    let marker = "name=\"_csrf\" value=\"";
-    let start = html.find(marker).expect("the page has a CSRF field") + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
-}
-
-/// The hidden `idempotency` field of `html`.
-fn idempotency(html: &str) -> String {
-    let marker = "name=\"idempotency\" value=\"";
-    let start = html.find(marker).expect("the form has a key") + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
-}
-
-/// The demo user holding `role`, and their secret.
-fn credentials(app: &TestApp, role: Role) -> (String, String) {
-    let (name, _) = app
-        .tokens
-        .roles
-        .iter()
-        .find(|(_, roles)| roles.contains(&role))
-        .unwrap();
-    (name.clone(), app.tokens.tokens[name].clone())
-}
-
-/// Signs in as the demo user holding `role`; returns the client and the CSRF token.
-async fn signed_in(app: &TestApp, role: Role) -> (reqwest::Client, String) {
-    let client = browser();
-    let page = client
-        .get(format!("{}/konsol", app.api))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        page.url().path().ends_with("/konsol/logga-in"),
-        "{}",
-        page.url()
-    );
-    let html = page.text().await.unwrap();
-    let (name, secret) = credentials(app, role);
-    let home = client
-        .post(format!("{}/konsol/logga-in", app.api))
-        .form(&[("_csrf", csrf(&html)), ("user", name), ("password", secret)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(home.status(), 200);
-    assert_eq!(home.url().path(), "/konsol");
-    let html = home.text().await.unwrap();
-    (client, csrf(&html))
-}
-
-/// The declaration form's fields for the water outage in Farsta.
-fn water_form(csrf: &str, key: &str, action: &str) -> Vec<(String, String)> {
-    let mut form = vec![
-        ("_csrf".to_owned(), csrf.to_owned()),
-        ("idempotency".to_owned(), key.to_owned()),
-        ("audience".to_owned(), "farsta-boende".to_owned()),
-        ("status".to_owned(), "actual".to_owned()),
-        ("action".to_owned(), action.to_owned()),
-    ];
-    for channel in ["sms", "email", "banner", "intranet"] {
-        form.push(("channel".to_owned(), channel.to_owned()));
-    }
-    for (name, value) in water_variables().as_object().unwrap() {
-        form.push((format!("var-{name}"), value.as_str().unwrap().to_owned()));
-    }
-    form
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_refuses_a_wrong_password_and_a_missing_form_token() {
@@ -339,75 +265,6 @@ async fn every_role_works_in_chromium_with_no_axe_violations() {
     assert!(stdout.contains("console ok"), "{stdout}");
     eprintln!("{stdout}");
     assert!(shots_dir.join("console-board.png").exists());
-}
-
-/// The editor drafts version 2 of vattenlacka with a new Swedish SMS ("Hämta
-/// dricksvatten"), and submits it.
-async fn submit_a_second_water_version(app: &TestApp) {
-    let api = |path: &str| format!("{}/api/v1{path}", app.api);
-    let mut wording: serde_json::Value = app
-        .http
-        .get(api("/templates/vattenlacka/versions/1"))
-        .bearer_auth(app.token(Role::DutyOfficer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let old_sms = wording["languages"]["sv"]["sms"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let new_sms = old_sms.replace("Hämta vatten", "Hämta dricksvatten");
-    assert_ne!(old_sms, new_sms, "the demo text names where to fetch water");
-    wording["languages"]["sv"]["sms"] = new_sms.clone().into();
-    let drafted = app
-        .http
-        .post(api("/templates/vattenlacka/versions"))
-        .bearer_auth(app.token(Role::TemplateEditor))
-        .json(&wording)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(drafted.status(), 201);
-    let submitted = app
-        .http
-        .post(api("/templates/vattenlacka/versions/2/submit"))
-        .bearer_auth(app.token(Role::TemplateEditor))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(submitted.status(), 200);
-}
-
-/// Posts `form` to `path` of the console with `client`; returns status and page.
-async fn post_form(
-    app: &TestApp,
-    client: &reqwest::Client,
-    path: &str,
-    form: &[(&str, &str)],
-) -> (u16, String) {
-    let response = client
-        .post(format!("{}{path}", app.api))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
-}
-
-/// The board page of crisis `id` as `client` sees it.
-async fn board_page(app: &TestApp, client: &reqwest::Client, id: &str) -> String {
-    client
-        .get(format!("{}/konsol/kris/{id}", app.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -828,18 +685,6 @@ async fn an_admin_creates_an_audience_and_uploads_members_with_refused_rows_name
     assert_eq!(forged.status(), 403);
 }
 
-/// The hidden fields of `html` as (name, value), in order.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
-    html.split("<input type=\"hidden\" name=\"")
-        .skip(1)
-        .filter_map(|rest| {
-            let (name, rest) = rest.split_once('"')?;
-            let value = rest.split("value=\"").nth(1)?.split('"').next()?;
-            Some((name.to_owned(), value.to_owned()))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declaration_cut_off_by_the_end_of_the_session_keeps_what_was_typed() {
     let app = TestApp::spawn().await;
@@ -895,124 +740,6 @@ async fn a_declaration_cut_off_by_the_end_of_the_session_keeps_what_was_typed() 
         "{html}"
     );
     assert!(html.contains("value=\"farsta-boende\" checked"), "{html}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_board_repaints_at_most_twice_a_second_during_a_fan_out() {
-    use futures::StreamExt as _;
-    const PEOPLE: usize = 3_000;
-    let elks = krisbud_tests::ElksSimulator::start("elks-user", "elks-secret").await;
-    // Slow enough that the fan-out takes a few seconds and changes the status
-    // many times a second.
-    elks.set_delay(Duration::from_millis(5));
-    let app = TestApp::spawn_with(&format!(
-        r#"
-[sms]
-provider = "46elks"
-elks_base_url = "{}"
-elks_username = "elks-user"
-elks_password = "elks-secret"
-parallel_requests = 8
-"#,
-        elks.base_url()
-    ))
-    .await;
-    assert_eq!(
-        app.create_audience("many", "Många i Farsta").await.status(),
-        201
-    );
-    let mut csv = String::from("phone\n");
-    for i in 0..PEOPLE {
-        csv.push_str(&format!("+4670{i:07}\n"));
-    }
-    let (status, report) = app.import_csv("many", Role::Admin, csv).await;
-    assert_eq!(status, 200, "{report}");
-    let id = app
-        .declare_ok(&serde_json::json!({
-            "template": "vattenlacka",
-            "variables": water_variables(),
-            "audiences": ["many"],
-            "channels": ["sms"]
-        }))
-        .await;
-    let (client, _) = signed_in(&app, Role::DutyOfficer).await;
-    let watchers = || async {
-        let js = async_nats::jetstream::new(app.nats_as("provision").await);
-        let mut stream = js.get_stream("KV_KRISBUD_CRISES").await.unwrap();
-        stream.info().await.unwrap().state.consumer_count
-    };
-    let before = watchers().await;
-    let response = client
-        .get(format!("{}/konsol/kris/{id}/live", app.api))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    // More boards of the same crisis share the one watch of the bucket.
-    let mut others = Vec::new();
-    for _ in 0..3 {
-        let other = client
-            .get(format!("{}/konsol/kris/{id}/live", app.api))
-            .send()
-            .await
-            .unwrap();
-        let mut body = other.bytes_stream();
-        assert!(body.next().await.is_some(), "a first repaint");
-        others.push(body);
-    }
-    assert_eq!(watchers().await, before + 1, "one watch for four boards");
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut arrivals = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut done = false;
-    while !done {
-        let chunk = tokio::time::timeout_at(deadline, body.next())
-            .await
-            .expect("the board reaches done within 60 s")
-            .expect("the stream stays open")
-            .unwrap();
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
-            if event.starts_with(':') {
-                continue; // keep-alive
-            }
-            assert!(event.starts_with("event: board\n"), "{event}");
-            // When the server sent it (the event's id, ms since the epoch).
-            let sent: i64 = event
-                .lines()
-                .find_map(|l| l.strip_prefix("id: "))
-                .and_then(|id| id.trim().parse().ok())
-                .expect("a repaint names when it was sent");
-            arrivals.push(sent);
-            done = event.contains("1 av 1 kanaler klara");
-            assert!(
-                event.contains("board-summary"),
-                "the live region comes along"
-            );
-        }
-    }
-    assert!(arrivals.len() >= 2, "{} repaints", arrivals.len());
-    // No two repaints sent closer than the 500 ms pace (the server's clock, so
-    // a slow network cannot bunch them up here).
-    let closest = arrivals
-        .windows(2)
-        .map(|w| Duration::from_millis((w[1] - w[0]).max(0) as u64))
-        .min()
-        .unwrap_or(Duration::from_secs(1));
-    assert!(
-        closest >= Duration::from_millis(490),
-        "two repaints {closest:?} apart over {} repaints",
-        arrivals.len()
-    );
-    eprintln!("{} repaints, the closest {closest:?} apart", arrivals.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
