@@ -10,8 +10,8 @@ use krisbud_proto::audience::{Audience, CreateAudience, ImportReport};
 use krisbud_proto::{Role, subject};
 
 use super::pages::{self, Layout};
-use super::session::{SignedIn, same_token};
-use super::{csrf_ok, expired_form, not_allowed, page, unavailable};
+use super::session::{Posted, SignedIn, same_token};
+use super::{expired_form, not_allowed, page, unavailable};
 use crate::state::AppState;
 
 /// A person and their roles.
@@ -123,15 +123,7 @@ pub async fn overview(State(app): State<AppState>, who: SignedIn) -> Response {
 }
 
 /// `POST /konsol/admin/mottagare`: a new, empty audience.
-pub async fn create(
-    State(app): State<AppState>,
-    who: SignedIn,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return expired_form(&who);
-    }
+pub async fn create(State(app): State<AppState>, Posted { who, form }: Posted) -> Response {
     if let Err(response) = admin(&who) {
         return *response;
     }

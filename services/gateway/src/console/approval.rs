@@ -12,8 +12,8 @@ use krisbud_proto::template::{TemplateDiff, TemplateState, TemplateSummary, Vers
 use krisbud_proto::{Role, subject};
 
 use super::pages::{self, Layout};
-use super::session::SignedIn;
-use super::{csrf_ok, expired_form, message, not_allowed, page, unavailable};
+use super::session::{Posted, SignedIn};
+use super::{message, not_allowed, page, unavailable};
 use crate::state::AppState;
 
 /// A version waiting in the queue.
@@ -223,14 +223,9 @@ pub async fn show(
 /// with a `reason`.
 pub async fn decide(
     State(app): State<AppState>,
-    who: SignedIn,
     Path((id, version)): Path<(String, u32)>,
-    body: axum::body::Bytes,
+    Posted { who, form }: Posted,
 ) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return expired_form(&who);
-    }
     if let Err(response) = approver(&who) {
         return *response;
     }

@@ -17,8 +17,8 @@ use krisbud_proto::{Role, subject};
 use serde_json::Value;
 
 use super::pages::{self, Layout};
-use super::session::SignedIn;
-use super::{CSP, channel_name, csrf_ok, expired_form, message, not_allowed, page, unavailable};
+use super::session::{Posted, SignedIn};
+use super::{CSP, channel_name, message, not_allowed, page, unavailable};
 use crate::state::AppState;
 
 /// Records shown per page.
@@ -191,15 +191,7 @@ pub async fn log(State(app): State<AppState>, who: SignedIn, RawQuery(raw): RawQ
 
 /// `POST /konsol/revision/verifiera`: recomputes the chain, against the key the
 /// auditor trusts when one is given.
-pub async fn verify(
-    State(app): State<AppState>,
-    who: SignedIn,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return expired_form(&who);
-    }
+pub async fn verify(State(app): State<AppState>, Posted { who, form }: Posted) -> Response {
     if let Err(response) = auditor(&who) {
         return *response;
     }
@@ -249,15 +241,7 @@ pub async fn verify(
 
 /// `POST /konsol/revision/sok-mottagare`: was this person notified? The address
 /// travels in the body only, never in a URL.
-pub async fn lookup(
-    State(app): State<AppState>,
-    who: SignedIn,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return expired_form(&who);
-    }
+pub async fn lookup(State(app): State<AppState>, Posted { who, form }: Posted) -> Response {
     if let Err(response) = auditor(&who) {
         return *response;
     }

@@ -13,8 +13,8 @@ use krisbud_proto::status::{ChannelState, CrisisState, CrisisStatus, RevisionKin
 use krisbud_proto::{Channel, Role, subject};
 
 use super::pages::{self, Layout, crisis_state, practice};
-use super::session::SignedIn;
-use super::{channel_name, csrf_ok, message, page, unavailable};
+use super::session::{Posted, SignedIn};
+use super::{channel_name, message, page, unavailable};
 use crate::state::AppState;
 
 /// One channel's row on the board.
@@ -533,14 +533,9 @@ async fn step_view(
 /// duty officer saw (a crisis changed since is refused, not overwritten).
 pub async fn step(
     State(app): State<AppState>,
-    who: SignedIn,
     Path((id, path)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    Posted { who, form }: Posted,
 ) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return super::expired_form(&who);
-    }
     let status = match crisis(&app, &who, id.clone()).await {
         Ok(s) => s,
         Err(response) => return response,

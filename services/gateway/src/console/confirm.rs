@@ -12,22 +12,17 @@ use krisbud_proto::status::{CrisisState, CrisisStatus};
 use krisbud_proto::{Channel, Role, subject};
 
 use super::pages::{self, Layout, practice};
-use super::session::SignedIn;
-use super::{channel_name, csrf_ok, message, page, unavailable};
+use super::session::{Posted, SignedIn};
+use super::{channel_name, message, page, unavailable};
 use crate::state::AppState;
 
 /// `POST /konsol/kris/{id}/bekrafta`: an operator confirms that a channel's
 /// message is out, with an optional note.
 pub async fn confirm(
     State(app): State<AppState>,
-    who: SignedIn,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    Posted { who, form }: Posted,
 ) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return super::expired_form(&who);
-    }
     if !who.session.has(Role::Operator) {
         return super::not_allowed(&who, "Bara kanaloperatörer kan bekräfta en kanal.");
     }

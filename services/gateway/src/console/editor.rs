@@ -22,9 +22,9 @@ use krisbud_proto::template::{
 use krisbud_proto::{AlertStatus, Role, subject};
 use serde_json::Value;
 
-use super::pages::{self, Layout, language_name};
-use super::session::SignedIn;
-use super::{csrf_ok, expired_form, message, not_allowed, page, unavailable};
+use super::pages::{Layout, language_name};
+use super::session::{Posted, SignedIn};
+use super::{message, not_allowed, page, unavailable};
 use crate::state::AppState;
 
 /// The texts of a language an editor writes, with their Swedish labels.
@@ -349,14 +349,9 @@ fn set_text(value: &mut Value, path: &str, text: &str) {
 /// `POST /konsol/mallar/{id}/ny`: drafts the new version and shows its preview.
 pub async fn draft(
     State(app): State<AppState>,
-    who: SignedIn,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    Posted { who, form }: Posted,
 ) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return expired_form(&who);
-    }
     if let Err(response) = editor(&who) {
         return *response;
     }
@@ -553,14 +548,9 @@ pub async fn show(
 /// `POST /konsol/mallar/{id}/{version}`: submits a draft for approval.
 pub async fn submit(
     State(app): State<AppState>,
-    who: SignedIn,
     Path((id, version)): Path<(String, u32)>,
-    body: axum::body::Bytes,
+    Posted { who, form: _ }: Posted,
 ) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return expired_form(&who);
-    }
     if let Err(response) = editor(&who) {
         return *response;
     }

@@ -36,7 +36,7 @@ use krisbud_proto::{AlertStatus, Channel, Role, subject};
 
 use crate::state::AppState;
 use pages::{DeclareForm, Layout};
-use session::{SignedIn, random_token, same_token};
+use session::{Posted, SignedIn, random_token, same_token};
 
 /// The strict policy of every console page: nothing but what this server sends,
 /// no inline script or style, no framing.
@@ -315,14 +315,9 @@ async fn sign_in(
 /// `POST /konsol/logga-ut`
 async fn sign_out(
     State(app): State<AppState>,
-    who: SignedIn,
     jar: CookieJar,
-    body: axum::body::Bytes,
+    Posted { who, form: _ }: Posted,
 ) -> Response {
-    let form = pages::parse_form(&body);
-    if !csrf_ok(&who, &form) {
-        return expired_form(&who);
-    }
     app.sessions.sign_out(&who.id);
     let jar = jar.remove(session::cookie(String::new(), false));
     (jar, Redirect::to("/konsol/logga-in")).into_response()

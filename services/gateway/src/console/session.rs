@@ -168,3 +168,31 @@ impl FromRequestParts<AppState> for SignedIn {
         signed_in(app, &CookieJar::from_headers(&parts.headers)).ok_or(SignInFirst)
     }
 }
+
+/// A form POST of the signed-in person whose CSRF token is the session's: the
+/// person and the form's fields. Anyone else is sent to sign in; a form without
+/// the session's token is refused with a page that says it has expired.
+pub struct Posted {
+    pub who: SignedIn,
+    pub form: Vec<(String, String)>,
+}
+
+impl axum::extract::FromRequest<AppState> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, app: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let who = SignedIn::from_request_parts(&mut parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let req = axum::extract::Request::from_parts(parts, body);
+        let body = axum::body::Bytes::from_request(req, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let form = super::pages::parse_form(&body);
+        if !super::csrf_ok(&who, &form) {
+            return Err(super::expired_form(&who));
+        }
+        Ok(Posted { who, form })
+    }
+}

@@ -18,8 +18,8 @@ use krisbud_proto::template::{TemplatePreview, TemplateSummary};
 use krisbud_proto::{Role, subject};
 
 use super::pages::{self, FieldError, Layout, VariableField, language_name, practice};
-use super::session::SignedIn;
-use super::{csrf_ok, expired_form, message, not_allowed, page, unavailable};
+use super::session::{Posted, SignedIn};
+use super::{message, not_allowed, page, unavailable};
 use crate::state::AppState;
 
 /// One language of the new texts.
@@ -218,14 +218,9 @@ pub async fn form(State(app): State<AppState>, who: SignedIn, Path(id): Path<Str
 /// the new values; `action=send` updates the crisis.
 pub async fn update(
     State(app): State<AppState>,
-    who: SignedIn,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    Posted { who, form: raw }: Posted,
 ) -> Response {
-    let raw = pages::parse_form(&body);
-    if !csrf_ok(&who, &raw) {
-        return expired_form(&who);
-    }
     let (status, template, audiences) = match context(&app, &who, &id).await {
         Ok(c) => c,
         Err(response) => return *response,
