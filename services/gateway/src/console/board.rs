@@ -52,8 +52,6 @@ pub struct RevisionRow {
 /// The status board of one crisis.
 pub struct BoardView {
     pub id: String,
-    /// The digest of the status shown ([`status_digest`]).
-    pub seen: String,
     pub revision: u32,
     pub headline: String,
     pub state: &'static str,
@@ -157,7 +155,6 @@ impl BoardView {
         };
         BoardView {
             id: s.crisis_id.clone(),
-            seen: status_digest(s),
             revision: s.revision,
             headline: s.headline.clone(),
             state: crisis_state(s.state),
@@ -184,6 +181,9 @@ pub struct StepLink {
 pub struct Board {
     pub layout: Layout,
     pub board: BoardView,
+    /// The digest of the status shown ([`status_digest`]), which the page's live
+    /// stream is opened with: computed for the page only, not per repaint.
+    pub seen: String,
     /// Always false: the page holds the summary's live region itself.
     pub oob: bool,
     pub operator: bool,
@@ -335,6 +335,7 @@ pub async fn board(State(app): State<AppState>, who: SignedIn, Path(id): Path<St
         &Board {
             layout: Layout::of(Some(&who)),
             board: BoardView::of(&status),
+            seen: status_digest(&status),
             oob: false,
             operator,
             steps,
