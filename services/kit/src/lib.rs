@@ -18,6 +18,7 @@ pub mod command_auth;
 pub mod config;
 pub mod consumer;
 pub mod health;
+pub mod lang;
 pub mod nats;
 pub mod nats_auth;
 pub mod privacy;

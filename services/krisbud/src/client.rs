@@ -14,6 +14,7 @@ use krisbud_proto::template::{
     VersionInfo,
 };
 use krisbud_proto::{AlertStatus, Channel};
+use rust_i18n::t;
 use serde::de::DeserializeOwned;
 
 /// An authenticated API client.
@@ -56,7 +57,7 @@ impl Client {
             .bearer_auth(&self.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+            .with_context(|| t!("api.unreachable", url = self.base))?;
         Client::answer(response).await
     }
 
@@ -66,23 +67,25 @@ impl Client {
         let body = response.bytes().await?;
         if !status.is_success() {
             if let Ok(p) = serde_json::from_slice::<ProblemBody>(&body) {
-                let mut text = format!(
-                    "{} ({}): {}",
-                    p.title.unwrap_or_default(),
-                    status.as_u16(),
-                    p.detail.unwrap_or_default()
-                );
+                let mut text = t!(
+                    "api.refused",
+                    status = status.as_u16(),
+                    title = p.title.unwrap_or_default(),
+                    detail = p.detail.unwrap_or_default()
+                )
+                .into_owned();
                 if let Some(field) = p.field {
-                    text.push_str(&format!(" [field: {field}]"));
+                    text.push_str(&t!("api.field", field = field));
                 }
                 anyhow::bail!(text);
             }
-            anyhow::bail!(
-                "the API answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
+            anyhow::bail!(t!(
+                "api.answered",
+                status = status,
+                body = String::from_utf8_lossy(&body)
+            ));
         }
-        serde_json::from_slice(&body).context("unreadable answer from the API")
+        serde_json::from_slice(&body).context(t!("api.unreadable"))
     }
 
     /// `GET /templates`: the declarable templates, or with `all` every version.
@@ -108,7 +111,7 @@ impl Client {
             .bearer_auth(&self.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+            .with_context(|| t!("api.unreachable", url = self.base))?;
         match response.status().as_u16() {
             404 => Ok(false),
             s if (200..300).contains(&s) => Ok(true),
@@ -135,7 +138,7 @@ impl Client {
     /// Drafts a new version: `POST /templates` for a new template, otherwise
     /// `POST /templates/{id}/versions`.
     pub async fn draft(&self, draft: &TemplateVersion) -> anyhow::Result<DraftResult> {
-        anyhow::ensure!(!draft.id.is_empty(), "the template has no id");
+        anyhow::ensure!(!draft.id.is_empty(), t!("templates.no_id"));
         let url = if self.template_exists(&draft.id).await? {
             self.url(&format!("/templates/{}/versions", draft.id))
         } else {
@@ -234,7 +237,7 @@ impl Client {
             .bearer_auth(&self.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+            .with_context(|| t!("api.unreachable", url = self.base))?;
         if response.status().is_success() {
             return Ok(());
         }
@@ -279,7 +282,7 @@ impl Client {
             .bearer_auth(&self.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+            .with_context(|| t!("api.unreachable", url = self.base))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -371,13 +374,16 @@ impl Client {
             .bearer_auth(&self.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+            .with_context(|| t!("api.unreachable", url = self.base))?;
         let status = response.status();
         let body = response.bytes().await?;
         anyhow::ensure!(
             status.is_success(),
-            "the API answered {status}: {}",
-            String::from_utf8_lossy(&body)
+            t!(
+                "api.answered",
+                status = status,
+                body = String::from_utf8_lossy(&body)
+            )
         );
         Ok(body.to_vec())
     }
@@ -395,36 +401,81 @@ pub fn parse_vars(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
         .map(|p| {
             p.split_once('=')
                 .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
-                .with_context(|| format!("`{p}` is not name=value"))
+                .with_context(|| t!("cli.not_name_value", pair = p))
         })
         .collect()
 }
 
-/// A status as a few lines for the terminal.
+/// A status as a few lines for the terminal, in the CLI's language and Stockholm
+/// time: the crisis's state in words, each channel's truth (a banner taken down is
+/// not out), who confirmed the current revision, and escalations.
 pub fn format_status(s: &CrisisStatus) -> String {
+    use krisbud_kit::text::local_time;
+    use krisbud_proto::status::{ChannelState, CrisisState};
     let mut out = format!(
-        "{}  rev {}  {}  {:?}  {}\n  declared by {} at {}\n",
+        "{}  {}  {}  {}\n",
         s.crisis_id,
-        s.revision,
-        s.state,
-        s.status,
-        s.headline,
-        s.declared_by.as_deref().unwrap_or("-"),
-        s.declared_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+        t!("status.revision", n = s.revision),
+        alert_status(s.status),
+        s.headline
     );
-    out.push_str(
-        "  channel    state          total  sent  delivered  failed  pending  confirmed\n",
-    );
+    let state = match s.state {
+        CrisisState::Active => t!("status.state.active").into_owned(),
+        CrisisState::AllClear => t!("status.state.all_clear").into_owned(),
+        CrisisState::Cancelled => t!("status.state.cancelled").into_owned(),
+        CrisisState::Closed => t!(
+            "status.state.closed",
+            by = s.closed_by.as_deref().unwrap_or("-"),
+            at = s.closed_at.map(local_time).unwrap_or_default()
+        )
+        .into_owned(),
+    };
+    out.push_str(&format!("  {state}\n"));
+    if let Some(expired) = &s.expired {
+        out.push_str(&format!(
+            "  {}\n",
+            t!("status.expired", at = local_time(expired.at))
+        ));
+    }
+    out.push_str(&format!(
+        "  {}\n",
+        t!(
+            "status.declared",
+            by = s.declared_by.as_deref().unwrap_or("-"),
+            at = s.declared_at.map(local_time).unwrap_or_default()
+        )
+    ));
+    out.push_str(&format!(
+        "  {:<10} {:<17} {:>7} {:>7} {:>9} {:>7} {:>7}  {}\n",
+        t!("status.col.channel"),
+        t!("status.col.state"),
+        t!("status.col.total"),
+        t!("status.col.sent"),
+        t!("status.col.delivered"),
+        t!("status.col.failed"),
+        t!("status.col.pending"),
+        t!("status.col.confirmed")
+    ));
+    let taken_down = s.state == CrisisState::Closed || s.expired.is_some();
     for (channel, c) in &s.channels {
+        let state = match c.state {
+            _ if taken_down && *channel == Channel::Banner => t!("status.channel.taken_down"),
+            ChannelState::Pending => t!("status.channel.pending"),
+            ChannelState::Delivered => t!("status.channel.delivered"),
+            ChannelState::PartlyFailed => t!("status.channel.partly_failed"),
+            ChannelState::Failed => t!("status.channel.failed"),
+        };
         let confirmed = c
             .confirmations
-            .last()
-            .map(|c| format!("{} {}", c.by, krisbud_kit::text::local_clock_seconds(c.at)))
-            .unwrap_or_else(|| "no".into());
+            .iter()
+            .rev()
+            .find(|k| k.revision == s.revision)
+            .map(|k| format!("{} {}", k.by, local_time(k.at)))
+            .unwrap_or_else(|| t!("status.not_confirmed").into_owned());
         out.push_str(&format!(
-            "  {:<10} {:<14} {:>5} {:>5} {:>10} {:>7} {:>8}  {}\n",
+            "  {:<10} {:<17} {:>7} {:>7} {:>9} {:>7} {:>7}  {}\n",
             channel.as_str(),
-            format!("{:?}", c.state).to_lowercase(),
+            state,
             c.total,
             c.sent,
             c.delivered,
@@ -439,7 +490,7 @@ pub fn format_status(s: &CrisisStatus) -> String {
                 .iter()
                 .map(|(reason, n)| format!("{n} {reason}"))
                 .collect();
-            notes.push(format!("failed: {}", reasons.join(", ")));
+            notes.push(t!("status.note.failed", reasons = reasons.join(", ")).into_owned());
         }
         if c.providers.len() > 1 {
             let split: Vec<String> = c
@@ -447,29 +498,73 @@ pub fn format_status(s: &CrisisStatus) -> String {
                 .iter()
                 .map(|(provider, n)| format!("{provider} {n}"))
                 .collect();
-            notes.push(format!("carried by {}", split.join(", ")));
+            notes.push(t!("status.note.carried_by", split = split.join(", ")).into_owned());
         }
         if c.retries > 0 {
-            notes.push(format!("{} jobs retried", c.retries));
+            notes.push(t!("status.note.retries", n = c.retries).into_owned());
         }
         if c.possible_duplicates > 0 {
-            notes.push(format!("{} possible duplicates", c.possible_duplicates));
+            notes.push(t!("status.note.duplicates", n = c.possible_duplicates).into_owned());
         }
-        if !notes.is_empty() {
-            out.push_str(&format!("             {}\n", notes.join("; ")));
+        for e in &c.escalations {
+            notes.push(
+                t!(
+                    "status.note.escalation",
+                    level = e.level,
+                    deadline = local_time(e.deadline),
+                    at = local_time(e.at),
+                    sent = e.notices_sent,
+                    failed = e.notices_failed
+                )
+                .into_owned(),
+            );
+        }
+        for note in notes {
+            out.push_str(&format!("             {note}\n"));
         }
     }
     out
 }
 
+/// Actual, exercise or test, in words.
+fn alert_status(status: AlertStatus) -> std::borrow::Cow<'static, str> {
+    match status {
+        AlertStatus::Actual => t!("status.alert.actual"),
+        AlertStatus::Exercise => t!("status.alert.exercise"),
+        AlertStatus::Test => t!("status.alert.test"),
+    }
+}
+
+/// The answer to an update, all-clear, cancellation or close, as one line.
+pub fn format_revised(revised: &krisbud_proto::command::Revised) -> String {
+    use krisbud_proto::status::CrisisState;
+    let state = match revised.state {
+        CrisisState::Active => t!("revised.active"),
+        CrisisState::AllClear => t!("revised.all_clear"),
+        CrisisState::Cancelled => t!("revised.cancelled"),
+        CrisisState::Closed => t!("revised.closed"),
+    };
+    t!(
+        "revised.line",
+        id = revised.crisis_id,
+        revision = revised.revision,
+        state = state
+    )
+    .into_owned()
+}
+
 /// The verification result as the one line the CLI prints.
 pub fn format_report(report: &VerifyReport) -> String {
     match &report.first_bad {
-        None => format!("audit chain ok: {} records verified", report.checked),
-        Some(bad) => format!(
-            "audit chain BROKEN at record {}: {}: {} ({} records checked)",
-            bad.sequence, bad.problem, bad.detail, report.checked
-        ),
+        None => t!("audit.chain_ok", n = report.checked).into_owned(),
+        Some(bad) => t!(
+            "audit.chain_broken",
+            sequence = bad.sequence,
+            problem = bad.problem,
+            detail = bad.detail,
+            n = report.checked
+        )
+        .into_owned(),
     }
 }
 
@@ -507,8 +602,10 @@ pub fn format_preview(preview: &TemplatePreview) -> String {
         let r = &l.rendered;
         out.push_str(&format!("\n== {} ==\n", r.language));
         out.push_str(&format!(
-            "[sms] {}, {} segment(s)\n{}\n",
-            r.sms.encoding, r.sms.segments, r.sms.text
+            "[sms] {}, {}\n{}\n",
+            r.sms.encoding,
+            t!("preview.segments", n = r.sms.segments),
+            r.sms.text
         ));
         out.push_str(&format!("[email] {}\n{}\n", r.email.subject, r.email.text));
         out.push_str(&format!(
@@ -521,29 +618,38 @@ pub fn format_preview(preview: &TemplatePreview) -> String {
         ));
         for w in &l.warnings {
             let channel = w.channel.map(Channel::as_str).unwrap_or("all");
-            out.push_str(&format!("VARNING [{channel}] {}\n", w.message));
+            out.push_str(&format!(
+                "{} [{channel}] {}\n",
+                t!("preview.warning"),
+                w.message
+            ));
         }
-        for (label, closing) in [("faran över", &l.all_clear), ("rättelse", &l.cancel)] {
+        for (label, closing) in [
+            (t!("preview.all_clear"), &l.all_clear),
+            (t!("preview.cancel"), &l.cancel),
+        ] {
             match closing {
                 Some(c) => out.push_str(&format!(
                     "[{label}: sms] {}\n[{label}: banner] {}\n",
                     c.sms.text, c.banner.headline
                 )),
-                None => out.push_str(&format!("[{label}] saknas\n")),
+                None => out.push_str(&format!("[{label}] {}\n", t!("preview.missing"))),
             }
         }
     }
-    out.push_str("\nSMS with every variable at its maximum length:\n");
+    out.push_str(&format!("\n{}\n", t!("preview.worst_case")));
     for w in &preview.worst_case_sms {
         out.push_str(&format!(
-            "  {:<14} {} {} of {} segments\n",
-            w.language, w.encoding, w.segments, w.limit
+            "  {:<14} {} {}\n",
+            w.language,
+            w.encoding,
+            t!("preview.segments_of", n = w.segments, limit = w.limit)
         ));
     }
     if preview.approval_problems.is_empty() {
-        out.push_str("Can be approved.\n");
+        out.push_str(&format!("{}\n", t!("preview.approvable")));
     } else {
-        out.push_str("Cannot be approved:\n");
+        out.push_str(&format!("{}\n", t!("preview.not_approvable")));
         for p in &preview.approval_problems {
             out.push_str(&format!("  - {p}\n"));
         }
@@ -554,20 +660,28 @@ pub fn format_preview(preview: &TemplatePreview) -> String {
 /// A diff for the approver, field by field.
 pub fn format_diff(diff: &TemplateDiff) -> String {
     let mut out = match diff.against {
-        Some(v) => format!("{} v{} against v{}\n", diff.template, diff.version, v),
+        Some(v) => format!(
+            "{}\n",
+            t!(
+                "diff.against",
+                id = diff.template,
+                version = diff.version,
+                against = v
+            )
+        ),
         None => format!(
-            "{} v{} (no approved version to compare with: all is new)\n",
-            diff.template, diff.version
+            "{}\n",
+            t!("diff.all_new", id = diff.template, version = diff.version)
         ),
     };
     if diff.changes.is_empty() {
-        out.push_str("  no changes\n");
+        out.push_str(&format!("  {}\n", t!("diff.no_changes")));
     }
     for change in &diff.changes {
         let kind = match change.change {
-            ChangeKind::Added => "added",
-            ChangeKind::Removed => "removed",
-            ChangeKind::Changed => "changed",
+            ChangeKind::Added => t!("diff.added"),
+            ChangeKind::Removed => t!("diff.removed"),
+            ChangeKind::Changed => t!("diff.changed"),
         };
         out.push_str(&format!("\n{} ({kind})\n", change.field));
         for line in &change.lines {

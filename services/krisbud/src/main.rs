@@ -4,13 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use krisbud::audit_cli::AuditCommand;
 use krisbud::client::{self, Client};
 use krisbud::system::{self, UpOptions};
 use krisbud::templates_cli::TemplatesCommand;
 use krisbud_proto::command::DeclareCrisis;
 use krisbud_proto::{AlertStatus, Channel};
+use rust_i18n::t;
+
+// The binary's own few texts come from the same catalogue as the library's.
+rust_i18n::i18n!("locales", fallback = "sv");
 
 #[derive(Parser)]
 #[command(
@@ -195,7 +199,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let lang = krisbud::lang::pick(&args);
+    let command = krisbud::lang::apply(Cli::command(), lang);
+    let cli = match command
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
+        Ok(cli) => cli,
+        Err(e) if lang == krisbud::lang::Lang::Sv => {
+            e.apply::<krisbud::lang::SwedishErrors>().exit()
+        }
+        Err(e) => e.exit(),
+    };
     let runtime = tokio::runtime::Runtime::new().expect("an async runtime");
     match cli.command {
         Command::Up {
@@ -230,7 +246,7 @@ async fn up(demo: bool, config_path: Option<PathBuf>, data_dir: Option<PathBuf>)
         "privacy.recipient_key",
         config.common.privacy.recipient_key.expose(),
     ) {
-        eprintln!("krisbud: bad configuration: {e}");
+        eprintln!("krisbud: {}", t!("up.bad_config", error = e));
         return ExitCode::from(krisbud_kit::config::EXIT_BAD_CONFIG as u8);
     }
     let _telemetry = krisbud_kit::telemetry::init("krisbud", &config.common.telemetry);
@@ -245,10 +261,7 @@ async fn up(demo: bool, config_path: Option<PathBuf>, data_dir: Option<PathBuf>)
         }
     };
     if let (Some(tokens), Some(path)) = (&system.demo_tokens, &system.demo_tokens_file) {
-        println!(
-            "Demo tokens (kept across restarts in {}; `krisbud demo tokens` prints them again):",
-            path.display()
-        );
+        println!("{}", t!("up.demo_tokens", path = path.display()));
         for (user, token) in &tokens.tokens {
             let roles: Vec<&str> = tokens.roles[user].iter().map(|r| r.as_str()).collect();
             println!("  {user:<16} {:<18} {token}", roles.join(","));
@@ -292,9 +305,8 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
                     channels
                         .iter()
                         .map(|c| {
-                            Channel::parse(c).with_context(|| {
-                                format!("unknown channel `{c}`; use sms, email, banner or intranet")
-                            })
+                            Channel::parse(c)
+                                .with_context(|| t!("cli.unknown_channel", channel = c))
                         })
                         .collect::<anyhow::Result<Vec<_>>>()?,
                 )
@@ -319,7 +331,7 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("{}", declared.crisis_id);
             for (channel, n) in &declared.recipients {
-                eprintln!("  {channel}: {n} recipients");
+                eprintln!("  {channel}: {}", t!("cli.recipients", n = n));
             }
         }
         Command::Audiences { api, command } => {
@@ -354,33 +366,21 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
             let revised = Client::new(&api.api, &api.token)
                 .update(&id, &client::parse_vars(&vars)?, &audiences, version)
                 .await?;
-            println!(
-                "{} revision {} ({})",
-                revised.crisis_id, revised.revision, revised.state
-            );
+            println!("{}", client::format_revised(&revised));
         }
         Command::AllClear { api, id } => {
             let revised = Client::new(&api.api, &api.token).all_clear(&id).await?;
-            println!(
-                "{} revision {} ({})",
-                revised.crisis_id, revised.revision, revised.state
-            );
+            println!("{}", client::format_revised(&revised));
         }
         Command::Cancel { api, id, reason } => {
             let revised = Client::new(&api.api, &api.token)
                 .cancel(&id, &reason)
                 .await?;
-            println!(
-                "{} revision {} ({})",
-                revised.crisis_id, revised.revision, revised.state
-            );
+            println!("{}", client::format_revised(&revised));
         }
         Command::Close { api, id } => {
             let revised = Client::new(&api.api, &api.token).close(&id).await?;
-            println!(
-                "{} revision {} ({})",
-                revised.crisis_id, revised.revision, revised.state
-            );
+            println!("{}", client::format_revised(&revised));
         }
         Command::Confirm {
             api,
@@ -407,4 +407,26 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench { command } => return krisbud::bench::run(command).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and argument has its Swedish help in `locales/cli.toml`.
+    #[test]
+    fn every_command_and_argument_has_swedish_help() {
+        let command = krisbud::lang::apply(Cli::command(), krisbud::lang::Lang::En);
+        let missing = krisbud::lang::missing_swedish(&command);
+        let listing: Vec<String> = missing
+            .iter()
+            .map(|(key, english)| format!("[{key}]\nsv = \"\" # {english}"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} without Swedish help:\n{}",
+            missing.len(),
+            listing.join("\n")
+        );
+    }
 }
