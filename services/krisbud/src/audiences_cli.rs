@@ -8,6 +8,7 @@ use clap::Subcommand;
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use krisbud_proto::audience::{Audience, CreateAudience, ImportReport};
+use rust_i18n::t;
 use tokio::io::AsyncReadExt as _;
 
 use crate::client::Client;
@@ -46,7 +47,7 @@ pub async fn run(client: &Client, command: AudiencesCommand) -> anyhow::Result<i
         AudiencesCommand::List => {
             let audiences = client.audiences().await?;
             if audiences.is_empty() {
-                println!("no audiences yet: krisbud audiences create <id> --name <name>");
+                println!("{}", t!("audiences.none"));
             }
             for audience in audiences {
                 println!("{}", format_audience(&audience));
@@ -59,11 +60,11 @@ pub async fn run(client: &Client, command: AudiencesCommand) -> anyhow::Result<i
             let audience = client
                 .create_audience(&CreateAudience { id, name, exercise })
                 .await?;
-            println!("created {}", format_audience(&audience));
+            println!("{} {}", t!("audiences.created"), format_audience(&audience));
         }
         AudiencesCommand::Delete { id } => {
             client.delete_audience(&id).await?;
-            println!("deleted audience {id} and its members");
+            println!("{}", t!("audiences.deleted", id = id));
         }
         AudiencesCommand::Import { id, file } => {
             let report = import(client, &id, &file).await?;
@@ -80,7 +81,7 @@ pub async fn run(client: &Client, command: AudiencesCommand) -> anyhow::Result<i
 async fn import(client: &Client, id: &str, path: &PathBuf) -> anyhow::Result<ImportReport> {
     let file = tokio::fs::File::open(path)
         .await
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .with_context(|| t!("cli.cannot_read", path = path.display()))?;
     let size = file.metadata().await?.len();
     let bar = ProgressBar::new(size).with_style(
         ProgressStyle::with_template(
@@ -89,7 +90,7 @@ async fn import(client: &Client, id: &str, path: &PathBuf) -> anyhow::Result<Imp
         .expect("a valid template")
         .progress_chars("=> "),
     );
-    bar.set_message(format!("importing into {id}"));
+    bar.set_message(t!("audiences.importing", id = id).into_owned());
     let progress = bar.clone();
     // Without a terminal the bar is hidden; a line per tenth shows progress in logs.
     let plain = !std::io::stderr().is_terminal();
@@ -112,10 +113,13 @@ async fn import(client: &Client, id: &str, path: &PathBuf) -> anyhow::Result<Imp
             if plain && tenth > printed {
                 printed = tenth;
                 eprintln!(
-                    "sent {}% ({} of {} bytes)",
-                    tenth * 10,
-                    progress.position(),
-                    size
+                    "{}",
+                    t!(
+                        "audiences.sent_part",
+                        percent = tenth * 10,
+                        n = progress.position(),
+                        size = size
+                    )
                 );
             }
         }
@@ -125,36 +129,44 @@ async fn import(client: &Client, id: &str, path: &PathBuf) -> anyhow::Result<Imp
         .await;
     bar.finish_and_clear();
     if plain {
-        eprintln!("all {size} bytes sent; the file is being checked");
+        eprintln!("{}", t!("audiences.sent_all", size = size));
     }
     answer
 }
 
 pub fn format_audience(a: &Audience) -> String {
+    let exercise = if a.exercise {
+        format!("  [{}]", t!("audiences.exercise"))
+    } else {
+        String::new()
+    };
     format!(
-        "{id:<24} {members:>9} members ({phone} with phone, {email} with email){exercise}  {name}",
-        id = a.id,
-        members = a.members,
-        phone = a.with_phone,
-        email = a.with_email,
-        exercise = if a.exercise { "  [övning]" } else { "" },
-        name = a.name
+        "{:<24} {}{exercise}  {}",
+        a.id,
+        t!(
+            "audiences.members",
+            members = format!("{:>9}", a.members),
+            phone = a.with_phone,
+            email = a.with_email
+        ),
+        a.name
     )
 }
 
 pub fn format_import(report: &ImportReport) -> String {
-    let mut out = format!(
-        "{audience}: {rows} rows read, {imported} members imported, {duplicates} duplicates left out, {rejected} rows refused",
+    let mut out = t!(
+        "audiences.import_report",
         audience = report.audience,
         rows = report.rows,
         imported = report.imported,
         duplicates = report.duplicates,
-        rejected = report.rejected,
-    );
+        rejected = report.rejected
+    )
+    .into_owned();
     for error in &report.errors {
         out.push_str(&format!(
-            "\n  line {}{}: {}",
-            error.line,
+            "\n  {}{}: {}",
+            t!("audiences.line", n = error.line),
             error
                 .column
                 .as_deref()
@@ -165,8 +177,11 @@ pub fn format_import(report: &ImportReport) -> String {
     }
     if report.rejected as usize > report.errors.len() {
         out.push_str(&format!(
-            "\n  ... and {} more",
-            report.rejected as usize - report.errors.len()
+            "\n  {}",
+            t!(
+                "audiences.more",
+                n = report.rejected as usize - report.errors.len()
+            )
         ));
     }
     out

@@ -12,6 +12,7 @@ use krisbud_proto::audit::{
     AuditKeys, AuditPage, ChainPoint, CheckpointPage, CrisisReport, RecipientLookup,
     RecipientLookupAnswer, VerifyReport,
 };
+use rust_i18n::t;
 use serde::de::DeserializeOwned;
 
 /// Where the API is and who asks.
@@ -218,10 +219,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let client = Api::new(&api);
             let (path, query) = match format {
                 ExportFormat::Bundle => {
-                    anyhow::ensure!(
-                        filters.pairs().is_empty(),
-                        "a bundle holds the whole chain; filters go with --format jsonl or csv"
-                    );
+                    anyhow::ensure!(filters.pairs().is_empty(), t!("audit.bundle_no_filters"));
                     ("/audit/export", Vec::new())
                 }
                 ExportFormat::Jsonl | ExportFormat::Csv => {
@@ -237,7 +235,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             };
             let bytes = client.download(path, &query, out.as_deref()).await?;
             if let Some(out) = &out {
-                eprintln!("wrote {bytes} bytes to {}", out.display());
+                eprintln!("{}", t!("audit.wrote", bytes = bytes, path = out.display()));
             }
         }
         AuditCommand::Verify {
@@ -272,12 +270,8 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let (report, as_of) = match file {
                 Some(path) => (verify_file_since(&path, &trusted, since)?, None),
                 None => {
-                    anyhow::ensure!(
-                        trusted.len() <= 1,
-                        "the server checks one --trust-key; give the one published now"
-                    );
-                    let token = token
-                        .context("--token or KRISBUD_TOKEN is needed to verify on the server")?;
+                    anyhow::ensure!(trusted.len() <= 1, t!("audit.one_trust_key"));
+                    let token = token.context(t!("cli.token_needed"))?;
                     let mut query = Vec::new();
                     if let Some(key) = trust_keys.first() {
                         query.push(("trust_key", key.clone()));
@@ -368,7 +362,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             };
             match out {
                 Some(path) => std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?,
+                    .with_context(|| t!("cli.cannot_write", path = path.display()))?,
                 None => print!("{text}"),
             }
         }
@@ -385,13 +379,14 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Keygen { out } => {
             let key = krisbud_audit::signing::create_key_file(&out)?;
             let public = krisbud_audit::signing::public_key(&key.verifying_key());
+            println!("{}", t!("audit.key_written", path = out.display()));
             println!(
-                "wrote {} (keep it secret; readable by you only)",
-                out.display()
-            );
-            println!(
-                "public key {} (key {}): publish it where auditors can find it",
-                public.public_key, public.key_id
+                "{}",
+                t!(
+                    "audit.key_public",
+                    key = public.public_key,
+                    id = public.key_id
+                )
             );
         }
     }
@@ -413,7 +408,7 @@ pub fn verify_file_since(
     since: Option<ChainPoint>,
 ) -> anyhow::Result<VerifyReport> {
     let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        std::fs::File::open(path).with_context(|| t!("cli.cannot_read", path = path.display()))?;
     let size = file.metadata()?.len();
     let bar = indicatif::ProgressBar::new(size);
     bar.set_style(
@@ -435,8 +430,8 @@ pub fn verify_file_since(
 /// as the bundle's `{"checkpoint":…}` line), or a witness file of them, one a line.
 pub fn read_saved_point(path: &Path) -> anyhow::Result<ChainPoint> {
     use std::io::BufRead as _;
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read the saved checkpoint {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| t!("cli.cannot_read", path = path.display()))?;
     let mut newest: Option<ChainPoint> = None;
     let consider = |newest: &mut Option<ChainPoint>, value: serde_json::Value| {
         let value = value.get("checkpoint").cloned().unwrap_or(value);
@@ -452,7 +447,7 @@ pub fn read_saved_point(path: &Path) -> anyhow::Result<ChainPoint> {
     };
     let mut text = String::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        let line = line.with_context(|| t!("cli.cannot_read", path = path.display()))?;
         text.push_str(&line);
         text.push('\n');
         // One object per line, or one object over several lines (a pretty-printed
@@ -467,12 +462,7 @@ pub fn read_saved_point(path: &Path) -> anyhow::Result<ChainPoint> {
             break;
         }
     }
-    newest.with_context(|| {
-        format!(
-            "{} holds no checkpoint (an object with sequence and hash)",
-            path.display()
-        )
-    })
+    newest.with_context(|| t!("audit.no_checkpoint", path = path.display()))
 }
 
 /// The report, then what makes it untrustworthy even when the chain is intact.
@@ -483,10 +473,7 @@ pub fn format_verdict(report: &VerifyReport, doubts: &[String]) -> String {
     }
     // The first line is what scripts read: never "ok" when in doubt.
     let details = full.split_once('\n').map_or("", |(_, rest)| rest);
-    let mut out = format!(
-        "audit chain NOT TRUSTED: its {} records are consistent, but:\n",
-        report.checked
-    );
+    let mut out = format!("{}\n", t!("audit.not_trusted", n = report.checked));
     for doubt in doubts {
         out.push_str(&format!("  - {doubt}\n"));
     }
@@ -499,108 +486,135 @@ pub fn format_verdict(report: &VerifyReport, doubts: &[String]) -> String {
 /// record N: problem: detail`.
 pub fn format_report(report: &VerifyReport) -> String {
     let mut out = match &report.first_bad {
-        None if report.ok => format!("audit chain ok: {} records verified\n", report.checked),
-        None => format!("audit chain NOT ok ({} records checked)\n", report.checked),
+        None if report.ok => format!("{}\n", t!("audit.chain_ok", n = report.checked)),
+        None => format!("{}\n", t!("audit.chain_not_ok", n = report.checked)),
         Some(bad) => format!(
-            "audit chain BROKEN at record {}: {}: {} ({} records checked)\n",
-            bad.sequence, bad.problem, bad.detail, report.checked
+            "{}\n",
+            t!(
+                "audit.chain_broken",
+                sequence = bad.sequence,
+                problem = bad.problem,
+                detail = bad.detail,
+                n = report.checked
+            )
         ),
     };
     if report.checkpoints > 0 {
         out.push_str(&format!(
-            "  {} signed checkpoints verified, the last over record {}, by key {}\n",
-            report.checkpoints,
-            report.signed_up_to.unwrap_or_default(),
-            report.keys.join(", ")
+            "  {}\n",
+            t!(
+                "audit.checkpoints_verified",
+                n = report.checkpoints,
+                last = report.signed_up_to.unwrap_or_default(),
+                keys = report.keys.join(", ")
+            )
         ));
         if report.ok
             && let Some(signed) = report.signed_up_to
             && signed < report.checked
         {
             out.push_str(&format!(
-                "  records {} to {} are hash-chained but not yet covered by a signature\n",
-                signed + 1,
-                report.checked
+                "  {}\n",
+                t!(
+                    "audit.not_yet_signed",
+                    first = signed + 1,
+                    last = report.checked
+                )
             ));
         }
     } else if report.ok {
-        out.push_str("  no signed checkpoints were checked\n");
+        out.push_str(&format!("  {}\n", t!("audit.no_checkpoints")));
     }
     if let Some(tail) = &report.unsigned_tail
         && report.checkpoints > 0
         && let (Some(first), Some(last)) = (tail.first_recorded_at, tail.last_recorded_at)
     {
         out.push_str(&format!(
-            "  unsigned tail: {} records recorded {} to {}\n",
-            tail.records,
-            krisbud_kit::text::local_time(first),
-            krisbud_kit::text::local_time(last),
+            "  {}\n",
+            t!(
+                "audit.unsigned_tail",
+                n = tail.records,
+                first = krisbud_kit::text::local_time(first),
+                last = krisbud_kit::text::local_time(last)
+            )
         ));
     }
     if let Some(chain) = &report.chain_id {
-        out.push_str(&format!("  chain id {chain}\n"));
+        out.push_str(&format!("  {}\n", t!("audit.chain_id", id = chain)));
     }
     if let Some(point) = &report.extends {
-        out.push_str(&format!(
-            "  extends the saved checkpoint over record {} (same hash{})\n",
-            point.sequence,
-            if point.chain_id.is_some() {
-                ", same chain"
-            } else {
-                ""
-            }
-        ));
+        let key = if point.chain_id.is_some() {
+            "audit.extends_same_chain"
+        } else {
+            "audit.extends"
+        };
+        out.push_str(&format!("  {}\n", t!(key, n = point.sequence)));
     }
     if !report.trusted_key_checked && report.checkpoints > 0 {
         out.push_str(&format!(
-            "  WARNING: authenticity NOT checked (no --trust-key): the checkpoints are signed by key {}, \
-             which the chain names itself; anybody who rewrote it could have made that key. \
-             Compare it with the published key.\n",
-            report.keys.join(", ")
+            "  {}\n",
+            t!("audit.untrusted_keys", keys = report.keys.join(", "))
         ));
     }
     if let Some(c) = &report.completeness {
         out.push_str(&format!(
-            "  completeness: {} events compared, {} without a record, {} records without their event, {} not yet recorded\n",
-            c.events, c.missing_count, c.orphan_count, c.pending
+            "  {}\n",
+            t!(
+                "audit.completeness",
+                events = c.events,
+                missing = c.missing_count,
+                orphans = c.orphan_count,
+                pending = c.pending
+            )
         ));
         if !c.missing.is_empty() {
             let listed: Vec<String> = c.missing.iter().map(u64::to_string).collect();
             out.push_str(&format!(
-                "    events without a record: {}\n",
-                listed.join(", ")
+                "    {}\n",
+                t!("audit.events_without_record", list = listed.join(", "))
             ));
         }
         for o in &c.orphans {
             out.push_str(&format!(
-                "    record {} (event {}): {}\n",
-                o.sequence, o.event_sequence, o.problem
+                "    {}\n",
+                t!(
+                    "audit.orphan",
+                    n = o.sequence,
+                    event = o.event_sequence,
+                    problem = o.problem
+                )
             ));
         }
     }
     for warning in &report.warnings {
-        out.push_str(&format!("  note: {warning}\n"));
+        out.push_str(&format!("  {}\n", t!("audit.note", text = warning)));
     }
     out
 }
 
 fn format_lookup(answer: &RecipientLookupAnswer) -> String {
     let mut out = format!(
-        "{} ({:?}): {} outcomes; this lookup is recorded in the audit log\n",
-        answer.recipient,
-        answer.address_kind,
-        answer.outcomes.len()
+        "{}\n",
+        t!(
+            "audit.lookup",
+            recipient = answer.recipient,
+            kind = format!("{:?}", answer.address_kind),
+            n = answer.outcomes.len()
+        )
     );
     for o in &answer.outcomes {
         out.push_str(&format!(
-            "  {}  {:<16} {:<8} {:<9} via {} (record {}, job {}){}\n",
+            "  {}  {:<16} {:<8} {:<9} {}{}\n",
             krisbud_kit::text::local_time(o.occurred_at),
             o.crisis_id,
             o.channel,
             format!("{:?}", o.state).to_lowercase(),
-            o.provider,
-            o.sequence,
-            o.job_id,
+            t!(
+                "audit.outcome_via",
+                provider = o.provider,
+                record = o.sequence,
+                job = o.job_id
+            ),
             o.reason
                 .as_deref()
                 .map(|r| format!(": {r}"))
@@ -637,30 +651,13 @@ impl Api {
             .bearer_auth(&self.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach the krisbud API at {}", self.base))?;
+            .with_context(|| t!("api.unreachable", url = self.base))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let body = response.bytes().await.unwrap_or_default();
-        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let text = |k: &str| problem[k].as_str().unwrap_or_default().to_owned();
-        if problem.is_object() {
-            let mut message = format!(
-                "{} ({}): {}",
-                text("title"),
-                status.as_u16(),
-                text("detail")
-            );
-            if !text("field").is_empty() {
-                message.push_str(&format!(" [field: {}]", text("field")));
-            }
-            anyhow::bail!(message);
-        }
-        anyhow::bail!(
-            "the API answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        )
+        Err(crate::client::refusal(status, &body))
     }
 
     fn url(&self, path: &str) -> String {
@@ -675,10 +672,7 @@ impl Api {
         let response = self
             .send(self.http.get(self.url(path)).query(query))
             .await?;
-        response
-            .json()
-            .await
-            .context("unreadable answer from the API")
+        response.json().await.context(t!("api.unreadable"))
     }
 
     async fn text(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<String> {
@@ -694,10 +688,7 @@ impl Api {
         body: &B,
     ) -> anyhow::Result<T> {
         let response = self.send(self.http.post(self.url(path)).json(body)).await?;
-        response
-            .json()
-            .await
-            .context("unreadable answer from the API")
+        response.json().await.context(t!("api.unreadable"))
     }
 
     /// Streams a download to `out` (or standard output); the byte count. A
@@ -714,7 +705,7 @@ impl Api {
         let mut sink: Box<dyn std::io::Write> = match out {
             Some(path) => Box::new(std::io::BufWriter::new(
                 std::fs::File::create(path)
-                    .with_context(|| format!("cannot write {}", path.display()))?,
+                    .with_context(|| t!("cli.cannot_write", path = path.display()))?,
             )),
             None => Box::new(std::io::stdout()),
         };
@@ -722,7 +713,7 @@ impl Api {
         while let Some(chunk) = response
             .chunk()
             .await
-            .context("the export broke off; the file is incomplete")?
+            .context(t!("audit.export_broke_off"))?
         {
             sink.write_all(&chunk)?;
             written += chunk.len() as u64;

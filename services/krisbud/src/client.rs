@@ -10,8 +10,8 @@ use krisbud_proto::audit::{AuditPage, VerifyReport};
 use krisbud_proto::command::{DeclareCrisis, Declared, DraftResult, TemplateAction};
 use krisbud_proto::status::CrisisStatus;
 use krisbud_proto::template::{
-    ChangeKind, TemplateDiff, TemplatePreview, TemplateRecord, TemplateSummary, TemplateVersion,
-    VersionInfo,
+    ChangeKind, TemplateDiff, TemplatePreview, TemplateRecord, TemplateState, TemplateSummary,
+    TemplateVersion, VersionInfo,
 };
 use krisbud_proto::{AlertStatus, Channel};
 use rust_i18n::t;
@@ -30,6 +30,29 @@ struct ProblemBody {
     title: Option<String>,
     detail: Option<String>,
     field: Option<String>,
+}
+
+/// An API's refusal as the error the person reads: its problem+json title,
+/// status, detail and field, or the body as it came.
+pub fn refusal(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
+    if let Ok(p) = serde_json::from_slice::<ProblemBody>(body) {
+        let mut text = t!(
+            "api.refused",
+            status = status.as_u16(),
+            title = p.title.unwrap_or_default(),
+            detail = p.detail.unwrap_or_default()
+        )
+        .into_owned();
+        if let Some(field) = p.field {
+            text.push_str(&t!("api.field", field = field));
+        }
+        return anyhow::anyhow!(text);
+    }
+    anyhow::anyhow!(t!(
+        "api.answered",
+        status = status,
+        body = String::from_utf8_lossy(body)
+    ))
 }
 
 impl Client {
@@ -66,24 +89,7 @@ impl Client {
         let status = response.status();
         let body = response.bytes().await?;
         if !status.is_success() {
-            if let Ok(p) = serde_json::from_slice::<ProblemBody>(&body) {
-                let mut text = t!(
-                    "api.refused",
-                    status = status.as_u16(),
-                    title = p.title.unwrap_or_default(),
-                    detail = p.detail.unwrap_or_default()
-                )
-                .into_owned();
-                if let Some(field) = p.field {
-                    text.push_str(&t!("api.field", field = field));
-                }
-                anyhow::bail!(text);
-            }
-            anyhow::bail!(t!(
-                "api.answered",
-                status = status,
-                body = String::from_utf8_lossy(&body)
-            ));
+            return Err(refusal(status, &body));
         }
         serde_json::from_slice(&body).context(t!("api.unreadable"))
     }
@@ -412,13 +418,7 @@ pub fn parse_vars(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
 pub fn format_status(s: &CrisisStatus) -> String {
     use krisbud_kit::text::local_time;
     use krisbud_proto::status::{ChannelState, CrisisState};
-    let mut out = format!(
-        "{}  {}  {}  {}\n",
-        s.crisis_id,
-        t!("status.revision", n = s.revision),
-        alert_status(s.status),
-        s.headline
-    );
+    let mut out = format!("{}\n", format_header(s));
     let state = match s.state {
         CrisisState::Active => t!("status.state.active").into_owned(),
         CrisisState::AllClear => t!("status.state.all_clear").into_owned(),
@@ -526,6 +526,17 @@ pub fn format_status(s: &CrisisStatus) -> String {
     out
 }
 
+/// A status's first line: id, revision, actual/exercise/test, headline.
+pub fn format_header(s: &CrisisStatus) -> String {
+    format!(
+        "{}  {}  {}  {}",
+        s.crisis_id,
+        t!("status.revision", n = s.revision),
+        alert_status(s.status),
+        s.headline
+    )
+}
+
 /// Actual, exercise or test, in words.
 fn alert_status(status: AlertStatus) -> std::borrow::Cow<'static, str> {
     match status {
@@ -553,19 +564,16 @@ pub fn format_revised(revised: &krisbud_proto::command::Revised) -> String {
     .into_owned()
 }
 
-/// The verification result as the one line the CLI prints.
-pub fn format_report(report: &VerifyReport) -> String {
-    match &report.first_bad {
-        None => t!("audit.chain_ok", n = report.checked).into_owned(),
-        Some(bad) => t!(
-            "audit.chain_broken",
-            sequence = bad.sequence,
-            problem = bad.problem,
-            detail = bad.detail,
-            n = report.checked
-        )
-        .into_owned(),
-    }
+/// A template version's state in words: `utkast`, `godkänd`.
+pub fn version_state(state: TemplateState) -> String {
+    let text = match state {
+        TemplateState::Draft => t!("version.draft"),
+        TemplateState::Submitted => t!("version.submitted"),
+        TemplateState::Approved => t!("version.approved"),
+        TemplateState::Rejected => t!("version.rejected"),
+        TemplateState::Retired => t!("version.retired"),
+    };
+    text.into_owned()
 }
 
 /// A template's versions and their history, for the terminal.
@@ -574,13 +582,15 @@ pub fn format_record(record: &TemplateRecord) -> String {
     for v in &record.versions {
         out.push_str(&format!(
             "  v{:<3} {:<10} {}\n",
-            v.version, v.state, v.author
+            v.version,
+            version_state(v.state),
+            v.author
         ));
         for step in &v.history {
             out.push_str(&format!(
                 "         {}  {:<10} {}{}\n",
                 krisbud_kit::text::local_time(step.at),
-                step.state,
+                version_state(step.state),
                 step.by,
                 step.reason
                     .as_deref()
@@ -596,7 +606,9 @@ pub fn format_record(record: &TemplateRecord) -> String {
 pub fn format_preview(preview: &TemplatePreview) -> String {
     let mut out = format!(
         "{} v{} ({})\n",
-        preview.template, preview.version, preview.state
+        preview.template,
+        preview.version,
+        version_state(preview.state)
     );
     for l in &preview.languages {
         let r = &l.rendered;
@@ -689,4 +701,51 @@ pub fn format_diff(diff: &TemplateDiff) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+    use krisbud_proto::status::{ChannelStatus, CrisisState, Escalation};
+
+    use super::*;
+
+    /// In English (the unit tests' language); `tests/language.rs` reads the
+    /// Swedish status from the binary. An escalation across the change to summer
+    /// time shows each moment in its own Stockholm offset.
+    #[test]
+    fn the_status_shows_escalations_in_stockholm_time() {
+        let deadline = chrono::Utc.with_ymd_and_hms(2026, 3, 29, 0, 59, 0).unwrap();
+        let raised = chrono::Utc.with_ymd_and_hms(2026, 3, 29, 1, 1, 0).unwrap();
+        let sms = ChannelStatus {
+            total: 3,
+            sent: 3,
+            escalations: vec![Escalation {
+                level: 1,
+                deadline,
+                at: raised,
+                notices_sent: 2,
+                notices_failed: 0,
+            }],
+            ..ChannelStatus::default()
+        };
+        let status = CrisisStatus {
+            crisis_id: "c1".into(),
+            revision: 1,
+            headline: "Vattnet är avstängt".into(),
+            state: CrisisState::Active,
+            channels: [(Channel::Sms, sms)].into(),
+            ..CrisisStatus::default()
+        };
+        let text = format_status(&status);
+        assert!(
+            text.contains(
+                "ESCALATION level 1: unconfirmed at the deadline 2026-03-29 01:59:00 CET, \
+                 escalated 2026-03-29 03:01:00 CEST (2 notices sent, 0 failed)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("not confirmed"), "{text}");
+        assert!(!text.contains("UTC"), "{text}");
+    }
 }

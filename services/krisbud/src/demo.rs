@@ -61,13 +61,10 @@ impl DemoTokens {
     /// The tokens written by `krisbud up --demo` in `data_dir`.
     pub fn read(data_dir: &Path) -> anyhow::Result<DemoTokens> {
         let path = data_dir.join("demo-tokens.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {}: start `krisbud up --demo` first (with the same --data-dir)",
-                path.display()
-            )
-        })?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not readable", path.display()))
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| rust_i18n::t!("demo.no_tokens", path = path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| rust_i18n::t!("demo.unreadable", path = path.display()))
     }
 
     /// The gateway users: names, roles and token hashes.

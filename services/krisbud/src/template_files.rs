@@ -34,7 +34,8 @@ pub fn to_toml(t: &TemplateVersion) -> anyhow::Result<String> {
 
 /// Writes every version of every template into `dir`; returns the files written.
 pub async fn export(client: &Client, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| rust_i18n::t!("cli.cannot_write", path = dir.display()))?;
     let mut written = Vec::new();
     for summary in client.templates(true).await? {
         let t = client
@@ -42,7 +43,7 @@ pub async fn export(client: &Client, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
             .await?;
         let path = dir.join(file_name(&t.id, t.version));
         std::fs::write(&path, to_toml(&t)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            .with_context(|| rust_i18n::t!("cli.cannot_write", path = path.display()))?;
         written.push(path);
     }
     Ok(written)
@@ -52,7 +53,7 @@ pub async fn export(client: &Client, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
 /// malformed file stops everything, named with its path and line.
 pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<(PathBuf, TemplateVersion)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
+        .with_context(|| rust_i18n::t!("cli.cannot_read", path = dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml"))
         .collect();
@@ -60,12 +61,11 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<(PathBuf, TemplateVersion)>> {
     let mut out = Vec::with_capacity(paths.len());
     for path in paths {
         let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+            .with_context(|| rust_i18n::t!("cli.cannot_read", path = path.display()))?;
         let template = krisbud_coordinator::template::parse(&path.display().to_string(), &text)?;
         anyhow::ensure!(
             !template.id.is_empty(),
-            "template file {}: the id is missing (add id = \"...\")",
-            path.display()
+            rust_i18n::t!("templates.missing_id", path = path.display())
         );
         out.push((path, template));
     }
@@ -86,7 +86,10 @@ pub struct Imported {
 /// is malformed.
 pub async fn import(client: &Client, dir: &Path) -> anyhow::Result<Vec<Imported>> {
     let files = read_dir(dir)?;
-    anyhow::ensure!(!files.is_empty(), "no *.toml files in {}", dir.display());
+    anyhow::ensure!(
+        !files.is_empty(),
+        rust_i18n::t!("templates.no_files", dir = dir.display())
+    );
     let mut out = Vec::with_capacity(files.len());
     for (path, template) in files {
         let result = client

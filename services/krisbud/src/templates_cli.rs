@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use krisbud_proto::AlertStatus;
 use krisbud_proto::command::TemplateAction;
+use rust_i18n::t;
 
 use crate::client::{self, Client};
 use crate::template_files;
@@ -130,7 +131,7 @@ pub async fn run(
         None => TemplatesCommand::List {
             api: ApiArgs {
                 api,
-                token: token.context("--token or KRISBUD_TOKEN is needed")?,
+                token: token.context(t!("cli.token_needed"))?,
             },
             all: false,
         },
@@ -139,25 +140,34 @@ pub async fn run(
         let info = Client::new(&api.api, &api.token)
             .template_step(&id, version, action, reason.as_deref())
             .await?;
-        println!("{id} v{} {}", info.version, info.state);
+        println!(
+            "{id} v{} {}",
+            info.version,
+            client::version_state(info.state)
+        );
         anyhow::Ok(())
     };
     match command {
         TemplatesCommand::List { api, all } => {
             for t in Client::new(&api.api, &api.token).templates(all).await? {
                 if all {
+                    let by = match t.approved_by.as_deref() {
+                        Some(approver) => {
+                            t!(
+                                "templates.by_approved",
+                                author = t.author,
+                                approver = approver
+                            )
+                        }
+                        None => t!("templates.by", author = t.author),
+                    };
                     println!(
-                        "{} v{}  {:<10} {}  [{}] by {}{}",
+                        "{} v{}  {:<10} {}  [{}] {by}",
                         t.id,
                         t.version,
-                        t.state,
+                        client::version_state(t.state),
                         t.name,
                         t.languages.join(", "),
-                        t.author,
-                        t.approved_by
-                            .as_deref()
-                            .map(|a| format!(", approved by {a}"))
-                            .unwrap_or_default()
                     );
                     continue;
                 }
@@ -170,8 +180,10 @@ pub async fn run(
                 );
                 for v in t.variables {
                     println!(
-                        "    --var {}=…   {} (max {} tecken)",
-                        v.name, v.label, v.max_length
+                        "    --var {}=…   {} ({})",
+                        v.name,
+                        v.label,
+                        t!("templates.max_chars", n = v.max_length)
                     );
                 }
             }
@@ -188,16 +200,24 @@ pub async fn run(
         }
         TemplatesCommand::Draft { api, file } => {
             let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+                .with_context(|| t!("cli.cannot_read", path = file.display()))?;
             let draft = krisbud_coordinator::template::parse(&file.display().to_string(), &text)?;
             let result = Client::new(&api.api, &api.token).draft(&draft).await?;
             let t = &result.template;
             if result.created {
-                println!("{} v{} draft", t.id, t.version);
+                println!(
+                    "{}",
+                    t!("templates.drafted", id = t.id, version = t.version)
+                );
             } else {
                 println!(
-                    "{} v{} {} already has this wording; nothing drafted",
-                    t.id, t.version, t.state
+                    "{}",
+                    t!(
+                        "templates.same_wording",
+                        id = t.id,
+                        version = t.version,
+                        state = client::version_state(t.state)
+                    )
                 );
             }
         }
@@ -259,18 +279,20 @@ pub async fn run(
                 let t = &imported.template;
                 if imported.created {
                     println!(
-                        "{}: drafted {} v{} (needs submitting and approval)",
+                        "{}: {}",
                         imported.path.display(),
-                        t.id,
-                        t.version
+                        t!("templates.imported", id = t.id, version = t.version)
                     );
                 } else {
                     println!(
-                        "{}: unchanged, the same wording as {} v{} ({})",
+                        "{}: {}",
                         imported.path.display(),
-                        t.id,
-                        t.version,
-                        t.state
+                        t!(
+                            "templates.unchanged",
+                            id = t.id,
+                            version = t.version,
+                            state = client::version_state(t.state)
+                        )
                     );
                 }
             }

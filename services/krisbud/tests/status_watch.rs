@@ -74,6 +74,7 @@ async fn watch_follows_every_channel_to_its_total_and_ends_when_all_are_confirme
         .args(["status", &id, "--watch"])
         .env("KRISBUD_API", &up.api)
         .env("KRISBUD_TOKEN", &duty)
+        .env("KRISBUD_LANG", "sv")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -131,6 +132,7 @@ async fn watch_follows_every_channel_to_its_total_and_ends_when_all_are_confirme
         .args(["status", &id, "--watch"])
         .env("KRISBUD_API", &up.api)
         .env("KRISBUD_TOKEN", &duty)
+        .env("KRISBUD_LANG", "sv")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -301,7 +303,7 @@ async fn on_a_terminal_each_channel_is_drawn_once_and_fits_at_80_and_200_columns
     let http = reqwest::Client::new();
     let id = declare_water_leak(&http, &up, &duty).await;
     let command = format!(
-        "env KRISBUD_API={} KRISBUD_TOKEN={} {} status {id} --watch",
+        "env KRISBUD_LANG=sv KRISBUD_API={} KRISBUD_TOKEN={} {} status {id} --watch",
         shell_quote(&up.api),
         shell_quote(&duty),
         shell_quote(KRISBUD)

@@ -19,6 +19,8 @@ async fn cli(api: &str, token: &str, args: &[&str]) -> Output {
         .args(args)
         .env("KRISBUD_API", api)
         .env("KRISBUD_TOKEN", token)
+        // The person's language, as a Swedish locale would set it.
+        .env("KRISBUD_LANG", "sv")
         .output()
         .await
         .expect("the CLI runs")
@@ -125,7 +127,7 @@ async fn the_template_lifecycle_from_the_command_line() {
     }
     assert!(listed.contains("--var datum="), "{listed}");
     let all = ok(api, &editor, &["templates", "list", "--all"]).await;
-    assert!(all.contains("approved"), "{all}");
+    assert!(all.contains("godkänd"), "{all}");
 
     // The editor takes version 1 as a file, changes it and drafts version 2.
     let file = data.path().join("vattenlacka.toml");
@@ -140,7 +142,7 @@ async fn the_template_lifecycle_from_the_command_line() {
     )
     .unwrap();
     let drafted = ok(api, &editor, &["templates", "draft", path(&file)]).await;
-    assert_eq!(drafted.trim(), "vattenlacka v2 draft");
+    assert_eq!(drafted.trim(), "vattenlacka v2 utkast");
 
     let preview = ok(
         api,
@@ -165,7 +167,7 @@ async fn the_template_lifecycle_from_the_command_line() {
         preview.contains("VARNING [sms] typographic quote “ (U+201C) forces UCS-2"),
         "{preview}"
     );
-    assert!(preview.contains("Can be approved."), "{preview}");
+    assert!(preview.contains("Kan godkännas."), "{preview}");
     assert!(
         preview.contains("[faran över: sms] Stockholms stad: Faran är över."),
         "the all-clear is shown: {preview}"
@@ -188,17 +190,17 @@ async fn the_template_lifecycle_from_the_command_line() {
     )
     .await;
     assert!(
-        missing.contains("[field: variables.beraknat_klart]"),
+        missing.contains("[fält: variables.beraknat_klart]"),
         "{missing}"
     );
 
     let submitted = ok(api, &editor, &["templates", "submit", "vattenlacka", "2"]).await;
-    assert_eq!(submitted.trim(), "vattenlacka v2 submitted");
+    assert_eq!(submitted.trim(), "vattenlacka v2 inlämnad");
 
     // The approver reads the diff, the author cannot approve, the approver can.
     let diff = ok(api, &approver, &["templates", "diff", "vattenlacka", "2"]).await;
-    assert!(diff.contains("vattenlacka v2 against v1"), "{diff}");
-    assert!(diff.contains("name (changed)"), "{diff}");
+    assert!(diff.contains("vattenlacka v2 jämfört med v1"), "{diff}");
+    assert!(diff.contains("name (ändrat)"), "{diff}");
     assert!(
         diff.contains("+Vattenläcka – vattnet är avstängt"),
         "{diff}"
@@ -211,7 +213,7 @@ async fn the_template_lifecycle_from_the_command_line() {
         &["templates", "approve", "vattenlacka", "2"],
     )
     .await;
-    assert_eq!(approved.trim(), "vattenlacka v2 approved");
+    assert_eq!(approved.trim(), "vattenlacka v2 godkänd");
     let retired = ok(
         api,
         &admin,
@@ -225,13 +227,13 @@ async fn the_template_lifecycle_from_the_command_line() {
         ],
     )
     .await;
-    assert_eq!(retired.trim(), "vattenlacka v1 retired");
+    assert_eq!(retired.trim(), "vattenlacka v1 ur bruk");
     let history = ok(api, &duty, &["templates", "show", "vattenlacka"]).await;
     assert!(
-        history.contains("retired    admin.olle: ersatt av version 2"),
+        history.contains("ur bruk    admin.olle: ersatt av version 2"),
         "{history}"
     );
-    assert!(history.contains("approved   granskare.erik"), "{history}");
+    assert!(history.contains("godkänd    granskare.erik"), "{history}");
 
     // Export, and import back: nothing new, since every version is there.
     let out = data.path().join("mallar");
@@ -240,12 +242,15 @@ async fn the_template_lifecycle_from_the_command_line() {
     assert!(out.join("vattenlacka.v2.toml").exists());
     let imported = ok(api, &editor, &["templates", "import", path(&out)]).await;
     assert_eq!(
-        imported.lines().filter(|l| l.contains("unchanged")).count(),
+        imported
+            .lines()
+            .filter(|l| l.contains("oförändrad"))
+            .count(),
         4,
         "the retired v1 comes back as a draft; the rest is unchanged: {imported}"
     );
     assert!(
-        imported.contains("drafted vattenlacka v3 (needs submitting and approval)"),
+        imported.contains("utkast vattenlacka v3 (behöver lämnas in och godkännas)"),
         "{imported}"
     );
 
@@ -279,7 +284,7 @@ async fn a_submitted_version_is_rejected_with_a_reason_the_author_sees() {
     )
     .unwrap();
     let drafted = ok(api, &editor, &["templates", "draft", path(&file)]).await;
-    assert_eq!(drafted.trim(), "varmebolja v2 draft");
+    assert_eq!(drafted.trim(), "varmebolja v2 utkast");
 
     // Only a submitted version can be rejected.
     let early = fails(
@@ -319,7 +324,7 @@ async fn a_submitted_version_is_rejected_with_a_reason_the_author_sees() {
         &["templates", "reject", "varmebolja", "2", "--reason", "  "],
     )
     .await;
-    assert!(blank.contains("[field: reason]"), "{blank}");
+    assert!(blank.contains("[fält: reason]"), "{blank}");
 
     let reason = "Säg vart man ringer: lägg till telefonnumret i SMS:et";
     let rejected = ok(
@@ -328,19 +333,19 @@ async fn a_submitted_version_is_rejected_with_a_reason_the_author_sees() {
         &["templates", "reject", "varmebolja", "2", "--reason", reason],
     )
     .await;
-    assert_eq!(rejected.trim(), "varmebolja v2 rejected");
+    assert_eq!(rejected.trim(), "varmebolja v2 avslagen");
 
     // `show` tells the author who rejected it and why.
     let history = ok(api, &editor, &["templates", "show", "varmebolja"]).await;
-    assert!(history.contains("v2   rejected"), "{history}");
+    assert!(history.contains("v2   avslagen"), "{history}");
     assert!(
-        history.contains(&format!("rejected   granskare.erik: {reason}")),
+        history.contains(&format!("avslagen   granskare.erik: {reason}")),
         "{history}"
     );
     // A rejected version can be neither approved nor declared; version 1 stays.
     let again = fails(api, &approver, &["templates", "approve", "varmebolja", "2"]).await;
     assert!(again.contains("rejected"), "{again}");
-    assert!(history.contains("v1   approved"), "{history}");
+    assert!(history.contains("v1   godkänd"), "{history}");
 
     running.stop().await;
 }

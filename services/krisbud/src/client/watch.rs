@@ -18,6 +18,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use krisbud_proto::Channel;
 use krisbud_proto::status::{ChannelStatus, Confirmation, CrisisStatus};
 
+use rust_i18n::t;
+
 use super::Client;
 
 /// How often the status is polled.
@@ -43,7 +45,7 @@ pub async fn watch(client: &Client, id: &str) -> anyhow::Result<WatchEnd> {
         result = poll(client, id, &mut view) => result.map(|()| WatchEnd::Done),
         _ = tokio::signal::ctrl_c() => {
             view.abandon();
-            eprintln!("krisbud: bevakningen avbröts");
+            eprintln!("krisbud: {}", t!("watch.interrupted"));
             Ok(WatchEnd::Interrupted)
         }
     }
@@ -67,17 +69,21 @@ async fn poll(client: &Client, id: &str, view: &mut View) -> anyhow::Result<()> 
                 }
                 continue;
             }
-            Ok(None) => format!("krisen {id} finns inte (ännu)"),
+            Ok(None) => t!("watch.unknown", id = id).into_owned(),
             Err(e) if !answered_once => return Err(e),
             Err(e) => format!("{e:#}"),
         };
         let since = *trouble_since.get_or_insert_with(|| {
-            view.note(&format!("väntar: {why}"));
+            view.note(&t!("watch.waiting", why = why));
             tokio::time::Instant::now()
         });
         if since.elapsed() >= GIVE_UP_AFTER {
             view.abandon();
-            anyhow::bail!("gav upp efter {} s: {why}", GIVE_UP_AFTER.as_secs());
+            anyhow::bail!(t!(
+                "watch.gave_up",
+                secs = GIVE_UP_AFTER.as_secs(),
+                why = why
+            ));
         }
     }
 }
@@ -112,10 +118,14 @@ fn done(c: &ChannelStatus) -> u64 {
 /// The counts a bar's message shows: delivered, failed, pending, possible
 /// duplicates and the provider split.
 pub fn counts(c: &ChannelStatus) -> String {
-    let mut text = format!(
-        "levererade {}  misslyckade {}  väntar {}  möjliga dubbletter {}",
-        c.delivered, c.failed, c.pending, c.possible_duplicates
-    );
+    let mut text = t!(
+        "watch.counts",
+        delivered = c.delivered,
+        failed = c.failed,
+        pending = c.pending,
+        duplicates = c.possible_duplicates
+    )
+    .into_owned();
     if !c.providers.is_empty() {
         let split: Vec<String> = c
             .providers
@@ -125,7 +135,7 @@ pub fn counts(c: &ChannelStatus) -> String {
         text.push_str(&format!("  via {}", split.join(", ")));
     }
     if c.retries > 0 {
-        text.push_str(&format!("  omförsök {}", c.retries));
+        text.push_str(&format!("  {}", t!("watch.retries", n = c.retries)));
     }
     text
 }
@@ -134,10 +144,14 @@ pub fn counts(c: &ChannelStatus) -> String {
 /// first (the bar already shows the progress), so a narrow terminal cuts the
 /// least important end.
 fn short_counts(c: &ChannelStatus) -> String {
-    let mut text = format!(
-        "väntar {} · misslyckade {} · möjl. dubbletter {} · levererade {}",
-        c.pending, c.failed, c.possible_duplicates, c.delivered
-    );
+    let mut text = t!(
+        "watch.short_counts",
+        delivered = c.delivered,
+        failed = c.failed,
+        pending = c.pending,
+        duplicates = c.possible_duplicates
+    )
+    .into_owned();
     if !c.providers.is_empty() {
         let split: Vec<String> = c
             .providers
@@ -152,12 +166,13 @@ fn short_counts(c: &ChannelStatus) -> String {
 /// Who confirmed the channel and when, or that nobody has yet.
 fn confirmation_text(revision: u32, c: &ChannelStatus) -> String {
     match confirmation(revision, c) {
-        Some(k) => format!(
-            "bekräftad av {} {}",
-            k.by,
-            krisbud_kit::text::local_clock_seconds(k.at)
-        ),
-        None => "ej bekräftad".to_owned(),
+        Some(k) => t!(
+            "watch.confirmed_by",
+            by = k.by,
+            at = krisbud_kit::text::local_clock_seconds(k.at)
+        )
+        .into_owned(),
+        None => t!("status.not_confirmed").into_owned(),
     }
 }
 
@@ -165,8 +180,9 @@ fn confirmation_text(revision: u32, c: &ChannelStatus) -> String {
 pub fn plain_line(revision: u32, channel: Channel, c: &ChannelStatus) -> String {
     if !c.planned {
         return format!(
-            "{:<9} utskicket planeras – {}",
+            "{:<9} {} – {}",
             channel.as_str(),
+            t!("watch.planning"),
             confirmation_text(revision, c)
         );
     }
@@ -217,15 +233,11 @@ fn bar_style(planned: bool) -> ProgressStyle {
 /// A channel's confirmation line, under the bars.
 fn confirmation_line(revision: u32, channel: Channel, c: &ChannelStatus) -> String {
     match confirmation(revision, c) {
-        Some(k) => format!(
-            "{}: bekräftad av {} {}",
-            channel.as_str(),
-            k.by,
-            krisbud_kit::text::local_clock_seconds(k.at)
-        ),
+        Some(_) => format!("{}: {}", channel.as_str(), confirmation_text(revision, c)),
         None => format!(
-            "{}: väntar på bekräftelse av revision {revision}",
-            channel.as_str()
+            "{}: {}",
+            channel.as_str(),
+            t!("watch.awaiting_confirmation", revision = revision)
         ),
     }
 }
@@ -283,10 +295,7 @@ impl View {
     }
 
     fn show(&mut self, s: &CrisisStatus) {
-        let header = format!(
-            "{}  rev {}  {:?}  {}",
-            s.crisis_id, s.revision, s.status, s.headline
-        );
+        let header = super::format_header(s);
         if self.header.as_ref() != Some(&header) {
             self.say(&header);
             self.header = Some(header);
@@ -307,7 +316,7 @@ impl View {
             let message = if c.planned {
                 fit(&short_counts(c), width.saturating_sub(BAR_COLUMNS + 1))
             } else {
-                "utskicket planeras".to_owned()
+                t!("watch.planning").into_owned()
             };
             view.bar.set_message(message);
             view.confirmation.set_message(fit(
@@ -362,15 +371,12 @@ impl View {
             view.bar.finish();
             view.confirmation.finish();
         }
-        self.say(&format!(
-            "Klart: {} har utfall för alla mottagare och är bekräftade (revision {}).",
-            if s.channels.len() == 1 {
-                "kanalen".to_owned()
-            } else {
-                format!("alla {} kanaler", s.channels.len())
-            },
-            s.revision
-        ));
+        let text = if s.channels.len() == 1 {
+            t!("watch.done_one", revision = s.revision)
+        } else {
+            t!("watch.done", n = s.channels.len(), revision = s.revision)
+        };
+        self.say(&text);
     }
 
     fn abandon(&mut self) {
@@ -441,6 +447,8 @@ mod tests {
         assert!(!finished(&crisis(1, vec![(Channel::Banner, unplanned)])));
     }
 
+    /// In English: unit tests leave the process's language at rust-i18n's
+    /// default; the Swedish lines are read in `tests/status_watch.rs`.
     #[test]
     fn a_plain_line_shows_progress_counts_and_providers() {
         let mut sms = channel(5, 3, None);
@@ -448,12 +456,12 @@ mod tests {
         sms.providers = [("46elks".to_owned(), 2), ("sinch".to_owned(), 1)].into();
         assert_eq!(
             plain_line(1, Channel::Sms, &sms),
-            "sms       3/5  levererade 3  misslyckade 0  väntar 2  möjliga dubbletter 2  \
-             via 46elks 2, sinch 1 – ej bekräftad"
+            "sms       3/5  delivered 3  failed 0  pending 2  possible duplicates 2  \
+             via 46elks 2, sinch 1 – not confirmed"
         );
         let banner = channel(1, 1, Some(1));
         let line = plain_line(1, Channel::Banner, &banner);
         assert!(line.starts_with("banner    1/1  "), "{line}");
-        assert!(line.contains("bekräftad av operator.ali"), "{line}");
+        assert!(line.contains("confirmed by operator.ali"), "{line}");
     }
 }
