@@ -11,7 +11,9 @@
 //!   [`MAX_CODE_LINES`], and no test file passes [`MAX_TEST_LINES`], unless
 //!   [`LONG_FILES`] gives the reason;
 //! - ARCHITECTURE.md's code map names every workspace crate, and every file the
-//!   docs name exists.
+//!   docs name exists;
+//! - `cargo run -p krisbud` builds every dependency with the features `cargo test
+//!   --workspace` builds it with, so the README's two commands share one build.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -318,6 +320,61 @@ fn matches_on_channel_and_alert_status_are_exhaustive() {
         wrong.is_empty(),
         "a match on Channel or AlertStatus with a wildcard arm treats a new variant \
          silently; name every variant: {wrong:#?}"
+    );
+}
+
+/// Each package of `cargo tree` with `args`, and its features.
+fn features(args: &[&str]) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args([
+            "tree", "--locked", "--prefix", "none", "--format", "{p}|{f}",
+        ])
+        .args(args)
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut by_package = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((package, features)) = line.split_once('|') else {
+            continue;
+        };
+        // Workspace crates are compiled anyway; `(*)` marks a repeat.
+        if package.contains("(/") {
+            continue;
+        }
+        let features = features.trim_end_matches(" (*)").trim();
+        by_package
+            .entry(package.trim_end_matches(" (*)").trim().to_owned())
+            .or_default()
+            .extend(
+                features
+                    .split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_owned),
+            );
+    }
+    by_package
+}
+
+#[test]
+fn the_run_command_reuses_the_test_build() {
+    // What `cargo run -p krisbud` builds, for this machine's target.
+    let run = features(&["-p", "krisbud", "-e", "normal,build"]);
+    // What `cargo test --workspace` builds.
+    let test = features(&["--workspace", "-e", "normal,build,dev"]);
+    let differ: Vec<String> = run
+        .iter()
+        .filter(|(package, f)| test.get(*package).is_some_and(|t| t != *f))
+        .map(|(package, f)| format!("{package}: run {f:?}, test {:?}", test[package]))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "built twice with different features (run `cargo hakari generate`): {differ:#?}"
     );
 }
 

@@ -1,0 +1,2 @@
+//! A build script, so that cargo also unifies the build dependencies listed here.
+fn main() {}
