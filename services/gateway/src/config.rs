@@ -20,6 +20,57 @@ pub struct Config {
     pub members_limit_bytes: usize,
     /// The people and programs allowed to call the API.
     pub users: Vec<User>,
+    /// Console sign-in through the city's identity provider (OpenID Connect);
+    /// without it the console signs in with the configured users' tokens only.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[gateway.oidc]`: the identity provider the console signs people in with,
+/// and which of its groups give which krisbud roles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer (`https://login.stad.example/realms/krisbud`); its
+    /// `/.well-known/openid-configuration` is read at the first sign-in.
+    pub issuer_url: String,
+    /// krisbud's client id at the provider.
+    pub client_id: String,
+    /// The client secret, for a confidential client (PKCE is used either way).
+    #[serde(default)]
+    pub client_secret: Option<krisbud_kit::Secret>,
+    /// Where the provider sends the browser back: this gateway's public
+    /// `/konsol/oidc/tillbaka` (`https://krisbud.stad.example/konsol/oidc/tillbaka`).
+    pub redirect_url: String,
+    /// Where the provider sends the browser after signing out there; the
+    /// console's sign-in page when left out.
+    #[serde(default)]
+    pub post_logout_url: Option<String>,
+    /// Scopes asked for besides `openid`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID-token claim holding the person's groups (`groups`, or `roles`).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// The ID-token claim whose value is recorded as the actor; the subject
+    /// (`sub`) when the token lacks it.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// Provider group → krisbud roles. A person with no mapped group gets no role
+    /// and can do nothing.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Vec<Role>>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["profile".into(), "email".into()]
+}
+
+fn default_roles_claim() -> String {
+    "groups".into()
+}
+
+fn default_user_claim() -> String {
+    "preferred_username".into()
 }
 
 impl Default for Config {
@@ -29,6 +80,7 @@ impl Default for Config {
             body_limit_bytes: 64 * 1024,
             members_limit_bytes: 256 * 1024 * 1024,
             users: Vec::new(),
+            oidc: None,
         }
     }
 }

@@ -35,7 +35,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use krisbud_kit::{CancellationToken, Runtime, Started};
 
-pub use config::{Config, User, token_sha256};
+pub use config::{Config, OidcConfig, User, token_sha256};
 pub use problem::{PROBLEM_JSON, ProblemDetails, TYPE_PREFIX};
 
 use crate::state::AppState;
@@ -68,6 +68,10 @@ pub async fn start(
         shutdown: shutdown.clone(),
         sessions: console::session::Sessions::default(),
         watches: live_status::Watches::default(),
+        oidc: match config.oidc.clone() {
+            Some(c) => Some(Arc::new(console::oidc::Oidc::new(c)?)),
+            None => None,
+        },
     };
     let app = router(state, config.body_limit_bytes).merge(rt.health.router());
     let listener = tokio::net::TcpListener::bind(&config.listen)

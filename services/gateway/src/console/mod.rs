@@ -17,6 +17,7 @@ mod audit;
 mod board;
 mod confirm;
 mod editor;
+pub mod oidc;
 mod pages;
 pub mod session;
 mod texts;
@@ -49,6 +50,8 @@ pub fn router() -> Router<AppState> {
         .route("/konsol", get(home))
         .route("/konsol/logga-in", get(sign_in_page).post(sign_in))
         .route("/konsol/logga-ut", post(sign_out))
+        .route("/konsol/logga-in/oidc", get(oidc::begin))
+        .route("/konsol/oidc/tillbaka", get(oidc::callback))
         .route("/konsol/ny-kris", get(choose_template))
         .route(
             "/konsol/ny-kris/{template}",
@@ -184,8 +187,17 @@ fn csrf_ok(who: &SignedIn, form: &[(String, String)]) -> bool {
     pages::value(form, "_csrf").is_some_and(|t| same_token(t, &who.session.csrf))
 }
 
+/// Whether the request came through a TLS-terminating proxy, so cookies are
+/// marked Secure.
+fn behind_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 /// `GET /konsol/logga-in`
-async fn sign_in_page(jar: CookieJar) -> Response {
+async fn sign_in_page(State(app): State<AppState>, jar: CookieJar) -> Response {
+    let app_oidc = app.oidc.is_some();
     let token = random_token();
     let jar = jar.add(session::cookie_named(
         session::PRE_COOKIE,
@@ -194,6 +206,7 @@ async fn sign_in_page(jar: CookieJar) -> Response {
     ));
     let template = pages::SignIn {
         layout: Layout::anonymous(token),
+        oidc: app_oidc,
         failed: false,
         expired: false,
         name: String::new(),
@@ -205,7 +218,13 @@ async fn sign_in_page(jar: CookieJar) -> Response {
 
 /// The sign-in page for a declaration posted after the session ended: the
 /// fields typed ride along, and signing in again brings the form back filled in.
-fn sign_in_keeping(jar: CookieJar, next: String, form: &[(String, String)]) -> Response {
+fn sign_in_keeping(
+    app: &AppState,
+    jar: CookieJar,
+    next: String,
+    form: &[(String, String)],
+) -> Response {
+    let app_oidc = app.oidc.is_some();
     let token = random_token();
     let jar = jar.add(session::cookie_named(
         session::PRE_COOKIE,
@@ -219,6 +238,7 @@ fn sign_in_keeping(jar: CookieJar, next: String, form: &[(String, String)]) -> R
         .collect();
     let template = pages::SignIn {
         layout: Layout::anonymous(token),
+        oidc: app_oidc,
         failed: false,
         expired: true,
         name: String::new(),
@@ -236,6 +256,7 @@ async fn sign_in(
     body: axum::body::Bytes,
 ) -> Response {
     let form = pages::parse_form(&body);
+    let app_oidc = app.oidc.is_some();
     // Login CSRF: the form's token must match the cookie the form page set.
     let pre = jar.get(session::PRE_COOKIE).map(|c| c.value().to_owned());
     let fresh = random_token();
@@ -251,6 +272,7 @@ async fn sign_in(
     let retry = |name: String| {
         let template = pages::SignIn {
             layout: Layout::anonymous(fresh.clone()),
+            oidc: app_oidc,
             failed: true,
             expired: !keep.is_empty(),
             name,
@@ -277,9 +299,7 @@ async fn sign_in(
         tracing::info!("console sign-in refused");
         return retry(name);
     };
-    let secure = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    let secure = behind_tls(&headers);
     let jar = jar
         .remove(session::cookie_named(
             session::PRE_COOKIE,
@@ -320,7 +340,8 @@ async fn sign_out(
 ) -> Response {
     app.sessions.sign_out(&who.id);
     let jar = jar.remove(session::cookie(String::new(), false));
-    (jar, Redirect::to("/konsol/logga-in")).into_response()
+    let next = oidc::after_sign_out(&app, &who.session).await;
+    (jar, Redirect::to(&next)).into_response()
 }
 
 /// `GET /konsol`: the crises the person may follow.
@@ -452,7 +473,7 @@ async fn declare(
     let raw = pages::parse_form(&body);
     // A session that ended while the form was being filled in keeps the form.
     let Some(who) = session::signed_in(&app, &jar) else {
-        return sign_in_keeping(jar, format!("/konsol/ny-kris/{template_id}"), &raw);
+        return sign_in_keeping(&app, jar, format!("/konsol/ny-kris/{template_id}"), &raw);
     };
     if !csrf_ok(&who, &raw) {
         return message(

@@ -84,6 +84,8 @@ pub struct Message<'a> {
 #[template(path = "console/sign_in.html")]
 pub struct SignIn {
     pub layout: Layout,
+    /// Whether the city's identity provider is configured (its button shows).
+    pub oidc: bool,
     pub failed: bool,
     /// The session ended while a form was being filled in.
     pub expired: bool,

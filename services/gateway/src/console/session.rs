@@ -4,8 +4,8 @@
 //!
 //! Sign-in checks a user name and that user's secret: the same secret as their
 //! API token (for `krisbud up --demo`, the printed demo credentials), looked up by
-//! hash as the bearer check does. The session holds only the actor, so a sign-in by
-//! OIDC later creates the same session from the identity provider's answer.
+//! hash as the bearer check does. A sign-in by OpenID Connect (`oidc.rs`) creates
+//! the same session from the identity provider's answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +34,9 @@ pub struct Session {
     pub actor: Actor,
     /// The token every form POST of this session carries.
     pub csrf: String,
+    /// The identity provider's ID token of an OIDC sign-in, the hint for
+    /// signing out there too.
+    pub id_token: Option<String>,
     ends: Instant,
 }
 
@@ -58,13 +61,21 @@ impl Sessions {
         if !user.name.eq_ignore_ascii_case(name.trim()) {
             return None;
         }
+        let actor = Actor {
+            user: user.name.clone(),
+            roles: user.roles.clone(),
+        };
+        Some(self.start(actor, None))
+    }
+
+    /// Starts a session for `actor` (signed in by password or by the identity
+    /// provider, whose ID token is kept for signing out there): its cookie value.
+    pub fn start(&self, actor: Actor, id_token: Option<String>) -> String {
         let id = random_token();
         let session = Session {
-            actor: Actor {
-                user: user.name.clone(),
-                roles: user.roles.clone(),
-            },
+            actor,
             csrf: random_token(),
+            id_token,
             ends: Instant::now() + LIFETIME,
         };
         let mut sessions = self.lock();
@@ -76,7 +87,7 @@ impl Sessions {
             sessions.remove(&oldest);
         }
         sessions.insert(id_hash(&id), session);
-        Some(id)
+        id
     }
 
     /// The live session with cookie value `id`.

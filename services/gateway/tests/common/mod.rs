@@ -69,6 +69,7 @@ impl App {
                 User::with_token("granskare", vec![Role::TemplateApprover], APPROVER),
                 User::with_token("admin", vec![Role::Admin], ADMIN),
             ],
+            oidc: None,
         };
         let shutdown = CancellationToken::new();
         let started = krisbud_gateway::start(config, rt, shutdown.clone())
