@@ -189,6 +189,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 subject::AUDIT_CHECKPOINTS,
                 subject::AUDIT_KEY_EVENTS,
                 subject::AUDIT_LOOKUP_EVENTS,
+                subject::AUDIT_SESSION_EVENTS,
             ] {
                 p.publish(s);
             }

@@ -226,6 +226,46 @@ pub struct RecipientLookedUp {
     pub outcomes: u64,
 }
 
+/// How a person signed in to the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignInMethod {
+    /// A configured user's name and secret.
+    Password,
+    /// The city's identity provider (OpenID Connect).
+    Oidc,
+}
+
+/// What happened to a console session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionChange {
+    SignedIn,
+    SignedOut,
+    /// A sign-in that did not succeed; the actor is the name that was tried.
+    SignInRefused,
+}
+
+/// A console sign-in, sign-out or refused sign-in, as the gateway reports it to
+/// the audit service (`krisbud.cmd.audit.session`) and the chain records it.
+/// Never a password, a token or a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConsoleSession {
+    pub change: SessionChange,
+    pub method: SignInMethod,
+    /// The identity provider's subject (`sub`) of an OIDC sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub idp_subject: Option<String>,
+    /// The roles the session holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<crate::Role>,
+    /// Why a sign-in was refused, in a few words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub reason: Option<String>,
+}
+
 /// Ask for checkpoints, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CheckpointQuery {

@@ -46,6 +46,8 @@ pub enum Event {
     AuditKeyRotated(crate::audit::AuditKeyRotated),
     /// An auditor looked up whether a recipient was notified.
     RecipientLookedUp(crate::audit::RecipientLookedUp),
+    /// Someone signed in to the console, signed out, or was refused.
+    ConsoleSession(crate::audit::ConsoleSession),
     /// An admin created an audience.
     AudienceCreated(AudienceCreated),
     /// An admin replaced an audience's members from a file.
@@ -84,6 +86,7 @@ impl Event {
             Event::TemplateRetired(_) => "TemplateRetired",
             Event::AuditKeyRotated(_) => "AuditKeyRotated",
             Event::RecipientLookedUp(_) => "RecipientLookedUp",
+            Event::ConsoleSession(_) => "ConsoleSession",
             Event::AudienceCreated(_) => "AudienceCreated",
             Event::AudienceMembersImported(_) => "AudienceMembersImported",
             Event::AudienceDeleted(_) => "AudienceDeleted",
@@ -110,6 +113,7 @@ impl Event {
             Event::EscalationRaised(e) => Some(&e.crisis_id),
             Event::CrisisExpired(e) => Some(&e.crisis_id),
             Event::AuditKeyRotated(_)
+            | Event::ConsoleSession(_)
             | Event::CommandRefused(_)
             | Event::AudienceCreated(_)
             | Event::AudienceMembersImported(_)
@@ -146,6 +150,7 @@ impl Event {
             | Event::EscalationRaised(_)
             | Event::CrisisExpired(_)
             | Event::CommandRefused(_)
+            | Event::ConsoleSession(_)
             | Event::RecipientLookedUp(_) => None,
         }
     }
@@ -168,6 +173,7 @@ impl Event {
             Event::TemplateRetired(e) => subject::template_events(&e.template_id),
             Event::AuditKeyRotated(_) => subject::AUDIT_KEY_EVENTS.to_owned(),
             Event::RecipientLookedUp(_) => subject::AUDIT_LOOKUP_EVENTS.to_owned(),
+            Event::ConsoleSession(_) => subject::AUDIT_SESSION_EVENTS.to_owned(),
             Event::AudienceCreated(e) => subject::audience_events(&e.audience_id),
             Event::AudienceMembersImported(e) => subject::audience_events(&e.audience_id),
             Event::AudienceDeleted(e) => subject::audience_events(&e.audience_id),

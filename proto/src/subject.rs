@@ -22,6 +22,8 @@ pub const AUDIT_CHECKPOINTS: &str = "krisbud.audit.checkpoint";
 pub const AUDIT_KEY_EVENTS: &str = "krisbud.evt.audit.keys";
 /// The auditors' recipient lookups.
 pub const AUDIT_LOOKUP_EVENTS: &str = "krisbud.evt.audit.lookups";
+/// Console sign-ins, sign-outs and refused sign-ins.
+pub const AUDIT_SESSION_EVENTS: &str = "krisbud.evt.audit.sessions";
 
 /// The subject of one crisis's events.
 pub fn crisis_events(crisis_id: &str) -> String {
@@ -109,6 +111,8 @@ pub mod cmd {
     pub const AUDIT_REPORT: &str = "krisbud.cmd.audit.report";
     /// Was this person notified? (audit).
     pub const AUDIT_LOOKUP: &str = "krisbud.cmd.audit.lookup";
+    /// Record a console sign-in, sign-out or refused sign-in.
+    pub const AUDIT_SESSION: &str = "krisbud.cmd.audit.session";
     /// List the audiences (coordinator).
     pub const LIST_AUDIENCES: &str = "krisbud.cmd.audience.list";
     /// One audience (coordinator).

@@ -69,6 +69,46 @@ impl Drop for Provider {
     }
 }
 
+/// The console sessions the audit chain holds, as `(change, actor, payload)`,
+/// once `at_least` are recorded.
+async fn sessions(app: &TestApp, at_least: usize) -> Vec<(String, String, serde_json::Value)> {
+    let http = reqwest::Client::new();
+    krisbud_tests::wait_until_async(
+        "the console sessions in the audit chain",
+        Duration::from_secs(20),
+        || async {
+            let page: serde_json::Value = http
+                .get(format!("{}/api/v1/audit", app.api))
+                .query(&[("kind", "ConsoleSession")])
+                .bearer_auth(app.token(krisbud_proto::Role::Auditor))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let found: Vec<(String, String, serde_json::Value)> = page["records"]
+                .as_array()?
+                .iter()
+                .map(|r| {
+                    let envelope = &r["event"];
+                    let payload = envelope["payload"].clone();
+                    (
+                        payload["change"].as_str().unwrap_or_default().to_owned(),
+                        envelope["actor"]["user"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        payload,
+                    )
+                })
+                .collect();
+            (found.len() >= at_least).then_some(found)
+        },
+    )
+    .await
+}
+
 /// A browser that keeps cookies and lets the test follow each redirect.
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
@@ -234,6 +274,29 @@ async fn a_duty_officer_signs_in_through_the_city_s_identity_provider() {
         .await
         .unwrap();
     assert_eq!(location(&after), "/konsol/logga-in");
+
+    // The chain holds the sign-in with the provider's subject and the roles,
+    // the replay's refusal, and the sign-out; no token or code anywhere.
+    let recorded = sessions(&app, 3).await;
+    let changes: Vec<(&str, &str)> = recorded
+        .iter()
+        .map(|(c, u, _)| (c.as_str(), u.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("signed_in", "maria.tib"),
+            ("sign_in_refused", "-"),
+            ("signed_out", "maria.tib")
+        ],
+        "{recorded:#?}"
+    );
+    let signed_in = &recorded[0].2;
+    assert_eq!(signed_in["method"], "oidc");
+    assert_eq!(signed_in["idp_subject"], "maria.tib");
+    assert_eq!(signed_in["roles"], json!(["duty_officer"]));
+    let text = serde_json::to_string(&recorded).unwrap();
+    assert!(!text.contains("code=") && !text.contains("eyJ"), "{text}");
     app.stop().await;
 }
 
@@ -336,5 +399,74 @@ async fn no_mapped_group_no_role_and_a_callback_belongs_to_its_browser() {
         .await
         .unwrap();
     assert_eq!(removed.status(), 403);
+
+    // Each refusal is in the chain, the role-less ones with name and subject.
+    let recorded = sessions(&app, 5).await;
+    let no_role: Vec<&serde_json::Value> = recorded
+        .iter()
+        .filter(|(c, _, p)| {
+            c == "sign_in_refused" && p["reason"] == "no group of the person maps to a role"
+        })
+        .map(|(_, _, p)| p)
+        .collect();
+    assert_eq!(no_role.len(), 2, "{recorded:#?}");
+    assert!(no_role.iter().any(|p| p["idp_subject"] == "revisor.karin"));
+    app.stop().await;
+}
+
+/// The whole sign-in in Debian's chromium, with the gateway on a port known
+/// beforehand so the provider sends the browser back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_through_the_provider_s_own_pages() {
+    let provider = Provider::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut app = TestApp::spawn_listening(
+        &format!("127.0.0.1:{port}"),
+        &format!(
+            r#"
+[gateway.oidc]
+issuer_url = "{issuer}"
+client_id = "krisbud-konsol"
+client_secret = "konsolens-hemlighet"
+redirect_url = "http://127.0.0.1:{port}/konsol/oidc/tillbaka"
+[gateway.oidc.roles]
+krisbud-tib = ["duty_officer"]
+"#,
+            issuer = provider.url
+        ),
+    )
+    .await;
+    provider.set_groups("maria.tib", &["krisbud-tib"]).await;
+    provider
+        .set_groups("kalle.praktikant", &["alla-anstallda"])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("oidc.json");
+    std::fs::write(
+        &config,
+        json!({ "base": app.api, "duty": "maria.tib", "nobody": "kalle.praktikant" }).to_string(),
+    )
+    .unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/oidc.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&config)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), output)
+        .await
+        .expect("the browser run ends within 2 minutes")
+        .expect("node runs (tests/browser: npm ci)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser run failed\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("oidc ok"), "{stdout}");
     app.stop().await;
 }

@@ -158,6 +158,7 @@ pub async fn start(
         serve!(subject::cmd::AUDIT_KEYS, keys),
         serve!(subject::cmd::AUDIT_REPORT, report),
         serve!(subject::cmd::AUDIT_LOOKUP, lookup),
+        serve!(subject::cmd::AUDIT_SESSION, session),
     ];
     // `command::spawn` returns once the server knows each subscription.
     ready.set(true);

@@ -1,6 +1,7 @@
 //! The audit service's commands, for auditors only: filtered, paged
 //! queries; verification of the live chain; checkpoints and keys; the crisis
-//! report; and the recipient lookup.
+//! report; and the recipient lookup. And one for the gateway on anyone's
+//! behalf: recording a console sign-in, sign-out or refused sign-in.
 
 use std::sync::Arc;
 
@@ -8,14 +9,16 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use krisbud_kit::Bus;
+use krisbud_kit::bus::Expect;
 pub use krisbud_proto::audit::AuditPage;
 use krisbud_proto::audit::{
-    AuditKeys, AuditRecord, ChainPosition, CheckpointPage, CheckpointQuery, CrisisReportQuery,
-    CrisisReportReply, PublicKeyQuery, RecipientLookup, RecipientLookupAnswer, ReportFormat,
-    VerifyReport,
+    AuditKeys, AuditRecord, ChainPosition, CheckpointPage, CheckpointQuery, ConsoleSession,
+    CrisisReportQuery, CrisisReportReply, PublicKeyQuery, RecipientLookup, RecipientLookupAnswer,
+    ReportFormat, SessionChange, VerifyReport,
 };
 use krisbud_proto::command::{AuditQuery, AuditVerify};
 use krisbud_proto::{Actor, CommandRequest, Problem, Role, spec, subject};
+use krisbud_proto::{Envelope, Event};
 use serde_json::Value;
 
 use crate::{keys, lookup, read, report, signing, unavailable, verify};
@@ -33,10 +36,17 @@ pub struct Reader {
     /// Recipient lookups per user: "was this person notified?" must not become
     /// a way to find out who lives where, one number after another.
     lookups: Arc<governor::DefaultKeyedRateLimiter<String>>,
+    /// Refused sign-ins recorded, over all names: anyone who reaches the sign-in
+    /// page can cause one, and the chain keeps every record for ever.
+    refusals: Arc<governor::DefaultDirectRateLimiter>,
 }
 
 /// Recipient lookups a user may make a minute (and at once).
 pub const LOOKUPS_PER_MINUTE: u32 = 20;
+
+/// Refused console sign-ins recorded a minute (and at once); the gateway logs the
+/// ones beyond it.
+pub const REFUSED_SIGN_INS_PER_MINUTE: u32 = 60;
 
 impl Reader {
     /// A reader of the chain with pages of at most `limit` records.
@@ -48,6 +58,9 @@ impl Reader {
             recipient_key: Arc::new(recipient_key),
             lookups: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
                 std::num::NonZeroU32::MIN.saturating_add(LOOKUPS_PER_MINUTE - 1),
+            ))),
+            refusals: Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(
+                std::num::NonZeroU32::MIN.saturating_add(REFUSED_SIGN_INS_PER_MINUTE - 1),
             ))),
         }
     }
@@ -218,6 +231,35 @@ impl Reader {
             ));
         }
         lookup::lookup(&self.bus, &self.recipient_key, request.actor, request.body).await
+    }
+
+    /// `krisbud.cmd.audit.session`: records a console sign-in, sign-out or refused
+    /// sign-in. Answered once the event is stored.
+    pub async fn session(&self, request: CommandRequest<ConsoleSession>) -> Result<(), Problem> {
+        let session = request.body;
+        let actor = request.actor;
+        krisbud_kit::text::check_free_text("user", &actor.user, 200)?;
+        if let Some(reason) = &session.reason {
+            krisbud_kit::text::check_free_text("reason", reason, 200)?;
+        }
+        if let Some(subject) = &session.idp_subject {
+            krisbud_kit::text::check_free_text("idp_subject", subject, 255)?;
+        }
+        if session.change == SessionChange::SignInRefused && self.refusals.check().is_err() {
+            return Err(Problem::new(
+                429,
+                "too many requests",
+                format!(
+                    "at most {REFUSED_SIGN_INS_PER_MINUTE} refused sign-ins are recorded a minute"
+                ),
+            ));
+        }
+        let event = Envelope::new(actor, Event::ConsoleSession(session));
+        self.bus.append(&event, Expect::Any).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot record a console session");
+            Problem::unavailable("the session cannot be recorded in the audit log just now")
+        })?;
+        Ok(())
     }
 
     /// The records of one crisis, and the chain's head when they were read.

@@ -145,6 +145,7 @@ fn cli(api: &str, token: &str, args: &[&str]) -> Output {
         .args(args)
         .env("KRISBUD_API", api)
         .env("KRISBUD_TOKEN", token)
+        .env("KRISBUD_LANG", "sv")
         .output()
         .expect("the CLI runs")
 }
@@ -263,7 +264,7 @@ fn up_demo_and_the_cli_tour() {
             let out = stdout(&cli(&up.api, duty, &["status", &id]));
             let delivered = out
                 .lines()
-                .filter(|l| l.split_whitespace().nth(1) == Some("delivered"))
+                .filter(|l| l.split_whitespace().nth(1) == Some("klar"))
                 .count();
             (delivered == 4).then_some(out)
         },
@@ -274,6 +275,7 @@ fn up_demo_and_the_cli_tour() {
         .args(["status", &id, "--api", &up.api, "--token", duty])
         .env_remove("KRISBUD_API")
         .env_remove("KRISBUD_TOKEN")
+        .env("KRISBUD_LANG", "sv")
         .output()
         .unwrap();
     assert!(
@@ -281,11 +283,7 @@ fn up_demo_and_the_cli_tour() {
         "{}",
         String::from_utf8_lossy(&flagged.stderr)
     );
-    assert!(
-        stdout(&flagged).contains("delivered"),
-        "{}",
-        stdout(&flagged)
-    );
+    assert!(stdout(&flagged).contains("klar"), "{}", stdout(&flagged));
     let missing = Command::new(KRISBUD)
         .args(["status", &id, "--api", &up.api])
         .env_remove("KRISBUD_TOKEN")
@@ -350,7 +348,7 @@ fn up_demo_and_the_cli_tour() {
     );
     assert!(verified.status.success(), "{}", stdout(&verified));
     assert!(
-        stdout(&verified).contains("records verified"),
+        stdout(&verified).contains("poster verifierade"),
         "{}",
         stdout(&verified)
     );
@@ -411,7 +409,7 @@ fn up_demo_and_the_cli_tour() {
         stdout(&caught)
     );
     assert!(
-        stdout(&caught).contains(&format!("record {sequence}")),
+        stdout(&caught).contains(&format!("post {sequence}")),
         "names the record: {}",
         stdout(&caught)
     );
@@ -965,6 +963,7 @@ fn a_million_member_csv_imports_through_the_cli_with_progress() {
             .args(args)
             .env("KRISBUD_API", &up.api)
             .env("KRISBUD_TOKEN", &admin)
+            .env("KRISBUD_LANG", "sv")
             .output()
             .unwrap()
     };
@@ -997,25 +996,25 @@ fn a_million_member_csv_imports_through_the_cli_with_progress() {
     );
     assert!(
         stdout.contains(
-            "1000005 rows read, 1000000 members imported, 2 duplicates left out, 3 rows refused"
+            "1000005 rader lästa, 1000000 medlemmar importerade, 2 dubbletter utelämnade, 3 rader avvisade"
         ),
         "{stdout}{stderr}"
     );
     for line in [
-        "line 1000002 (phone)",
-        "line 1000003 (language)",
-        "line 1000004 (phone)",
+        "rad 1000002 (phone)",
+        "rad 1000003 (language)",
+        "rad 1000004 (phone)",
     ] {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }
-    let progress = stderr.lines().filter(|l| l.starts_with("sent ")).count();
+    let progress = stderr.lines().filter(|l| l.starts_with("skickat ")).count();
     assert!(progress >= 5, "progress shown while sending: {stderr}");
-    assert!(stderr.contains("sent 100%"), "{stderr}");
+    assert!(stderr.contains("skickat 100 %"), "{stderr}");
 
     let show = cli(&["audiences", "show", "hela-stan"]);
     let shown = String::from_utf8_lossy(&show.stdout);
     assert!(
-        shown.contains("1000000 members (1000000 with phone"),
+        shown.contains("1000000 medlemmar (1000000 med telefon"),
         "{shown}"
     );
 }

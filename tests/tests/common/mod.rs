@@ -28,6 +28,9 @@ pub struct TestApp {
     shutdown: CancellationToken,
     system: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     extra: String,
+    /// Where the gateway listens: a free port unless a test needs to know it
+    /// before the start (a redirect URL given to an identity provider).
+    gateway_listen: String,
 }
 
 /// The variables of a water-outage declaration.
@@ -56,6 +59,11 @@ impl TestApp {
 
     /// Starts nats-server and the demo system; `extra` is TOML added to the config.
     pub async fn spawn_with(extra: &str) -> TestApp {
+        TestApp::spawn_listening("127.0.0.1:0", extra).await
+    }
+
+    /// [`TestApp::spawn_with`], the gateway listening on `listen`.
+    pub async fn spawn_listening(listen: &str, extra: &str) -> TestApp {
         krisbud_tests::init_test_log();
         let data_dir = tempfile::tempdir().unwrap();
         // A closed bus, as deployed: deploy/nats's users, every service its own.
@@ -70,6 +78,7 @@ impl TestApp {
             shutdown: CancellationToken::new(),
             system: None,
             extra: extra.to_owned(),
+            gateway_listen: listen.to_owned(),
         };
         app.start().await;
         app
@@ -86,13 +95,14 @@ credentials_dir = "{dir}/nats-credentials"
 [privacy]
 recipient_key = "test-recipient-key"
 [gateway]
-listen = "127.0.0.1:0"
+listen = "{gateway}"
 [banner]
 listen = "127.0.0.1:0"
 {extra}
 "#,
             dir = self.data_dir.path().display(),
             url = self.nats.url(),
+            gateway = self.gateway_listen,
             extra = self.extra
         );
         Config::from_toml(&text).expect("a valid test configuration")

@@ -291,7 +291,8 @@ pub fn fold(p: &mut CrisisProjection, envelope: &Envelope) -> bool {
         | Event::AudienceDeleted(_)
         | Event::ExerciseRefused(_)
         | Event::CommandRefused(_)
-        | Event::RecipientLookedUp(_) => return false,
+        | Event::RecipientLookedUp(_)
+        | Event::ConsoleSession(_) => return false,
         Event::EscalationRaised(e) => {
             migrate(p);
             p.status.crisis_id = e.crisis_id.clone();

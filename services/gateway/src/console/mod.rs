@@ -30,10 +30,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::CookieJar;
+use krisbud_proto::audit::{ConsoleSession, SessionChange, SignInMethod};
 use krisbud_proto::command::{Declared, ListCrises, ListTemplates};
 use krisbud_proto::status::CrisisStatus;
 use krisbud_proto::template::{TemplatePreview, TemplateState, TemplateSummary};
-use krisbud_proto::{AlertStatus, Channel, Role, subject};
+use krisbud_proto::{Actor, AlertStatus, Channel, Role, subject};
 
 use crate::state::AppState;
 use pages::{DeclareForm, Layout};
@@ -297,8 +298,38 @@ async fn sign_in(
     let secret = pages::value(&form, "password").unwrap_or_default();
     let Some(id) = app.sessions.sign_in(&app, &name, secret) else {
         tracing::info!("console sign-in refused");
+        let tried = Actor {
+            user: session::tried_name(&name),
+            roles: Vec::new(),
+        };
+        session::record(
+            &app,
+            tried,
+            ConsoleSession {
+                change: SessionChange::SignInRefused,
+                method: SignInMethod::Password,
+                idp_subject: None,
+                roles: Vec::new(),
+                reason: Some("the name and password do not belong together".into()),
+            },
+        )
+        .await;
         return retry(name);
     };
+    if let Some(signed) = app.sessions.get(&id) {
+        session::record(
+            &app,
+            signed.actor.clone(),
+            ConsoleSession {
+                change: SessionChange::SignedIn,
+                method: SignInMethod::Password,
+                idp_subject: None,
+                roles: signed.actor.roles.clone(),
+                reason: None,
+            },
+        )
+        .await;
+    }
     let secure = behind_tls(&headers);
     let jar = jar
         .remove(session::cookie_named(
@@ -339,6 +370,23 @@ async fn sign_out(
     Posted { who, form: _ }: Posted,
 ) -> Response {
     app.sessions.sign_out(&who.id);
+    let method = if who.session.id_token.is_some() {
+        SignInMethod::Oidc
+    } else {
+        SignInMethod::Password
+    };
+    session::record(
+        &app,
+        who.session.actor.clone(),
+        ConsoleSession {
+            change: SessionChange::SignedOut,
+            method,
+            idp_subject: None,
+            roles: who.session.actor.roles.clone(),
+            reason: None,
+        },
+    )
+    .await;
     let jar = jar.remove(session::cookie(String::new(), false));
     let next = oidc::after_sign_out(&app, &who.session).await;
     (jar, Redirect::to(&next)).into_response()

@@ -19,6 +19,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
+use krisbud_proto::audit::{ConsoleSession, SessionChange, SignInMethod};
 use krisbud_proto::{Actor, Role};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
@@ -82,8 +83,8 @@ enum Refused {
     Provider(String),
     /// The code or the ID token did not pass the checks.
     Invalid(String),
-    /// Signed in, but no configured group gives a role.
-    NoRole(String),
+    /// Signed in, but no configured group gives a role: the name and the subject.
+    NoRole(String, String),
 }
 
 impl Oidc {
@@ -186,12 +187,13 @@ impl Oidc {
         Ok((url.to_string(), state.secret().clone()))
     }
 
-    /// Finishes a sign-in: the signed-in actor and the raw ID token.
+    /// Finishes a sign-in: the signed-in actor, the provider's subject and the
+    /// raw ID token.
     async fn finish(
         &self,
         callback: &Callback,
         browser_state: Option<&str>,
-    ) -> Result<(Actor, String), Refused> {
+    ) -> Result<(Actor, String, String), Refused> {
         let state = callback.state.as_deref().unwrap_or_default();
         // Taken out whatever happens next: a state is good for one try.
         let pending = self.pending().remove(state);
@@ -257,9 +259,9 @@ impl Oidc {
             .unwrap_or_else(|| format!("oidc:{subject}"));
         let roles = self.roles(&extra);
         if roles.is_empty() {
-            return Err(Refused::NoRole(user));
+            return Err(Refused::NoRole(user, subject));
         }
-        Ok((Actor { user, roles }, raw))
+        Ok((Actor { user, roles }, subject, raw))
     }
 
     /// The krisbud roles the person's groups give, in the order roles are listed.
@@ -356,17 +358,65 @@ pub async fn callback(
     let browser_state = jar.get(STATE_COOKIE).map(|c| c.value().to_owned());
     let jar = jar.remove(session::cookie_named(STATE_COOKIE, String::new(), false));
     match oidc.finish(&query, browser_state.as_deref()).await {
-        Ok((actor, id_token)) => {
+        Ok((actor, subject, id_token)) => {
             tracing::info!(
                 user = %actor.user,
                 roles = %crate::auth::role_list(&actor.roles),
                 "console sign-in by the identity provider"
             );
+            session::record(
+                &app,
+                actor.clone(),
+                ConsoleSession {
+                    change: SessionChange::SignedIn,
+                    method: SignInMethod::Oidc,
+                    idp_subject: Some(subject),
+                    roles: actor.roles.clone(),
+                    reason: None,
+                },
+            )
+            .await;
             let id = app.sessions.start(actor, Some(id_token));
             let jar = jar.add(session::cookie(id, super::behind_tls(&headers)));
             (jar, Redirect::to("/konsol")).into_response()
         }
-        Err(refused) => (jar, refusal(&refused)).into_response(),
+        Err(refused) => {
+            if let Some((actor, session)) = refused.record() {
+                session::record(&app, actor, session).await;
+            }
+            (jar, refusal(&refused)).into_response()
+        }
+    }
+}
+
+impl Refused {
+    /// What the audit chain records of a refused sign-in: who, as far as known,
+    /// and why. An unreachable provider refused nobody.
+    fn record(&self) -> Option<(Actor, ConsoleSession)> {
+        let (user, subject, reason) = match self {
+            Refused::Unavailable(_) => return None,
+            Refused::UnknownState => (None, None, "unknown, reused or foreign state"),
+            Refused::Provider(_) => (None, None, "the identity provider did not sign in"),
+            Refused::Invalid(_) => (None, None, "the provider's answer failed a check"),
+            Refused::NoRole(user, subject) => (
+                Some(user.as_str()),
+                Some(subject.clone()),
+                "no group of the person maps to a role",
+            ),
+        };
+        Some((
+            Actor {
+                user: session::tried_name(user.unwrap_or("-")),
+                roles: Vec::new(),
+            },
+            ConsoleSession {
+                change: SessionChange::SignInRefused,
+                method: SignInMethod::Oidc,
+                idp_subject: subject,
+                roles: Vec::new(),
+                reason: Some(reason.to_owned()),
+            },
+        ))
     }
 }
 
@@ -423,7 +473,7 @@ fn refusal(refused: &Refused) -> Response {
                  Börja om från inloggningssidan; kontakta IT om det händer igen.",
             )
         }
-        Refused::NoRole(user) => {
+        Refused::NoRole(user, _) => {
             tracing::info!(user, "console sign-in without a role");
             (
                 StatusCode::FORBIDDEN,

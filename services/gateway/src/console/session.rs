@@ -15,7 +15,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use krisbud_proto::{Actor, Role};
+use krisbud_proto::audit::ConsoleSession;
+use krisbud_proto::{Actor, Role, subject};
 use sha2::{Digest, Sha256};
 
 use crate::config::hash_token;
@@ -108,6 +109,50 @@ impl Sessions {
         self.by_id_hash
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Records a sign-in, sign-out or refused sign-in in the audit chain, through
+/// the audit service. The person is not held up when it cannot be recorded: the
+/// failure is logged as an error (a refused sign-in past the audit service's rate
+/// limit as a warning).
+pub async fn record(app: &AppState, actor: Actor, session: ConsoleSession) {
+    let change = session.change;
+    let answer: Result<(), crate::problem::ApiError> = app
+        .command(subject::cmd::AUDIT_SESSION, actor, None, session)
+        .await;
+    match answer {
+        Ok(()) => {}
+        Err(e) if e.problem.status == 429 => {
+            tracing::warn!(
+                ?change,
+                "console session not recorded: {}",
+                e.problem.detail
+            );
+        }
+        Err(e) => {
+            tracing::error!(
+                ?change,
+                "console session not recorded: {}",
+                e.problem.detail
+            );
+        }
+    }
+}
+
+/// The name a refused sign-in was tried with, as recorded: trimmed, without
+/// control characters, at most 64 characters.
+pub fn tried_name(name: &str) -> String {
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "-".to_owned()
+    } else {
+        name
     }
 }
 
