@@ -360,8 +360,17 @@ pub(crate) fn api() -> (Router<AppState>, Value) {
             .name("Idempotency-Key")
             .parameter_in(ParameterIn::Header)
             .required(Required::False)
-            .description(Some("Declares once however often the request is retried"))
-            .schema(Some(string())),
+            .description(Some(
+                "Declares once however often the request is retried: 1 to 255 visible \
+                 ASCII characters",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(crate::routes::IDEMPOTENCY_KEY_PATTERN))
+                    .min_length(Some(1))
+                    .max_length(Some(crate::routes::MAX_IDEMPOTENCY_KEY)),
+            )),
     )
     .request_body(Some(json_body(schemas.of::<DeclareCrisis>(), true)))
     .response(
@@ -751,6 +760,39 @@ pub(crate) fn api() -> (Router<AppState>, Value) {
         reason = "the document is built from our own types"
     )]
     let mut document = serde_json::to_value(&api).expect("the document serializes");
+    // Every operation that reads a JSON body answers 413 past the body limit and
+    // 415 without `Content-Type: application/json`, whichever route it is.
+    let too_large = serde_json::to_value(problem_response(
+        "The body is larger than the gateway accepts",
+        &problem,
+    ))
+    .expect("a response serializes");
+    let not_json = serde_json::to_value(problem_response(
+        "The body is not application/json",
+        &problem,
+    ))
+    .expect("a response serializes");
+    for operation in document
+        .get_mut("paths")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|methods| methods.values_mut())
+    {
+        let reads_json = operation
+            .pointer("/requestBody/content/application~1json")
+            .is_some();
+        if let (true, Some(responses)) = (
+            reads_json,
+            operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut),
+        ) {
+            responses.entry("413").or_insert_with(|| too_large.clone());
+            responses.entry("415").or_insert_with(|| not_json.clone());
+        }
+    }
     if let Some(components) = document
         .get_mut("components")
         .and_then(Value::as_object_mut)

@@ -19,7 +19,9 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// Longest `Idempotency-Key` accepted.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// What an `Idempotency-Key` may hold, as the OpenAPI document states it.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
 
 /// `POST /api/v1/crises`
 pub async fn declare(
@@ -198,8 +200,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = value
         .to_str()
         .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or_else(|| {
             let mut error = ApiError::bad_request(
                 "invalid header",

@@ -31,12 +31,12 @@ pub async fn list(
 ) -> Result<Json<Vec<TemplateSummary>>, ApiError> {
     let params = query_params(query.as_deref(), &["all"])?;
     let all = match params.get("all").map(String::as_str) {
-        None | Some("" | "false") => false,
+        None | Some("false") => false,
         Some("true") => true,
         Some(other) => {
             return Err(invalid_param(
                 "all",
-                format!("all must be true or false, not {other}"),
+                format!("all must be true or false, not `{other}`"),
             ));
         }
     };
@@ -265,12 +265,12 @@ pub async fn diff(
 ) -> Result<Json<TemplateDiff>, ApiError> {
     let version = check_version(&id, &version)?;
     let params = query_params(query.as_deref(), &["against"])?;
-    let against = match params.get("against").filter(|v| !v.is_empty()) {
+    let against = match params.get("against") {
         None => None,
         Some(v) => Some(v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
             invalid_param(
                 "against",
-                format!("against must be a version number, not {v}"),
+                format!("against must be a version number, not `{v}`"),
             )
         })?),
     };

@@ -842,3 +842,81 @@ async fn every_answer_carries_the_security_headers() {
         "max-age=31536000"
     );
 }
+
+/// What schemathesis (`--checks all`) found the document and the server
+/// disagreeing on, each kept as a case: empty query values, an Idempotency-Key
+/// outside its documented pattern, and a 415 every JSON operation documents.
+#[tokio::test]
+async fn the_server_does_what_the_document_says() {
+    let app = App::spawn().await;
+    let _responder = Responder::start(&app.client, declared).await;
+
+    // `?all=` and `?against=` with no value are not a boolean or a version.
+    let body = problem(
+        app.get("/api/v1/templates?all=", Some(TIB)).await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    assert_eq!(body["field"], "all", "{body}");
+    let body = problem(
+        app.get(
+            "/api/v1/templates/vattenlacka/versions/2/diff?against=",
+            Some(common::APPROVER),
+        )
+        .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    assert_eq!(body["field"], "against", "{body}");
+
+    // The key's pattern is what the server checks: visible ASCII only.
+    let document = krisbud_gateway::openapi::document();
+    let key = document["paths"]["/api/v1/crises"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
+    assert_eq!(key["schema"]["pattern"], "^[!-~]{1,255}$");
+    for bad in ["two words", "å", &"k".repeat(256)] {
+        let response = app
+            .http
+            .post(format!("{}/api/v1/crises", app.base))
+            .bearer_auth(TIB)
+            .header("content-type", "application/json")
+            .header("idempotency-key", bad)
+            .body(DECLARATION)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+
+    // Every operation that reads JSON documents 413 and 415.
+    for (path, methods) in document["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            if operation
+                .pointer("/requestBody/content/application~1json")
+                .is_some()
+            {
+                for status in ["413", "415"] {
+                    assert!(
+                        operation["responses"].get(status).is_some(),
+                        "{method} {path} does not document {status}"
+                    );
+                }
+            }
+        }
+    }
+    let response = app
+        .http
+        .post(format!("{}/api/v1/audiences", app.base))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    app.stop().await;
+}
