@@ -762,11 +762,13 @@ pub(crate) fn api() -> (Router<AppState>, Value) {
     let mut document = serde_json::to_value(&api).expect("the document serializes");
     // Every operation that reads a JSON body answers 413 past the body limit and
     // 415 without `Content-Type: application/json`, whichever route it is.
+    #[allow(clippy::expect_used, reason = "a response of our own types")]
     let too_large = serde_json::to_value(problem_response(
         "The body is larger than the gateway accepts",
         &problem,
     ))
     .expect("a response serializes");
+    #[allow(clippy::expect_used, reason = "a response of our own types")]
     let not_json = serde_json::to_value(problem_response(
         "The body is not application/json",
         &problem,
