@@ -16,6 +16,10 @@ pub struct Actor {
     /// The roles the actor held when acting.
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// The channels an operator is assigned to confirm; every channel when empty
+    /// (and left out of the JSON, so records from before read the same).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<crate::Channel>,
 }
 
 impl Actor {
@@ -24,6 +28,7 @@ impl Actor {
         Actor {
             user: format!("service:{name}"),
             roles: vec![Role::System],
+            channels: Vec::new(),
         }
     }
 

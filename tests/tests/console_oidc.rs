@@ -140,6 +140,9 @@ roles_claim = "groups"
 [gateway.oidc.roles]
 krisbud-tib = ["duty_officer"]
 krisbud-revision = ["auditor"]
+krisbud-operator = ["operator"]
+[gateway.oidc.channels]
+krisbud-sms = ["sms"]
 "#,
         issuer = provider.url
     ))
@@ -400,8 +403,46 @@ async fn no_mapped_group_no_role_and_a_callback_belongs_to_its_browser() {
         .unwrap();
     assert_eq!(removed.status(), 403);
 
+    // An operator's channels come from their groups: one in the SMS group is
+    // offered only the SMS to confirm; one in no channel group is no operator.
+    let id = app.declare_ok(&common::water_declaration()).await;
+    app.wait_delivered(&id, Duration::from_secs(30)).await;
+    provider
+        .set_groups("ali.sms", &["krisbud-operator", "krisbud-sms"])
+        .await;
+    let ali = browser();
+    let callback = at_the_provider(&app, &ali, "ali.sms").await;
+    let signed_in = ali
+        .get(format!("{}{callback}", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&signed_in), "/konsol");
+    let board = ali
+        .get(format!("{}/konsol/kris/{id}", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(board.contains("name=\"channel\" value=\"sms\""), "{board}");
+    assert!(
+        !board.contains("name=\"channel\" value=\"banner\""),
+        "{board}"
+    );
+    provider.set_groups("olle.op", &["krisbud-operator"]).await;
+    let olle = browser();
+    let callback = at_the_provider(&app, &olle, "olle.op").await;
+    let refused = olle
+        .get(format!("{}{callback}", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
     // Each refusal is in the chain, the role-less ones with name and subject.
-    let recorded = sessions(&app, 5).await;
+    let recorded = sessions(&app, 7).await;
     let no_role: Vec<&serde_json::Value> = recorded
         .iter()
         .filter(|(c, _, p)| {
@@ -409,7 +450,7 @@ async fn no_mapped_group_no_role_and_a_callback_belongs_to_its_browser() {
         })
         .map(|(_, _, p)| p)
         .collect();
-    assert_eq!(no_role.len(), 2, "{recorded:#?}");
+    assert_eq!(no_role.len(), 3, "{recorded:#?}");
     assert!(no_role.iter().any(|p| p["idp_subject"] == "revisor.karin"));
     app.stop().await;
 }

@@ -79,6 +79,7 @@ fn envelope_bytes(actor: &str, event: Event) -> Vec<u8> {
         Actor {
             user: actor.into(),
             roles: vec![Role::DutyOfficer, Role::Operator],
+            channels: Vec::new(),
         },
         event,
     );
@@ -310,6 +311,7 @@ async fn command(
         actor: Actor {
             user: "mallory".into(),
             roles: vec![Role::DutyOfficer],
+            channels: Vec::new(),
         },
         idempotency_key: None,
         body: body.clone(),
@@ -355,6 +357,7 @@ async fn a_command_not_signed_by_the_gateway_is_refused_and_recorded() {
         actor: Actor {
             user: "tib.maria".into(),
             roles: vec![Role::DutyOfficer],
+            channels: Vec::new(),
         },
         idempotency_key: None,
         body: json!({"crisis_id": "20261202-000000"}),

@@ -196,6 +196,7 @@ async fn an_author_approving_their_own_version_is_refused_with_a_reason() {
         actor: Actor {
             user: "tib.maria".into(),
             roles: vec![Role::DutyOfficer],
+            channels: Vec::new(),
         },
         idempotency_key: None,
         body: krisbud_proto::command::ChangeTemplateState {
@@ -728,6 +729,7 @@ async fn the_worst_case_rule_blocks_submission_and_approval_of_a_template_that_c
         Actor {
             user: "redaktor.anna".into(),
             roles: vec![Role::TemplateEditor],
+            channels: Vec::new(),
         },
         Event::TemplateSubmitted(TemplateSubmitted {
             template_id: "vattenlacka".into(),

@@ -402,6 +402,7 @@ mod tests {
         let actor = |roles: Vec<Role>| Actor {
             user: "u".into(),
             roles,
+            channels: Vec::new(),
         };
         assert!(authorize(&actor(vec![Role::Auditor])).is_ok());
         assert!(authorize(&actor(vec![Role::Admin, Role::Auditor])).is_ok());

@@ -647,6 +647,7 @@ mod tests {
         Actor {
             user: user.into(),
             roles: Vec::new(),
+            channels: Vec::new(),
         }
     }
 

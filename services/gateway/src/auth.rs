@@ -98,6 +98,7 @@ impl<A: Allowed> Caller<A> {
         Actor {
             user: self.user.name.clone(),
             roles: self.user.roles.clone(),
+            channels: self.user.channels.clone(),
         }
     }
 }

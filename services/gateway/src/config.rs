@@ -59,6 +59,11 @@ pub struct OidcConfig {
     /// and can do nothing.
     #[serde(default)]
     pub roles: std::collections::BTreeMap<String, Vec<Role>>,
+    /// Provider group → the channels its operators confirm. When any is given, an
+    /// operator confirms only the channels of their groups; when none is, every
+    /// channel.
+    #[serde(default)]
+    pub channels: std::collections::BTreeMap<String, Vec<krisbud_proto::Channel>>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -96,6 +101,9 @@ pub struct User {
     /// What the user may do.
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// For an operator, the channels they confirm; every channel when left out.
+    #[serde(default)]
+    pub channels: Vec<krisbud_proto::Channel>,
     /// Lowercase hex SHA-256 of the bearer token (64 digits).
     pub token_sha256: String,
 }
@@ -106,6 +114,7 @@ impl User {
         User {
             name: name.into(),
             roles,
+            channels: Vec::new(),
             token_sha256: token_sha256(token),
         }
     }
@@ -204,6 +213,7 @@ mod tests {
         let users = vec![User {
             name: "anna".into(),
             roles: vec![Role::Auditor],
+            channels: Vec::new(),
             token_sha256: "abc123".into(),
         }];
         let err = index_users(&users).unwrap_err().to_string();

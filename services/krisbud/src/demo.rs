@@ -74,6 +74,8 @@ impl DemoTokens {
             .map(|(name, token)| krisbud_gateway::User {
                 name: name.clone(),
                 roles: self.roles[name].clone(),
+                // The demo operator confirms every channel.
+                channels: Vec::new(),
                 token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
             })
             .collect()

@@ -187,6 +187,7 @@ async fn start_all(
         let seeder = krisbud_proto::Actor {
             user: "admin.olle".into(),
             roles: vec![krisbud_proto::Role::Admin],
+            channels: Vec::new(),
         };
         for (audience, members) in demo::audiences() {
             let id = audience.id.clone();

@@ -284,6 +284,7 @@ pub fn person(user: &str, roles: &[Role]) -> Actor {
     Actor {
         user: user.into(),
         roles: roles.to_vec(),
+        channels: Vec::new(),
     }
 }
 

@@ -205,6 +205,7 @@ mod tests {
         Actor {
             user: "admin.olle".into(),
             roles: vec![Role::Admin],
+            channels: Vec::new(),
         }
     }
 

@@ -234,6 +234,17 @@ impl Coordinator {
                 ),
             ));
         }
+        // An operator assigned channels confirms only those.
+        let assigned = &request.actor.channels;
+        if !assigned.is_empty() && !assigned.contains(&body.channel) {
+            let names: Vec<&str> = assigned.iter().map(|c| c.as_str()).collect();
+            return Err(Problem::forbidden(format!(
+                "{} confirms {} and not {}",
+                request.actor.user,
+                names.join(", "),
+                body.channel
+            )));
+        }
         if let Some(note) = &body.note {
             krisbud_kit::text::check_free_text("note", note, MAX_NOTE)?;
         }

@@ -473,6 +473,7 @@ mod tests {
         Actor {
             user: "jour.anna".into(),
             roles: vec![krisbud_proto::Role::DutyOfficer],
+            channels: Vec::new(),
         }
     }
 

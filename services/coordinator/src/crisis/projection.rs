@@ -650,6 +650,7 @@ mod tests {
             Actor {
                 user: "tib.maria".into(),
                 roles: vec![],
+                channels: Vec::new(),
             },
             event,
         )

@@ -710,6 +710,7 @@ mod tests {
         Actor {
             user: user.into(),
             roles: vec![role],
+            channels: Vec::new(),
         }
     }
 
@@ -781,6 +782,7 @@ mod tests {
         let bo = Actor {
             user: "redaktor.bo".into(),
             roles: vec![Role::TemplateEditor],
+            channels: Vec::new(),
         };
         let p = decide_step(&agg, &bo, &step(TemplateAction::Submit, None)).unwrap_err();
         assert_eq!(p.status, 403);
@@ -794,6 +796,7 @@ mod tests {
         let both = Actor {
             user: "redaktor.anna".into(),
             roles: vec![Role::TemplateEditor, Role::TemplateApprover],
+            channels: Vec::new(),
         };
         let p = decide_step(&agg, &both, &step(TemplateAction::Approve, None)).unwrap_err();
         assert_eq!(p.status, 403);

@@ -382,10 +382,12 @@ impl Catalog {
         let author = Actor {
             user: templates::DEMO_AUTHOR.into(),
             roles: vec![Role::TemplateEditor],
+            channels: Vec::new(),
         };
         let approver = Actor {
             user: templates::DEMO_APPROVER.into(),
             roles: vec![Role::TemplateApprover],
+            channels: Vec::new(),
         };
         for (name, text) in templates::DEMO {
             let wording = templates::parse(name, text)?;

@@ -187,9 +187,18 @@ pub struct Board {
     /// Always false: the page holds the summary's live region itself.
     pub oob: bool,
     pub operator: bool,
+    /// The channels the operator is assigned (every channel when empty).
+    pub assigned: Vec<&'static str>,
     pub steps: Vec<StepLink>,
     /// The current revision's texts, for the operator to publish by hand.
     pub texts: Vec<super::texts::ChannelText>,
+}
+
+impl Board {
+    /// Whether the signed-in operator confirms channel `id`.
+    pub fn confirms(&self, id: &str) -> bool {
+        self.assigned.is_empty() || self.assigned.contains(&id)
+    }
 }
 
 #[derive(Template)]
@@ -338,6 +347,13 @@ pub async fn board(State(app): State<AppState>, who: SignedIn, Path(id): Path<St
             seen: status_digest(&status),
             oob: false,
             operator,
+            assigned: who
+                .session
+                .actor
+                .channels
+                .iter()
+                .map(|c| c.as_str())
+                .collect(),
             steps,
             texts,
         },

@@ -97,6 +97,8 @@ pub async fn to_confirm(State(app): State<AppState>, who: SignedIn) -> Response 
         Ok(c) => c,
         Err(e) => return unavailable(&who, &e),
     };
+    // An operator assigned channels sees only those.
+    let assigned = &who.session.actor.channels;
     let mut waiting: Vec<Unconfirmed> = crises
         .iter()
         .filter(|s| s.state != CrisisState::Closed)
@@ -111,6 +113,7 @@ pub async fn to_confirm(State(app): State<AppState>, who: SignedIn) -> Response 
                 .unwrap_or_default();
             s.channels
                 .iter()
+                .filter(|(channel, _)| assigned.is_empty() || assigned.contains(channel))
                 .filter(|(_, c)| !c.confirmations.iter().any(|k| k.revision == s.revision))
                 .map(move |(channel, c)| Unconfirmed {
                     crisis_id: s.crisis_id.clone(),

@@ -301,6 +301,7 @@ async fn sign_in(
         let tried = Actor {
             user: session::tried_name(&name),
             roles: Vec::new(),
+            channels: Vec::new(),
         };
         session::record(
             &app,

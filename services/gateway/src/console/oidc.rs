@@ -261,18 +261,59 @@ impl Oidc {
         if roles.is_empty() {
             return Err(Refused::NoRole(user, subject));
         }
-        Ok((Actor { user, roles }, subject, raw))
+        let channels = self.channels(&extra);
+        let mut roles = roles;
+        if channels.is_none() {
+            // Assigned no channel to confirm: not an operator at all.
+            roles.retain(|r| *r != Role::Operator);
+            if roles.is_empty() {
+                return Err(Refused::NoRole(user, subject));
+            }
+        }
+        Ok((
+            Actor {
+                user,
+                roles,
+                channels: channels.unwrap_or_default(),
+            },
+            subject,
+            raw,
+        ))
     }
 
-    /// The krisbud roles the person's groups give, in the order roles are listed.
-    fn roles(&self, claims: &serde_json::Value) -> Vec<Role> {
-        let groups: Vec<&str> = match claims.get(&self.config.roles_claim) {
+    /// The person's groups, from the configured claim.
+    fn groups<'a>(&self, claims: &'a serde_json::Value) -> Vec<&'a str> {
+        match claims.get(&self.config.roles_claim) {
             Some(serde_json::Value::Array(list)) => {
                 list.iter().filter_map(|g| g.as_str()).collect()
             }
             Some(serde_json::Value::String(one)) => vec![one.as_str()],
             _ => Vec::new(),
-        };
+        }
+    }
+
+    /// The channels the person's groups assign them to confirm: every channel
+    /// (`Some` of none) when no group is mapped to channels at all, `None` when
+    /// groups are and none of this person's is.
+    fn channels(&self, claims: &serde_json::Value) -> Option<Vec<krisbud_proto::Channel>> {
+        if self.config.channels.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut channels: Vec<krisbud_proto::Channel> = self
+            .groups(claims)
+            .iter()
+            .filter_map(|g| self.config.channels.get(*g))
+            .flatten()
+            .copied()
+            .collect();
+        channels.sort_by_key(|c| c.as_str());
+        channels.dedup();
+        (!channels.is_empty()).then_some(channels)
+    }
+
+    /// The krisbud roles the person's groups give, in the order roles are listed.
+    fn roles(&self, claims: &serde_json::Value) -> Vec<Role> {
+        let groups = self.groups(claims);
         let mut roles: Vec<Role> = groups
             .iter()
             .filter_map(|g| self.config.roles.get(*g))
@@ -408,6 +449,7 @@ impl Refused {
             Actor {
                 user: session::tried_name(user.unwrap_or("-")),
                 roles: Vec::new(),
+                channels: Vec::new(),
             },
             ConsoleSession {
                 change: SessionChange::SignInRefused,

@@ -65,6 +65,7 @@ impl Sessions {
         let actor = Actor {
             user: user.name.clone(),
             roles: user.roles.clone(),
+            channels: user.channels.clone(),
         };
         Some(self.start(actor, None))
     }
