@@ -46,21 +46,21 @@ pub fn first_non_gsm(text: &str) -> Option<char> {
 /// Counts what sending `text` costs.
 pub fn cost(text: &str) -> SmsCost {
     if first_non_gsm(text).is_none() {
-        let units = text
+        let widths = text
             .chars()
-            .map(|c| if EXTENSION.contains(c) { 2 } else { 1 })
-            .sum();
+            .map(|c| if EXTENSION.contains(c) { 2 } else { 1 });
+        let (units, segments) = segments(widths, 160, 153);
         SmsCost {
             encoding: Encoding::Gsm7,
             units,
-            segments: segments(units, 160, 153),
+            segments,
         }
     } else {
-        let units = text.encode_utf16().count();
+        let (units, segments) = segments(text.chars().map(char::len_utf16), 70, 67);
         SmsCost {
             encoding: Encoding::Ucs2,
             units,
-            segments: segments(units, 70, 67),
+            segments,
         }
     }
 }
@@ -81,14 +81,30 @@ pub fn describe(c: char) -> String {
     format!("{kind} {c} (U+{:04X})", c as u32)
 }
 
-fn segments(units: usize, single: usize, multi: usize) -> u32 {
+/// The units of characters `widths` wide, and the segments they take: one when
+/// they fit `single`, else as many `multi`-unit parts as a phone fills in order,
+/// never cutting a character (an escape and its extension character, a UTF-16
+/// surrogate pair) across two parts, which can take one more than the units
+/// divided by `multi`.
+fn segments(widths: impl Iterator<Item = usize>, single: usize, multi: usize) -> (usize, u32) {
+    let widths: Vec<usize> = widths.collect();
+    let units: usize = widths.iter().sum();
     if units == 0 {
-        0
-    } else if units <= single {
-        1
-    } else {
-        units.div_ceil(multi) as u32
+        return (0, 0);
     }
+    if units <= single {
+        return (units, 1);
+    }
+    let mut parts = 1u32;
+    let mut filled = 0;
+    for width in widths {
+        if filled + width > multi {
+            parts += 1;
+            filled = 0;
+        }
+        filled += width;
+    }
+    (units, parts)
 }
 
 #[cfg(test)]
@@ -250,5 +266,83 @@ mod tests {
         assert_eq!(describe('–'), "typographic dash – (U+2013)");
         assert_eq!(describe('😀'), "emoji 😀 (U+1F600)");
         assert_eq!(describe('ب'), "character ب (U+0628)");
+    }
+
+    /// A phone's own cut of encoded units into parts of `multi`: cut every
+    /// `multi` units, one unit earlier when the cut would fall between an escape
+    /// and its character or inside a surrogate pair.
+    fn split_as_a_phone_does(text: &str) -> usize {
+        let gsm = first_non_gsm(text).is_none();
+        // Each unit, and whether a cut may fall before it.
+        let mut units: Vec<bool> = Vec::new();
+        for c in text.chars() {
+            let width = if gsm {
+                if EXTENSION.contains(c) { 2 } else { 1 }
+            } else {
+                c.len_utf16()
+            };
+            units.push(true);
+            units.extend(std::iter::repeat_n(false, width - 1));
+        }
+        let (single, multi) = if gsm { (160, 153) } else { (70, 67) };
+        if units.is_empty() {
+            return 0;
+        }
+        if units.len() <= single {
+            return 1;
+        }
+        let mut parts = 0;
+        let mut start = 0;
+        while start < units.len() {
+            let mut end = (start + multi).min(units.len());
+            while end < units.len() && !units[end] {
+                end -= 1;
+            }
+            parts += 1;
+            start = end;
+        }
+        parts
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Segments never undercount what a phone sends, and the units are the
+        /// encoded length, for texts of GSM-7 letters, extension characters,
+        /// Swedish and emoji around the segment limits.
+        #[test]
+        fn segments_match_a_phone_s_split(
+            text in proptest::string::string_regex(
+                "[a-zåäöÅÄÖ €\\[\\]{}^~|😀é]{0,420}"
+            ).unwrap()
+        ) {
+            let counted = cost(&text);
+            proptest::prop_assert_eq!(
+                counted.segments as usize,
+                split_as_a_phone_does(&text),
+                "{:?}", counted
+            );
+            let units = match counted.encoding {
+                Encoding::Gsm7 => text
+                    .chars()
+                    .map(|c| if EXTENSION.contains(c) { 2 } else { 1 })
+                    .sum::<usize>(),
+                Encoding::Ucs2 => text.encode_utf16().count(),
+            };
+            proptest::prop_assert_eq!(counted.units, units);
+        }
+    }
+
+    #[test]
+    fn an_extension_character_is_never_cut_across_two_parts() {
+        // 152 letters, then € (escape + €) would straddle the 153-septet cut.
+        let text = format!("{}€{}", "a".repeat(152), "a".repeat(152));
+        let counted = cost(&text);
+        assert_eq!(counted.units, 306);
+        assert_eq!(counted.segments, 3, "306 septets, but € cannot be cut");
+        // The same in UCS-2 with an emoji across the 67-unit cut.
+        let text = format!("{}😀{}ж", "a".repeat(66), "a".repeat(65));
+        assert_eq!(cost(&text).units, 134);
+        assert_eq!(cost(&text).segments, 3);
     }
 }
