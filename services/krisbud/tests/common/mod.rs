@@ -1,6 +1,9 @@
 //! What the process tests of the `krisbud` binary share: a running
 //! `krisbud up --demo` of their own, and its demo tokens.
 
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
