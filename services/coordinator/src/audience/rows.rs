@@ -247,3 +247,78 @@ fn member(
     }
     Ok(member)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(header: &str, csv: &str, first_line: u64) -> ImportPart {
+        ImportPart {
+            audience: "a".into(),
+            generation: 1,
+            part: 0,
+            header: header.into(),
+            first_line,
+            csv: csv.into(),
+        }
+    }
+
+    /// A row of plausible and hostile cells: numbers in every form, addresses,
+    /// tags, quotes, separators, a BOM, control and non-Latin characters.
+    fn cell() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof![
+            proptest::string::string_regex("(\\+46|0)7[0-9 -]{0,12}").unwrap(),
+            proptest::string::string_regex("[a-zåäö.]{1,8}@[a-z]{1,6}\\.se").unwrap(),
+            proptest::string::string_regex("(sv|en|fa-IR|sv-x-lattlast|x{1,9})").unwrap(),
+            proptest::string::string_regex("[\"',;\\r\\n\u{feff}\u{0}\u{7f}ж漢😀 ]{0,6}").unwrap(),
+            proptest::string::string_regex(".{0,20}").unwrap(),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1_000))]
+
+        /// Whatever a file holds, a part is read without a panic: either refused
+        /// whole, naming a line of the part, or every row counted exactly once as
+        /// a member or a refusal on a line of the part.
+        #[test]
+        fn any_part_is_counted_or_refused_naming_a_line(
+            rows in proptest::collection::vec(proptest::collection::vec(cell(), 0..6), 0..40),
+            first_line in 1u64..1_000_000,
+        ) {
+            let csv: String = rows
+                .iter()
+                .map(|r| r.join(","))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let last_line = first_line + csv.lines().count() as u64 + 1;
+            match parse_part(&part("phone,email,language,name,external_id", &csv, first_line)) {
+                Ok((members, report)) => {
+                    proptest::prop_assert_eq!(report.rows, report.accepted + report.rejected);
+                    proptest::prop_assert_eq!(members.len() as u64, report.accepted);
+                    for error in &report.errors {
+                        proptest::prop_assert!(
+                            (first_line..=last_line).contains(&error.line),
+                            "line {} outside {}..={}", error.line, first_line, last_line
+                        );
+                    }
+                    for member in &members {
+                        if let Some(phone) = &member.phone {
+                            proptest::prop_assert!(phone.starts_with('+'), "{}", phone);
+                        }
+                    }
+                }
+                Err(problem) => {
+                    proptest::prop_assert_eq!(problem.field.as_deref(), Some("csv"));
+                    proptest::prop_assert!(problem.detail.starts_with("line "), "{}", problem.detail);
+                }
+            }
+        }
+
+        /// Any header is either read or refused naming what is wrong, never a panic.
+        #[test]
+        fn any_header_is_read_or_refused(header in ".{0,60}") {
+            let _ = parse_part(&part(&header, "0701234567", 1));
+        }
+    }
+}
