@@ -1,8 +1,10 @@
 // Each role's main flow in Debian's chromium, against a running krisbud:
 // the duty officer declares (at 1280 and 320 CSS px) and watches the board reach
 // done, the operator confirms a channel, the approver approves a version someone
-// else drafted, the auditor verifies and exports, the admin sees the audiences,
-// and the duty officer gives the all-clear. axe-core scans every page on the way
+// else drafted, the auditor verifies, looks a recipient up and exports, the
+// admin creates a group and uploads members with a refused row, and the duty
+// officer previews an update, gives the all-clear and closes the crisis, and
+// withdraws the other as sent in error. axe-core scans every page on the way
 // (WCAG 2.1 A and AA); at 320 px no page may scroll sideways (WCAG 1.4.10). Any
 // violation fails the run.
 // Usage: node console.mjs <config.json>
@@ -93,6 +95,8 @@ async function declare(width) {
 async function confirm(board) {
   const { context, page } = await signIn("operator");
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+  await page.getByRole("link", { name: "Att bekräfta" }).first().click();
+  await scan(page, "channels to confirm");
   await page.goto(board);
   await scan(page, "board (operator)");
   // The copy button puts the exact SMS text on the clipboard.
@@ -129,6 +133,10 @@ async function audit() {
   const verdict = await page.getByRole("heading", { name: /Kedjan är/ }).textContent();
   if (verdict.includes("BRUTEN")) failures.push(`verification: ${verdict}`);
   await scan(page, "verification");
+  await page.getByLabel(/Fick den här personen meddelandet/).fill("070-174 06 05");
+  await page.getByRole("button", { name: "Sök mottagare" }).click();
+  await page.getByRole("heading", { name: /Mottagaren/ }).waitFor();
+  await scan(page, "recipient lookup answer");
   const [download] = await Promise.all([
     page.waitForEvent("download"),
     page.getByRole("link", { name: /exportpaketet/ }).click(),
@@ -154,11 +162,32 @@ async function administer() {
   const { context, page } = await signIn("admin", 320);
   await page.getByRole("link", { name: "Administration" }).click();
   await scan(page, "administration at 320 px");
+  // A new group, and a member file with a refused row: the upload report.
+  await page.getByLabel(/Kortnamn/).fill("webbtest");
+  await page.getByLabel("Namn", { exact: true }).fill("Webbtest");
+  await page.getByRole("button", { name: "Skapa gruppen" }).click();
+  await page.getByLabel("Ersätt medlemmarna i Webbtest med en CSV-fil").setInputFiles({
+    name: "medlemmar.csv",
+    mimeType: "text/csv",
+    buffer: Buffer.from("phone,email,language\n070-174 09 01,,sv\n070-12,,sv\n"),
+  });
+  await page.getByRole("button", { name: "Ladda upp" }).last().click();
+  await page.getByRole("heading", { name: /Inläsning av/ }).waitFor();
+  const report = await page.textContent("main");
+  if (!report.includes("3")) failures.push(`the upload report does not name line 3: ${report}`);
+  await scan(page, "upload report at 320 px");
   await context.close();
 }
 
 async function allClear(board) {
   const { context, page } = await signIn("duty_officer");
+  await page.goto(board);
+  await page.getByRole("link", { name: "Uppdatera", exact: true }).click();
+  await scan(page, "update form");
+  await page.locator("#var-beraknat_klart").fill("i morgon kl. 08");
+  await page.getByRole("button", { name: "Förhandsgranska" }).click();
+  await page.getByRole("heading", { name: "Så här blir uppdateringen" }).waitFor();
+  await scan(page, "update preview");
   await page.goto(board);
   await page.getByRole("link", { name: "Faran över" }).click();
   await scan(page, "all-clear step");
@@ -166,17 +195,37 @@ async function allClear(board) {
   await page.waitForURL(board);
   await page.getByText("Faran är över och det har meddelats").waitFor();
   await scan(page, "board after the all-clear");
+  await page.getByRole("link", { name: "Avsluta krisen" }).click();
+  await scan(page, "close step");
+  await page.getByRole("button", { name: "Avsluta krisen" }).click();
+  await page.waitForURL(board);
+  await page.getByText("Krisen är avslutad").waitFor();
+  await scan(page, "board after the close");
+  await context.close();
+}
+
+async function withdraw(board) {
+  const { context, page } = await signIn("duty_officer", 320);
+  await page.goto(board);
+  await page.getByRole("link", { name: "Återkalla som felaktigt" }).click();
+  await scan(page, "correction step at 320 px");
+  await page.getByLabel(/Varför återkallas meddelandet/).fill("Fel område i meddelandet");
+  await page.getByRole("button", { name: "Återkalla som felaktigt" }).click();
+  await page.waitForURL(board);
+  await page.getByText("Meddelandet är återkallat som felaktigt").waitFor();
+  await scan(page, "board after the correction at 320 px");
   await context.close();
 }
 
 const board = await declare(1280);
-await declare(320);
+const phoneBoard = await declare(320);
 await confirm(board);
 await approve();
 await edit();
 await audit();
 await administer();
 await allClear(board);
+await withdraw(phoneBoard);
 await browser.close();
 if (failures.length) {
   console.error(failures.join("\n"));
