@@ -121,3 +121,46 @@ async fn the_status_streams_from_declaration_to_confirmation() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+/// One user holds at most 20 live streams (API and console together); the 21st
+/// gets 429 naming the limit, and a closed stream frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_holds_at_most_twenty_live_streams() {
+    let app = TestApp::spawn().await;
+    let id = app.declare_ok(&water_declaration()).await;
+    let open = || {
+        app.http
+            .get(format!("{}/api/v1/crises/{id}/events", app.api))
+            .bearer_auth(app.token(Role::Operator))
+            .send()
+    };
+    let mut streams = Vec::new();
+    for n in 0..20 {
+        let response = open().await.unwrap();
+        assert_eq!(response.status(), 200, "stream {n}");
+        streams.push(response);
+    }
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("already follows 20 live streams"), "{body}");
+    // Another user is not held back by this one.
+    let other = app
+        .http
+        .get(format!("{}/api/v1/crises/{id}/events", app.api))
+        .bearer_auth(app.token(Role::DutyOfficer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    drop(streams.pop());
+    krisbud_tests::wait_until_async(
+        "a closed stream's slot",
+        Duration::from_secs(20),
+        || async {
+            let response = open().await.ok()?;
+            (response.status() == 200).then_some(response)
+        },
+    )
+    .await;
+}

@@ -18,6 +18,9 @@ pub struct Config {
     /// Largest audience CSV accepted by `PUT /audiences/{id}/members`, in bytes
     /// (256 MiB holds several million rows).
     pub members_limit_bytes: usize,
+    /// Live streams (API event streams and console boards together) one user may
+    /// hold open; one more gets 429.
+    pub streams_per_user: usize,
     /// The people and programs allowed to call the API.
     pub users: Vec<User>,
     /// Console sign-in through the city's identity provider (OpenID Connect);
@@ -84,6 +87,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             body_limit_bytes: 64 * 1024,
             members_limit_bytes: 256 * 1024 * 1024,
+            streams_per_user: 20,
             users: Vec::new(),
             oidc: None,
         }

@@ -68,6 +68,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         sessions: console::session::Sessions::default(),
         watches: live_status::Watches::default(),
+        streams: live_status::StreamSlots::new(config.streams_per_user),
         oidc: match config.oidc.clone() {
             Some(c) => Some(Arc::new(console::oidc::Oidc::new(c)?)),
             None => None,

@@ -41,6 +41,70 @@ pub async fn events(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// The live streams each user holds open (the API's event streams and the
+/// console's boards together), so that one person or one leaked token cannot
+/// hold thousands of connections and watches.
+#[derive(Clone)]
+pub struct StreamSlots {
+    most: usize,
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream of a user; its slot frees when the stream ends.
+pub struct StreamSlot {
+    slots: StreamSlots,
+    user: String,
+}
+
+impl StreamSlots {
+    /// At most `most` streams per user.
+    pub fn new(most: usize) -> StreamSlots {
+        StreamSlots {
+            most,
+            open: Arc::default(),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for one more stream of `user`, or 429 when they hold the most.
+    pub fn take(&self, user: &str) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open();
+        let held = open.entry(user.to_owned()).or_default();
+        if *held >= self.most {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too many streams",
+                format!(
+                    "{user} already follows {} live streams, the most one user may; close one",
+                    self.most
+                ),
+            ));
+        }
+        *held += 1;
+        Ok(StreamSlot {
+            slots: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open();
+        if let Some(held) = open.get_mut(&self.user) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
 /// The status of crisis `crisis_id` as `actor` may see it, then once per change
 /// until shutdown: the API's event stream and the console's live board. The
 /// caller's right to see the crisis is checked per stream (through the
@@ -56,6 +120,8 @@ pub(crate) async fn watch(
             "there is no crisis `{crisis_id}`"
         ))));
     }
+    // Held by the stream below: the user's slot frees when the stream ends.
+    let slot = app.streams.take(&actor.user)?;
     // Follow first, then read: a change between the two is not missed.
     let mut changes = app.watches.follow(app, &crisis_id).await?;
     let first: CrisisStatus = app
@@ -70,6 +136,7 @@ pub(crate) async fn watch(
         .await?;
     let shutdown = app.shutdown.clone();
     Ok(async_stream::stream! {
+        let _slot = slot;
         let mut last = first.clone();
         yield first;
         loop {

@@ -714,7 +714,14 @@ pub(crate) fn api() -> (Router<AppState>, Value) {
             )
             .build(),
     )
-    .response("404", problem_response("No such crisis", &problem));
+    .response("404", problem_response("No such crisis", &problem))
+    .response(
+        "429",
+        problem_response(
+            "The user already holds as many live streams as one user may",
+            &problem,
+        ),
+    );
     let table = table.route(
         HttpMethod::Get,
         "/api/v1/crises/{id}/events",

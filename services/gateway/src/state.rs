@@ -34,6 +34,8 @@ pub struct AppState {
     pub sessions: crate::console::session::Sessions,
     /// The shared watches of followed crises (live boards and event streams).
     pub watches: crate::live_status::Watches,
+    /// The live streams each user holds open, at most `streams_per_user`.
+    pub streams: crate::live_status::StreamSlots,
     /// The identity provider the console signs people in with, when configured.
     pub oidc: Option<Arc<crate::console::oidc::Oidc>>,
 }

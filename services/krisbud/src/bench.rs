@@ -164,6 +164,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     config.common.data_dir = data_dir.clone();
     config.gateway.listen = "127.0.0.1:0".into();
+    // The console measurement holds a thousand boards open as one user.
+    config.gateway.streams_per_user = usize::MAX;
     config.banner.listen = "127.0.0.1:0".into();
     if config.common.telemetry.log == "info" {
         // Info logs a line per job; they would bury the progress bar.

@@ -60,6 +60,7 @@ impl App {
             listen: "127.0.0.1:0".into(),
             body_limit_bytes: BODY_LIMIT,
             members_limit_bytes: 1024 * 1024,
+            streams_per_user: 20,
             users: vec![
                 User::with_token("tib", vec![Role::DutyOfficer], TIB),
                 User::with_token("olle", vec![Role::Operator], OPERATOR),
