@@ -308,10 +308,10 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     .await?;
                 for c in &page.checkpoints {
                     println!(
-                        "{:>8}  {}  key {}  {}",
+                        "{:>8}  {}  {}  {}",
                         c.sequence,
                         krisbud_kit::text::local_time(c.signed_at),
-                        c.key_id,
+                        t!("audit.key_id", id = c.key_id),
                         c.hash
                     );
                 }
@@ -324,16 +324,22 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::PublicKey { api } => {
             let keys: AuditKeys = Api::new(&api).get("/audit/public-key", &[]).await?;
             println!(
-                "{} {} (key {})",
-                keys.current.algorithm, keys.current.public_key, keys.current.key_id
+                "{} {} ({})",
+                keys.current.algorithm,
+                keys.current.public_key,
+                t!("audit.key_id", id = keys.current.key_id)
             );
             for k in &keys.history {
                 println!(
-                    "  registered {}  key {}  {}",
-                    k.since
-                        .map(krisbud_kit::text::local_time)
-                        .unwrap_or_else(|| "?".into()),
-                    k.key_id,
+                    "  {}  {}  {}",
+                    t!(
+                        "audit.registered",
+                        at = k
+                            .since
+                            .map(krisbud_kit::text::local_time)
+                            .unwrap_or_else(|| "?".into())
+                    ),
+                    t!("audit.key_id", id = k.key_id),
                     k.public_key
                 );
             }

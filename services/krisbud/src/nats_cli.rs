@@ -73,10 +73,13 @@ pub async fn run(command: NatsCommand) -> anyhow::Result<ExitCode> {
             krisbud_kit::nats::provision_all(&async_nats::jetstream::new(client.clone())).await?;
             client.drain().await?;
             println!(
-                "provisioned {} streams, {} buckets and {} durable consumers",
-                krisbud_proto::spec::STREAMS.len(),
-                krisbud_proto::spec::BUCKETS.len(),
-                krisbud_proto::access::durables().len()
+                "{}",
+                rust_i18n::t!(
+                    "nats.provisioned",
+                    streams = krisbud_proto::spec::STREAMS.len(),
+                    buckets = krisbud_proto::spec::BUCKETS.len(),
+                    consumers = krisbud_proto::access::durables().len()
+                )
             );
         }
         NatsCommand::Keygen { out } => {
