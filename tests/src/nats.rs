@@ -130,10 +130,23 @@ impl NatsServer {
     /// Starts the server again on the same port and store.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        self.spawn_on(false);
     }
 
     fn spawn(&mut self) {
+        self.spawn_on(true);
+    }
+
+    /// Starts the server and waits until it, and not another test's server that
+    /// took the same free port in the meantime, answers: its INFO names it. When
+    /// `may_move`, a port lost that way is given up for another free one.
+    fn spawn_on(&mut self, may_move: bool) {
+        static SERVERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "krisbud-test-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let binary = nats_server_binary();
         let mut command = Command::new(&binary);
         if let Some(config) = &self.config {
@@ -144,7 +157,7 @@ impl NatsServer {
         }
         let child = command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .args(["-js", "-n", &name, "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("TEST_LOG").is_some() {
@@ -161,10 +174,16 @@ impl NatsServer {
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !answers_as(self.port, &name) {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
+                if may_move && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    // Another server holds the port: take another.
+                    self.child = None;
+                    self.port = free_port();
+                    return self.spawn_on(true);
+                }
                 panic!("nats-server exited at start-up with {status}");
             }
             assert!(
@@ -205,6 +224,20 @@ pub fn nats_server_binary() -> PathBuf {
 }
 
 /// A port nobody listens on right now.
+/// Whether the server on `port` is the one called `name` (its INFO line says).
+fn answers_as(port: u16, name: &str) -> bool {
+    use std::io::{BufRead as _, BufReader};
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut info = String::new();
+    if BufReader::new(stream).read_line(&mut info).is_err() {
+        return false;
+    }
+    info.contains(&format!("\"server_name\":\"{name}\""))
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
